@@ -1,0 +1,6 @@
+"""lstmvision: LSTM-based vision backbones (Sequencer, Vision-LSTM) with weights, training and analyses."""
+from lstmvision.models import create_model, get_pretrained_cfg, list_models
+from lstmvision.weights import WeightsError, load_pretrained, save_pretrained
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "get_pretrained_cfg", "list_models", "load_pretrained", "save_pretrained", "WeightsError"]

@@ -1,0 +1,5 @@
+import sys
+
+from lstmvision.cli import main
+
+sys.exit(main())

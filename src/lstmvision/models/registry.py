@@ -1,0 +1,148 @@
+"""Model registry: every public architecture is a function registered under its name.
+
+`create_model` builds a model by name, attaches its `pretrained_cfg`, loads weights from a local file or
+folder, and optionally wraps it as a feature extractor (timm's `features_only` contract).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch.nn as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+_CFGS: dict[str, dict[str, Any]] = {}
+
+
+def make_cfg(**overrides: Any) -> dict[str, Any]:
+    """The pretrained cfg of a model (timm's fields); `overrides` replace the defaults."""
+    cfg = dict(
+        url="",
+        num_classes=1000,
+        input_size=(3, 224, 224),
+        pool_size=None,
+        crop_pct=0.875,
+        interpolation="bicubic",
+        fixed_input_size=False,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        first_conv="stem.proj",
+        classifier="head.fc",
+        license="apache-2.0",
+        paper_top1=None,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def register_model(cfg: dict[str, Any] | None = None) -> Callable:
+    """Decorator: register `fn(**kwargs) -> nn.Module` under its function name with a pretrained cfg."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _ENTRYPOINTS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _ENTRYPOINTS[fn.__name__] = fn
+        _CFGS[fn.__name__] = cfg if cfg is not None else make_cfg()
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; `pattern` is a shell-style wildcard (e.g. 'sequencer2d_*')."""
+    names = sorted(_ENTRYPOINTS)
+    if pattern:
+        if not any(c in pattern for c in "*?["):
+            pattern = f"*{pattern}*"
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def is_model(name: str) -> bool:
+    return name in _ENTRYPOINTS
+
+
+def get_pretrained_cfg(name: str) -> dict[str, Any]:
+    _check_name(name)
+    return dict(_CFGS[name])
+
+
+def _check_name(name: str) -> None:
+    if name not in _ENTRYPOINTS:
+        close = [n for n in _ENTRYPOINTS if name.split("_")[0] in n][:5]
+        hint = f" Similar: {', '.join(close)}." if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Run `lstmvision models` for the full list.")
+
+
+def _saved_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    cfg_file = Path(path) / "config.json"
+    if Path(path).is_dir() and cfg_file.is_file():
+        return json.loads(cfg_file.read_text())
+    return None
+
+
+def create_model(
+    name: str | None = None,
+    pretrained: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    features_only: bool = False,
+    out_indices: Any = None,
+    feature_fmt: str = "NCHW",
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model, optionally loading weights from `pretrained` (file or saved folder).
+
+    `pretrained` may be an official checkpoint (.pth / .pth.tar), a timm-format state dict (.safetensors or
+    .pth) or a folder written by `save_pretrained`; the format is detected and converted. When `name` is None
+    the architecture is read from the folder's config.json. Keyword arguments override the architecture.
+    A different `num_classes` than the checkpoint's re-initialises the classifier (with a warning).
+    """
+    from lstmvision.weights import load_pretrained
+
+    if pretrained is not None and not Path(pretrained).exists():
+        raise FileNotFoundError(f"pretrained weights not found: {pretrained}")
+    saved = _saved_config(pretrained)
+    if saved is not None:
+        if name is not None and name != saved["architecture"]:
+            raise ValueError(
+                f"{pretrained} holds a {saved['architecture']!r} model, not {name!r}; "
+                f"call create_model({saved['architecture']!r}, ...) or leave the name out"
+            )
+        name = saved["architecture"]
+        kwargs = {**saved.get("kwargs", {}), **kwargs}
+        if num_classes is None:
+            num_classes = saved.get("num_classes")
+    if name is None:
+        raise ValueError("create_model needs a model name, or pretrained= a folder written by save_pretrained")
+    _check_name(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    cfg = dict(_CFGS[name])
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = _ENTRYPOINTS[name](**kwargs)
+    if saved is not None and saved.get("pretrained_cfg"):
+        cfg.update(saved["pretrained_cfg"])
+    cfg["num_classes"] = model.num_classes
+    model.pretrained_cfg = cfg
+    model.default_cfg = cfg
+    model.model_name = name
+    model.model_kwargs = {k: v for k, v in kwargs.items() if k != "num_classes"}
+    if saved is not None and saved.get("class_names"):
+        model.class_names = list(saved["class_names"])
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    if features_only:
+        from timm.models._features import FeatureGetterNet
+
+        if out_indices is None:
+            out_indices = tuple(range(len(model.feature_info)))
+        model = FeatureGetterNet(model, out_indices=out_indices, output_fmt=feature_fmt)
+    return model

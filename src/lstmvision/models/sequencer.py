@@ -1,0 +1,496 @@
+"""Sequencer: Deep LSTM for Image Classification (Tatsunami & Taki, NeurIPS 2022).
+
+A hierarchical stack of blocks `x + DropPath(RNNMixer(LN(x)))`, `x + DropPath(MLP(LN(x)))` over an NHWC token
+map. The 2-D mixer (BiLSTM2D) runs one bidirectional RNN down the columns and one along the rows and fuses
+them with a Linear; the vanilla (1-D) mixer runs one BiLSTM over the raster-ordered tokens.
+
+Parameter names follow timm's `sequencer2d_*` exactly (`stages.{i}.blocks.{j}...`, `head.fc`), so timm
+weights load as they are; official checkpoints (`blocks.{i}.{j}`, `head`) are remapped on load.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, lecun_normal_, trunc_normal_
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+from lstmvision.models.registry import make_cfg, register_model
+
+RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+UNIONS = ("cat", "add", "vertical", "horizontal")
+
+
+def _make_rnn(rnn_type: str, dim: int, hidden: int, bidirectional: bool) -> nn.RNNBase:
+    if rnn_type not in RNN_TYPES:
+        raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, got {rnn_type!r}")
+    return RNN_TYPES[rnn_type](dim, hidden, num_layers=1, batch_first=True, bias=True, bidirectional=bidirectional)
+
+
+class RNN2DMixer(nn.Module):
+    """BiLSTM2D (or GRU/RNN): vertical and horizontal RNNs over an NHWC map, fused by a Linear.
+
+    Output channels of the union are ordered [vertical fwd | vertical bwd | horizontal fwd | horizontal bwd].
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_size: int,
+        rnn_type: str = "lstm",
+        bidirectional: bool = True,
+        union: str = "cat",
+        with_fc: bool = True,
+    ):
+        super().__init__()
+        if union not in UNIONS:
+            raise ValueError(f"union must be one of {UNIONS}, got {union!r}")
+        self.union = union
+        out = hidden_size * (2 if bidirectional else 1)
+        self.rnn_v = _make_rnn(rnn_type, dim, hidden_size, bidirectional) if union != "horizontal" else None
+        self.rnn_h = _make_rnn(rnn_type, dim, hidden_size, bidirectional) if union != "vertical" else None
+        mixed = 2 * out if union == "cat" else out
+        if with_fc:
+            self.fc = nn.Linear(mixed, dim)
+        elif mixed != dim:
+            raise ValueError(
+                f"with_fc=False needs the {union!r} output width ({mixed}) to equal dim ({dim}); "
+                f"choose hidden_size={dim // (mixed // hidden_size)} or with_fc=True"
+            )
+        else:
+            self.fc = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        parts = []
+        if self.rnn_v is not None:
+            v = x.permute(0, 2, 1, 3).reshape(B * W, H, C)  # one sequence per column, top to bottom
+            v = self.rnn_v(v)[0].reshape(B, W, H, -1).permute(0, 2, 1, 3)
+            parts.append(v)
+        if self.rnn_h is not None:
+            h = self.rnn_h(x.reshape(B * H, W, C))[0].reshape(B, H, W, -1)  # one sequence per row
+            parts.append(h)
+        if self.union == "cat":
+            x = torch.cat(parts, dim=-1)
+        elif self.union == "add":
+            x = parts[0] + parts[1]
+        else:
+            x = parts[0]
+        return self.fc(x) if self.fc is not None else x
+
+
+class RNN1DMixer(nn.Module):
+    """Vanilla Sequencer mixer: one (Bi)RNN over all H*W tokens in row-major raster order, no fc."""
+
+    def __init__(self, dim: int, hidden_size: int, rnn_type: str = "lstm", bidirectional: bool = True):
+        super().__init__()
+        out = hidden_size * (2 if bidirectional else 1)
+        if out != dim:
+            raise ValueError(f"the vanilla mixer has no fc: its output width ({out}) must equal dim ({dim})")
+        self.rnn = _make_rnn(rnn_type, dim, hidden_size, bidirectional)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        return self.rnn(x.reshape(B, H * W, C))[0].reshape(B, H, W, -1)
+
+
+class SequencerBlock(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        mixer: nn.Module,
+        mlp_ratio: float = 3.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.rnn_tokens = mixer
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_channels = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.rnn_tokens(self.norm1(x)))
+        return x + self.drop_path(self.mlp_channels(self.norm2(x)))
+
+
+class Downsample(nn.Module):
+    """Patch merging (p=2) or per-token linear (p=1) between stages, on NHWC maps."""
+
+    def __init__(self, in_dim: int, out_dim: int, patch_size: int):
+        super().__init__()
+        self.down = nn.Conv2d(in_dim, out_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class SequencerStage(nn.Module):
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+def _per_stage(value: Any, n: int, name: str) -> list:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name} needs {n} values (one per stage), got {len(values)}")
+    return values
+
+
+class Sequencer(nn.Module):
+    """Sequencer2D (`mixer='2d'`, BiLSTM2D token mixing) or the vanilla Sequencer (`mixer='1d'`).
+
+    Any input height and width works: the stem and merging convs floor, and the RNNs take any length.
+    """
+
+    output_fmt = "NHWC"
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int | tuple[int, int] = 224,
+        global_pool: str = "avg",
+        layers: Sequence[int] = (4, 3, 8, 3),
+        patch_sizes: Sequence[int] = (7, 2, 1, 1),
+        embed_dims: Sequence[int] = (192, 384, 384, 384),
+        hidden_sizes: Sequence[int] = (48, 96, 96, 96),
+        mlp_ratios: Sequence[float] | float = 3.0,
+        mixer: Literal["2d", "1d"] = "2d",
+        rnn_type: str = "lstm",
+        bidirectional: bool = True,
+        union: str = "cat",
+        with_fc: bool = True,
+        pos_embed: bool = False,
+        shuffle_tokens: bool = False,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        drop_path_schedule: Literal["linear", "uniform"] = "linear",
+        head_bias: float = 0.0,
+    ):
+        super().__init__()
+        n = len(layers)
+        patch_sizes = _per_stage(patch_sizes, n, "patch_sizes")
+        embed_dims = _per_stage(embed_dims, n, "embed_dims")
+        hidden_sizes = _per_stage(hidden_sizes, n, "hidden_sizes")
+        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
+        if mixer not in ("2d", "1d"):
+            raise ValueError(f"mixer must be '2d' (BiLSTM2D) or '1d' (vanilla), got {mixer!r}")
+        if drop_path_schedule not in ("linear", "uniform"):
+            raise ValueError(f"drop_path_schedule must be 'linear' or 'uniform', got {drop_path_schedule!r}")
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.shuffle_tokens = shuffle_tokens
+        self.grad_checkpointing = False
+
+        self.stem = PatchEmbed(
+            img_size=None, patch_size=patch_sizes[0], in_chans=in_chans, embed_dim=embed_dims[0],
+            flatten=False, output_fmt="NHWC", strict_img_size=False,
+        )
+        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.grid_size = (img_hw[0] // patch_sizes[0], img_hw[1] // patch_sizes[0])
+        self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid_size, embed_dims[0])) if pos_embed else None
+
+        total = sum(layers)
+        if drop_path_schedule == "linear":
+            rates = torch.linspace(0, drop_path_rate, total).tolist() if total > 1 else [0.0]
+        else:
+            rates = [drop_path_rate] * total
+        stages, self.feature_info, reduction, k = [], [], patch_sizes[0], 0
+        for i in range(n):
+            if i == 0:
+                down: nn.Module = nn.Identity()
+            else:
+                down = Downsample(embed_dims[i - 1], embed_dims[i], patch_sizes[i])
+                reduction *= patch_sizes[i]
+            blocks = []
+            for _ in range(layers[i]):
+                if mixer == "2d":
+                    mix: nn.Module = RNN2DMixer(
+                        embed_dims[i], hidden_sizes[i], rnn_type, bidirectional, union, with_fc
+                    )
+                else:
+                    mix = RNN1DMixer(embed_dims[i], hidden_sizes[i], rnn_type, bidirectional)
+                blocks.append(SequencerBlock(embed_dims[i], mix, mlp_ratios[i], proj_drop_rate, rates[k]))
+                k += 1
+            stages.append(SequencerStage(down, blocks))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
+        self.head = ClassifierHead(
+            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
+        )
+        self.init_weights(head_bias)
+
+    # ----------------------------------------------------------------------------------------- init
+    @torch.no_grad()
+    def init_weights(self, head_bias: float = 0.0) -> None:
+        """Official init: zero head, xavier Linears (tiny-normal MLP biases), lecun-normal convs,
+        PyTorch-default RNNs, trunc-normal position embedding."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if name.startswith("head"):
+                    nn.init.zeros_(module.weight)
+                    nn.init.constant_(module.bias, head_bias)
+                else:
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        if "mlp" in name:
+                            nn.init.normal_(module.bias, std=1e-6)
+                        else:
+                            nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                lecun_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
+
+    # -------------------------------------------------------------------------------- timm contract
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"} if self.pos_embed is not None else set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^stem|^pos_embed",
+            blocks=[(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
+            if coarse
+            else [
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    # ------------------------------------------------------------------------------------- forward
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.pos_embed is not None:
+            x = x + self._pos_embed_for(x.shape[1:3])
+        if self.shuffle_tokens and self.training:
+            B, H, W, C = x.shape
+            perm = torch.randperm(H * W, device=x.device)
+            x = x.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
+        return x
+
+    def _pos_embed_for(self, hw: tuple[int, int]) -> torch.Tensor:
+        if tuple(hw) == tuple(self.pos_embed.shape[1:3]):
+            return self.pos_embed
+        pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=tuple(hw), mode="bicubic", align_corners=False)
+        return pe.permute(0, 2, 3, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled, normalised NHWC features (B, h, w, num_features)."""
+        return self.norm(self.stages(self._embed(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Stage outputs (NCHW by default, or NHWC) and, unless `intermediates_only`, the final features."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self._embed(x)
+        last = len(self.stages) - 1
+        stages = self.stages if not stop_early else self.stages[: max_index + 1]
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                y = self.norm(x) if norm and i == last else x
+                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return intermediates
+        if i == last:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+    # ----------------------------------------------------------------------------- weight layouts
+    def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map official (okojoalg/sequencer) keys onto ours; timm and lstmvision keys pass unchanged."""
+        if not any(k.startswith("blocks.") for k in state_dict):
+            return state_dict
+        out = {}
+        for key, value in state_dict.items():
+            m = re.match(r"^blocks\.(\d+)\.(\d+)\.down\.(.*)$", key)
+            if m:
+                key = f"stages.{int(m.group(1)) + 1}.downsample.down.{m.group(3)}"
+            else:
+                key = re.sub(r"^blocks\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
+            key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
+            key = key.replace("absolute_pos_embed", "pos_embed")
+            out[key] = value
+        return out
+
+
+Sequencer2d = Sequencer
+
+# --------------------------------------------------------------------------------------- registry
+_S = dict(layers=(4, 3, 8, 3), patch_sizes=(7, 2, 1, 1), embed_dims=(192, 384, 384, 384), hidden_sizes=(48, 96, 96, 96))
+_M = dict(_S, layers=(4, 3, 14, 3))
+_L = dict(_S, layers=(8, 8, 16, 4))
+_VANILLA = dict(layers=(4, 3, 8, 3), patch_sizes=(14, 1, 1, 1), embed_dims=(384,) * 4, hidden_sizes=(192,) * 4, mixer="1d")
+
+
+def _cfg(**kw: Any) -> dict[str, Any]:
+    return make_cfg(paper="Sequencer: Deep LSTM for Image Classification (NeurIPS 2022)", **kw)
+
+
+def _cfg_392(**kw: Any) -> dict[str, Any]:
+    return _cfg(input_size=(3, 392, 392), crop_pct=1.0, **kw)
+
+
+def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> Sequencer:
+    return Sequencer(**{**defaults, **kwargs})
+
+
+@register_model(_cfg(paper_top1=82.3))
+def sequencer2d_s(**kwargs) -> Sequencer:
+    return _build(_S, kwargs)
+
+
+@register_model(_cfg(paper_top1=82.8))
+def sequencer2d_m(**kwargs) -> Sequencer:
+    return _build(_M, kwargs)
+
+
+@register_model(_cfg(paper_top1=83.4))
+def sequencer2d_l(**kwargs) -> Sequencer:
+    return _build(_L, kwargs)
+
+
+@register_model(_cfg_392())
+def sequencer2d_s_392(**kwargs) -> Sequencer:
+    return _build(dict(_S, img_size=392), kwargs)
+
+
+@register_model(_cfg_392())
+def sequencer2d_m_392(**kwargs) -> Sequencer:
+    return _build(dict(_M, img_size=392), kwargs)
+
+
+@register_model(_cfg_392(paper_top1=84.6))
+def sequencer2d_l_392(**kwargs) -> Sequencer:
+    return _build(dict(_L, img_size=392), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_s_unidirectional(**kwargs) -> Sequencer:
+    return _build(dict(_S, bidirectional=False), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_s_add(**kwargs) -> Sequencer:
+    return _build(dict(_S, union="add"), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_s_h2x(**kwargs) -> Sequencer:
+    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192)), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_s_without_fc(**kwargs) -> Sequencer:
+    return _build(dict(_S, with_fc=False), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_vertical(**kwargs) -> Sequencer:
+    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192), union="vertical", with_fc=False), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_s_horizontal(**kwargs) -> Sequencer:
+    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192), union="horizontal", with_fc=False), kwargs)
+
+
+@register_model(_cfg())
+def gru_sequencer2d_s(**kwargs) -> Sequencer:
+    return _build(dict(_S, rnn_type="gru"), kwargs)
+
+
+@register_model(_cfg())
+def rnn_sequencer2d_s(**kwargs) -> Sequencer:
+    return _build(dict(_S, rnn_type="rnn"), kwargs)
+
+
+@register_model(_cfg())
+def sequencer2d_l_d4_3x(**kwargs) -> Sequencer:
+    return _build(dict(_L, embed_dims=(256, 512, 512, 512), hidden_sizes=(64, 128, 128, 128)), kwargs)
+
+
+@register_model(_cfg())
+def v_sequencer_s(**kwargs) -> Sequencer:
+    return _build(_VANILLA, kwargs)
+
+
+@register_model(_cfg())
+def v_sequencer_s_h(**kwargs) -> Sequencer:
+    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192), mixer="1d"), kwargs)
+
+
+@register_model(_cfg(fixed_input_size=True))
+def v_sequencer_s_pe(**kwargs) -> Sequencer:
+    return _build(dict(_VANILLA, pos_embed=True), kwargs)

@@ -1,0 +1,1 @@
+"""Analyses, export and conversion tools built on the models."""

@@ -1,0 +1,196 @@
+"""Reading, converting, checking and saving model weights.
+
+Every load goes through `load_pretrained`: read the file safely (safetensors, or `torch.load` with
+`weights_only=True`), unwrap training checkpoints, let the model's family convert foreign key layouts
+(official repos, timm), then check the result against the model and load it. A classifier of another size is
+re-initialised with a warning; any other mismatch is one clear error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, a torch file (.pth/.pth.tar/.th/.bin) or a saved folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise WeightsError(f"no weights file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors raises its own error types
+            raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
+    try:
+        # timm/official training checkpoints carry their argparse Namespace: allow that one plain class only
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(
+            f"{path} holds objects that are not plain tensors and was not unpickled for safety "
+            f"({str(e).splitlines()[0]}). Re-save it as a plain state dict or as .safetensors."
+        ) from None
+    except (RuntimeError, EOFError) as e:
+        raise WeightsError(f"{path} is not a readable torch checkpoint: {str(e).splitlines()[0]}") from None
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the tensors in a checkpoint: raw, or under 'state_dict' / 'model' (training checkpoints)."""
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict) and obj[key]:
+                return unwrap_state_dict(obj[key], source)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return {_strip_prefixes(k): v for k, v in tensors.items()}
+    raise WeightsError(f"no state dict found in {source}")
+
+
+def _strip_prefixes(key: str) -> str:
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Let the model's family map foreign key layouts (official, timm) onto its own."""
+    filter_fn = getattr(model, "checkpoint_filter_fn", None)
+    return filter_fn(state_dict) if filter_fn is not None else state_dict
+
+
+def _head_keys(model: nn.Module) -> tuple[str, ...]:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    classifier = cfg.get("classifier", "head.fc")
+    names = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
+    return tuple(f"{n}.{p}" for n in names for p in ("weight", "bias"))
+
+
+def _adapt_input_conv(model: nn.Module, state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
+    """RGB weights into a model with another number of input channels (e.g. grayscale), as timm does."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    key = f"{cfg.get('first_conv', 'stem.proj')}.weight"
+    if key in state_dict and key in own and state_dict[key].shape[1] != own[key].shape[1]:
+        from timm.models import adapt_input_conv
+
+        if state_dict[key].shape[0] == own[key].shape[0] and state_dict[key].shape[2:] == own[key].shape[2:]:
+            state_dict[key] = adapt_input_conv(own[key].shape[1], state_dict[key])
+
+
+def _describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            parts.append(f"{len(keys)} {what}: {', '.join(keys[:3])}{more}")
+    return "; ".join(parts)
+
+
+def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Check a converted state dict against the model and load it (see the module docstring)."""
+    own = model.state_dict()
+    state_dict = dict(state_dict)
+    _adapt_input_conv(model, state_dict, own)
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    head = _head_keys(model)
+    head_only = all(k in head for k in missing) and all(s.split(" ")[0] in head for s in shapes)
+    if not unexpected and head_only and (missing or shapes):
+        n_ckpt = next((tuple(state_dict[k].shape)[0] for k in head if k in state_dict), None)
+        warnings.warn(
+            f"{source}: classifier has {n_ckpt} classes, model has {getattr(model, 'num_classes', '?')}; "
+            "the head was re-initialised",
+            stacklevel=3,
+        )
+        for k in head:
+            state_dict.pop(k, None)
+        model.load_state_dict(state_dict, strict=False)
+        return
+    if missing or unexpected or shapes:
+        arch = getattr(model, "model_name", type(model).__name__)
+        raise WeightsError(
+            f"{source} does not fit {arch}: {_describe_mismatch(missing, unexpected, shapes)}. "
+            "Is it a checkpoint of another architecture or size?"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load weights from `path` into `model` in place, converting official/timm layouts automatically."""
+    state_dict = convert_state_dict(read_state_dict(path), model)
+    load_state_dict_into(model, state_dict, source=str(path))
+    return model
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: list[str] | None = None) -> Path:
+    """Save a model built by `create_model` as `folder/model.safetensors` + `folder/config.json`.
+
+    `create_model(pretrained=folder)` rebuilds the same architecture and restores the weights exactly.
+    """
+    from safetensors.torch import save_file
+
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise WeightsError("save_pretrained needs a model built by lstmvision.create_model")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
+    config = dict(
+        architecture=name,
+        num_classes=model.num_classes,
+        kwargs=getattr(model, "model_kwargs", {}),
+        pretrained_cfg=cfg,
+        class_names=class_names or getattr(model, "class_names", None),
+        format="lstmvision",
+    )
+    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
+    return folder
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then rename: readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

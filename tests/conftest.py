@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(os.environ.get("LSTMVISION_REFERENCE_DIR", ROOT.parent / "shared" / "fixtures"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def perturb_(model: torch.nn.Module, scale: float = 0.02, seed: int = 0) -> torch.nn.Module:
+    """Add noise to every parameter so that no output is trivially zero (the heads start at zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model
