@@ -91,11 +91,13 @@ def _adapt_input_conv(model: nn.Module, state_dict: dict[str, torch.Tensor], own
     """RGB weights into a model with another number of input channels (e.g. grayscale), as timm does."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     key = f"{cfg.get('first_conv', 'stem.proj')}.weight"
-    if key in state_dict and key in own and state_dict[key].shape[1] != own[key].shape[1]:
+    if key not in state_dict or key not in own:
+        return
+    theirs, ours = state_dict[key].shape, own[key].shape
+    if len(theirs) == len(ours) == 4 and theirs[1] != ours[1] and (theirs[0], *theirs[2:]) == (ours[0], *ours[2:]):
         from timm.models import adapt_input_conv
 
-        if state_dict[key].shape[0] == own[key].shape[0] and state_dict[key].shape[2:] == own[key].shape[2:]:
-            state_dict[key] = adapt_input_conv(own[key].shape[1], state_dict[key])
+        state_dict[key] = adapt_input_conv(ours[1], state_dict[key])
 
 
 def _describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:

@@ -9,6 +9,7 @@ weights load as they are; official checkpoints (`blocks.{i}.{j}`, `head`) are re
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal, Sequence
 
@@ -200,6 +201,7 @@ class Sequencer(nn.Module):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.shuffle_tokens = shuffle_tokens
         self.grad_checkpointing = False
+        self.min_input_size = math.prod(patch_sizes)
 
         self.stem = PatchEmbed(
             img_size=None, patch_size=patch_sizes[0], in_chans=in_chans, embed_dim=embed_dims[0],
@@ -211,7 +213,7 @@ class Sequencer(nn.Module):
 
         total = sum(layers)
         if drop_path_schedule == "linear":
-            rates = torch.linspace(0, drop_path_rate, total).tolist() if total > 1 else [0.0]
+            rates = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
         else:
             rates = [drop_path_rate] * total
         stages, self.feature_info, reduction, k = [], [], patch_sizes[0], 0
@@ -303,6 +305,9 @@ class Sequencer(nn.Module):
 
     # ------------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] < self.min_input_size or x.shape[-1] < self.min_input_size:
+            m = self.min_input_size
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this model needs at least {m}x{m}")
         x = self.stem(x)
         if self.pos_embed is not None:
             x = x + self._pos_embed_for(x.shape[1:3])
