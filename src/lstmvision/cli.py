@@ -9,6 +9,10 @@ import sys
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
+    "resolution-sweep": ("lstmvision.tools.resolution", "top-1 of models at several test resolutions (table, JSON, plot)"),
+    "erf": ("lstmvision.tools.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),
+    "robustness": ("lstmvision.tools.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
+    "memory": ("lstmvision.tools.memory", "peak forward memory and throughput vs input resolution"),
 }
 
 

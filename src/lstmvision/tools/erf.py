@@ -1,0 +1,240 @@
+"""`lstmvision erf`: effective receptive fields by the Sequencer paper's protocol (sequencer.md §4.7).
+
+For every layer named by `--layers` (dotted module paths, e.g. `stages.1` for Sequencer, `blocks.3` for ViL or
+a timm ViT, `stages.2` for a timm ConvNeXt):
+1. a forward hook takes the layer output and sums the feature at the central position over batch and channels;
+2. that scalar is backpropagated to the input; per image p = ReLU(d/d input) (eval mode, RNNs in train mode as
+   the official `train_rnn`; the RNNs have no dropout so nothing changes);
+3. the map is log10(sum over **exactly N** images and over channels of p + 1), shape (H_in, W_in), saved as
+   `<model>__<layer>.npy` (the official loop processes N + 2 images; that off-by-one is not reproduced);
+4. all maps of one run are min-max scaled jointly and drawn in one PNG grid (cmap 'pink', as the official
+   `visualize_erf.py`).
+
+Centre position: (H//2 - 1, W//2 - 1) of the layer's spatial grid, as the official code does for 4-D outputs.
+Layouts: 4-D outputs are NHWC for models whose `output_fmt` is 'NHWC' (Sequencer, ViL) and NCHW otherwise
+(timm CNNs; `--layout` overrides); 3-D (B, N, C) token outputs drop the model's prefix (class) tokens, recover
+the grid from the input's aspect ratio and take the same (H//2 - 1, W//2 - 1) token. (The official 3-D rule,
+token N//2 - sqrt(N)//2, is the same point for a ViT with one class token but one column to the right for a
+square grid without one; we use one rule for all layouts so maps are comparable.)
+
+Images: the paper draws them from the *training* loader (random-resized crop, flip, colour jitter). Here the
+evaluation transform (resize to `--img-size`) is the default so runs are deterministic; `--train-aug` applies a
+random-resized crop + flip instead. Gradients are per image even in batches: the models are in eval mode, so no
+operation mixes samples.
+
+`cross_ratio` (in erf.json) quantifies "cross-shaped": the raw gradient mass on the horizontal and vertical
+axes through the centre divided by the mass at the same Euclidean distances along the diagonals (about 1 for an
+isotropic ERF, > 1 for a cross).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lstmvision.tools import analysis_common as C
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH", help="trained model folders")
+    p.add_argument("--model", nargs="+", default=[], metavar="NAME",
+                   help="registered names or timm:NAME (random init unless --pretrained)")
+    p.add_argument("--pretrained", help="weights for a single --model")
+    p.add_argument("--layers", nargs="+", required=True,
+                   help="dotted module names (e.g. stages.1 blocks.3); 'MODEL=LAYER' restricts a layer to a model")
+    p.add_argument("--images", "-n", type=int, default=32, help="number of images summed (exactly N)")
+    p.add_argument("--img-size", type=int, help="input size (default: each model's training size)")
+    p.add_argument("--layout", choices=["auto", "nhwc", "nchw"], default="auto", help="layout of 4-D outputs")
+    p.add_argument("--train-aug", action="store_true", help="random-resized crop + flip instead of eval resize")
+    C.add_common_arguments(p)
+    p.set_defaults(batch_size=8)
+
+
+# ------------------------------------------------------------------------------------------ core
+def centre_scalar(out: torch.Tensor, layout: str, input_hw: tuple[int, int], prefix_tokens: int = 0) -> torch.Tensor:
+    """Sum over batch and channels of the feature at the central position (H//2-1, W//2-1) of `out`."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() == 4:
+        if layout == "nhwc":
+            h, w = out.shape[1], out.shape[2]
+            return out[:, max(h // 2 - 1, 0), max(w // 2 - 1, 0), :].sum()
+        h, w = out.shape[2], out.shape[3]
+        return out[:, :, max(h // 2 - 1, 0), max(w // 2 - 1, 0)].sum()
+    if out.dim() == 3:
+        n = out.shape[1] - prefix_tokens
+        H, W = input_hw
+        h = max(1, round(math.sqrt(n * H / W)))
+        w = n // h
+        if h * w != n:
+            raise ValueError(f"cannot recover a token grid from {n} tokens for a {H}x{W} input")
+        idx = prefix_tokens + max(h // 2 - 1, 0) * w + max(w // 2 - 1, 0)
+        return out[:, idx, :].sum()
+    raise ValueError(f"layer output of shape {tuple(out.shape)} is neither 4-D (NHWC/NCHW) nor 3-D (B, N, C)")
+
+
+def layout_of(model: nn.Module, layout: str) -> str:
+    if layout != "auto":
+        return layout
+    return "nhwc" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "nchw"
+
+
+def erf_maps(model: nn.Module, layers: list[str], images, layout: str = "auto") -> tuple[dict[str, np.ndarray], int]:
+    """Raw ERF sums {layer: (H, W) = sum over images and channels of ReLU(grad)} and the image count.
+
+    `images` yields input batches (B, C, H, W) already normalised for the model.
+    """
+    modules = dict(model.named_modules())
+    missing = [l for l in layers if l not in modules]
+    if missing:
+        names = [n for n in modules if n and n.count(".") <= 1][:30]
+        raise ValueError(f"{getattr(model, 'label', 'model')} has no layer {missing[0]!r}; top-level layers: "
+                         f"{', '.join(names)}")
+    layout = layout_of(model, layout)
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    captured: dict[str, torch.Tensor] = {}
+    handles = [modules[l].register_forward_hook(lambda m, a, o, l=l: captured.__setitem__(l, o)) for l in layers]
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    try:
+        with C.rnns_in_train_mode(model):
+            for x in images:
+                x = x.detach().requires_grad_(True)
+                captured.clear()
+                model(x)
+                for i, l in enumerate(layers):
+                    s = centre_scalar(captured[l], layout, tuple(x.shape[-2:]), prefix)
+                    (g,) = torch.autograd.grad(s, x, retain_graph=i < len(layers) - 1)
+                    p = g.clamp_min(0).sum(dim=(0, 1)).double().cpu()
+                    sums[l] = sums[l] + p if l in sums else p
+                count += x.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    return {l: v.numpy() for l, v in sums.items()}, count
+
+
+def log_map(raw: np.ndarray) -> np.ndarray:
+    return np.log10(raw + 1.0)
+
+
+def joint_minmax(maps: list[np.ndarray]) -> list[np.ndarray]:
+    lo = min(float(m.min()) for m in maps)
+    hi = max(float(m.max()) for m in maps)
+    span = hi - lo if hi > lo else 1.0
+    return [(m - lo) / span for m in maps]
+
+
+def cross_ratio(raw: np.ndarray) -> float:
+    """Mass on the axes through the centre / mass at equal distances on the diagonals (see module doc)."""
+    H, W = raw.shape
+    cy, cx = max(H // 2 - 1, 0), max(W // 2 - 1, 0)
+    axis = diag = 0.0
+    for k in range(1, min(cy, cx, H - 1 - cy, W - 1 - cx) + 1):
+        d = k * math.sqrt(2)
+        r = int(round(d))
+        if min(cy, cx, H - 1 - cy, W - 1 - cx) < r:
+            break
+        diag += raw[cy - k, cx - k] + raw[cy - k, cx + k] + raw[cy + k, cx - k] + raw[cy + k, cx + k]
+        axis += raw[cy - r, cx] + raw[cy + r, cx] + raw[cy, cx - r] + raw[cy, cx + r]
+    return float(axis / diag) if diag > 0 else float("nan")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _image_batches(model, ds, indices, size: int, args):
+    from torchvision import transforms as T
+
+    mean, std = C.model_norm(model)
+    in_chans = C.model_in_chans(model)
+    if args.train_aug:
+        torch.manual_seed(args.seed)
+        aug = T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0)), T.RandomHorizontalFlip()])
+
+        def fn(img, _i):
+            return C.to_model_tensor(aug(img.convert("RGB")), in_chans)
+    else:
+        def fn(img, _i):
+            return C.to_model_tensor(C.resize_image(img, size, args.crop_pct, args.interpolation), in_chans)
+
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    for x, _ in C.loader(C.MappedDataset(ds, indices, fn), args.batch_size, args.workers):
+        yield (x - m) / s
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    specs = list(args.checkpoint) + list(args.model)
+    if not specs:
+        raise ValueError("give at least one --checkpoint PATH or --model NAME")
+    if args.pretrained and len(args.model) != 1:
+        raise ValueError("--pretrained goes with exactly one --model")
+    if args.images < 1:
+        raise ValueError(f"--images must be at least 1, got {args.images}")
+    ds = C.open_dataset(args.data, args.split)
+    if args.images > len(ds):
+        raise ValueError(f"--images {args.images} but the {args.split} set has only {len(ds)} images")
+    indices = C.subset_indices(len(ds), args.images, args.seed)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    entries = []
+    for spec in tqdm(specs, desc="models"):
+        model = C.load_model(spec, args.pretrained if spec in args.model else None, args.num_classes, args.in_chans)
+        layers = [l.split("=", 1)[1] for l in args.layers
+                  if "=" not in l or l.split("=", 1)[0] in (model.label, spec)]
+        if not layers:
+            raise ValueError(f"no --layers apply to {model.label} (use 'LAYER' or '{model.label}=LAYER')")
+        size = args.img_size or C.model_native_size(model)
+        maps, n = erf_maps(model, layers, _image_batches(model, ds, indices, size, args), args.layout)
+        if n != args.images:
+            raise RuntimeError(f"summed {n} images, expected {args.images}")
+        for l in layers:
+            lm = log_map(maps[l])
+            fname = f"{_safe(model.label)}__{_safe(l)}.npy"
+            np.save(out / fname, lm)
+            entries.append(dict(model=model.label, layer=l, file=fname, size=size, images=n,
+                                cross_ratio=round(cross_ratio(maps[l]), 4), map=lm))
+    scaled = joint_minmax([e["map"] for e in entries])
+    plot_grid(entries, scaled, out / "erf.png")
+    report = dict(data=str(args.data), images=args.images, train_aug=args.train_aug, centre="(H//2-1, W//2-1)",
+                  seconds=round(time.time() - t0, 1),
+                  maps=[{k: v for k, v in e.items() if k != "map"} for e in entries])
+    C.write_json(out / "erf.json", report)
+    rows = [[e["model"], e["layer"], e["size"], e["images"], e["cross_ratio"]] for e in entries]
+    md = C.markdown_table(["model", "layer", "input px", "images", "cross ratio (axes/diagonals)"], rows)
+    (out / "erf.md").write_text(md)
+    print(md)
+    print(f"wrote {len(entries)} maps (.npy), erf.png and erf.json to {out}")
+    return 0
+
+
+def plot_grid(entries: list[dict], scaled: list[np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    ncol = max(sum(e["model"] == m for e in entries) for m in models)
+    fig, axes = plt.subplots(len(models), ncol, figsize=(2.2 * ncol, 2.3 * len(models)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, m in enumerate(models):
+        for c, (e, s) in enumerate([(e, s) for e, s in zip(entries, scaled) if e["model"] == m]):
+            axes[r][c].imshow(s, cmap="pink", vmin=0, vmax=1)
+            axes[r][c].set_title(f"{m}\n{e['layer']}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
