@@ -23,8 +23,11 @@ random-resized crop + flip instead. Gradients are per image even in batches: the
 operation mixes samples.
 
 `cross_ratio` (in erf.json) quantifies "cross-shaped": the raw gradient mass on the horizontal and vertical
-axes through the centre divided by the mass at the same Euclidean distances along the diagonals (about 1 for an
-isotropic ERF, > 1 for a cross).
+axes through the map's peak divided by the mass at the same Euclidean distances along the diagonals (about 1
+for an isotropic ERF, > 1 for a cross). The peak is used because the feature's centre cell (H//2 - 1, W//2 - 1)
+does not sit at the input centre for strided layers (and the residual path makes it the maximum). Patch-embedding models (stride-4
+patches, ViT/ConvNeXt stems) give square, axis-aligned blocks, which also score > 1 at small distances:
+compare the maps, not only the number.
 """
 from __future__ import annotations
 
@@ -131,19 +134,24 @@ def joint_minmax(maps: list[np.ndarray]) -> list[np.ndarray]:
     return [(m - lo) / span for m in maps]
 
 
-def cross_ratio(raw: np.ndarray) -> float:
-    """Mass on the axes through the centre / mass at equal distances on the diagonals (see module doc)."""
+def cross_ratio(raw: np.ndarray, min_k: int = 2) -> float:
+    """Mass on the horizontal and vertical axes through the ERF's peak / mass at the same Euclidean distances on
+    the diagonals (about 1 for an isotropic ERF, > 1 for a cross, < 1 for a diamond/X)."""
     H, W = raw.shape
-    cy, cx = max(H // 2 - 1, 0), max(W // 2 - 1, 0)
+    if float(raw.max()) <= 0:
+        return float("nan")
+    cy, cx = (int(v) for v in np.unravel_index(int(np.argmax(raw)), raw.shape))
+    room = min(cy, cx, H - 1 - cy, W - 1 - cx)
     axis = diag = 0.0
-    for k in range(1, min(cy, cx, H - 1 - cy, W - 1 - cx) + 1):
-        d = k * math.sqrt(2)
-        r = int(round(d))
-        if min(cy, cx, H - 1 - cy, W - 1 - cx) < r:
+    for k in range(min_k, room + 1):  # k >= 2 skips the peak's own patch (2-4 px patch stems)
+        r = int(round(k * math.sqrt(2)))
+        if r > room:
             break
         diag += raw[cy - k, cx - k] + raw[cy - k, cx + k] + raw[cy + k, cx - k] + raw[cy + k, cx + k]
         axis += raw[cy - r, cx] + raw[cy + r, cx] + raw[cy, cx - r] + raw[cy, cx + r]
-    return float(axis / diag) if diag > 0 else float("nan")
+    if diag > 0:
+        return float(axis / diag)
+    return float("inf") if axis > 0 else float("nan")
 
 
 def _safe(name: str) -> str:
@@ -190,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     entries = []
-    for spec in tqdm(specs, desc="models"):
-        model = C.load_model(spec, args.pretrained if spec in args.model else None, args.num_classes, args.in_chans)
-        layers = [l.split("=", 1)[1] for l in args.layers
+    models = [C.load_model(spec, args.pretrained if spec in args.model else None, args.num_classes, args.in_chans)
+              for spec in specs]  # all loaded first: a bad spec fails before any work
+    for spec, model in tqdm(list(zip(specs, models)), desc="models"):
+        layers = [l.split("=", 1)[-1] for l in args.layers
                   if "=" not in l or l.split("=", 1)[0] in (model.label, spec)]
         if not layers:
             raise ValueError(f"no --layers apply to {model.label} (use 'LAYER' or '{model.label}=LAYER')")
