@@ -76,16 +76,16 @@ class RNN2DMixer(nn.Module):
         if resolve_backend(x, cell) == "reference":
             parts = self._forward_modules(x)
         else:
-            v, h = rnn2d(
+            y = rnn2d(
                 x,
                 module_weights(self.rnn_v) if self.rnn_v is not None else None,
                 module_weights(self.rnn_h) if self.rnn_h is not None else None,
                 cell,
                 getattr(rnn, "nonlinearity", "tanh"),
             )
-            parts = [p for p in (v, h) if p is not None]
+            parts = list(y.chunk(2, -1)) if self.union == "add" else [y]  # cat: y is already [v | h]
         if self.union == "cat":
-            x = torch.cat(parts, dim=-1)
+            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         elif self.union == "add":
             x = parts[0] + parts[1]
         else:

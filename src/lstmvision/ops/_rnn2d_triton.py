@@ -24,8 +24,8 @@ def _load_w(w_ptr, r, k, D, offs_in, offs_out, mask_w):
 
 
 @triton.jit
-def lstm_fwd_kernel(xs_ptr, w_ptr, hs_ptr, cs_ptr, T, R, N, D,
-                    REV_ODD: tl.constexpr, SAVE: tl.constexpr, IEEE: tl.constexpr,
+def lstm_fwd_kernel(xs_ptr, w_ptr, hs_ptr, cs_ptr, T, R, N, D, NF,
+                    SAVE: tl.constexpr, IEEE: tl.constexpr,
                     BLOCK_N: tl.constexpr, DP: tl.constexpr):
     pid_n = tl.program_id(0)
     r = tl.program_id(1)
@@ -42,7 +42,7 @@ def lstm_fwd_kernel(xs_ptr, w_ptr, hs_ptr, cs_ptr, T, R, N, D,
     w_o = _load_w(w_ptr, r, 3, D, offs_d, offs_d, mask_w)
     h = tl.zeros((BLOCK_N, DP), dtype=tl.float32)
     c = tl.zeros((BLOCK_N, DP), dtype=tl.float32)
-    flip = (r % 2) if REV_ODD else 0  # 1: this direction runs from T-1 down to 0
+    flip = (r >= NF).to(tl.int32)  # 1: this direction runs from T-1 down to 0
     for s in range(T):
         t = s + (T - 1 - 2 * s) * flip
         row = ((t * R + r) * N + offs_n)[:, None]
@@ -69,8 +69,8 @@ def lstm_fwd_kernel(xs_ptr, w_ptr, hs_ptr, cs_ptr, T, R, N, D,
 
 
 @triton.jit
-def lstm_bwd_kernel(dhs_ptr, xs_ptr, w_ptr, hs_ptr, cs_ptr, dxs_ptr, T, R, N, D,
-                    REV_ODD: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr):
+def lstm_bwd_kernel(dhs_ptr, xs_ptr, w_ptr, hs_ptr, cs_ptr, dxs_ptr, T, R, N, D, NF,
+                    IEEE: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr):
     pid_n = tl.program_id(0)
     r = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -85,7 +85,7 @@ def lstm_bwd_kernel(dhs_ptr, xs_ptr, w_ptr, hs_ptr, cs_ptr, dxs_ptr, T, R, N, D,
     w_o = _load_w(w_ptr, r, 3, D, offs_d, offs_d, mask_w)
     dh = tl.zeros((BLOCK_N, DP), dtype=tl.float32)
     dc = tl.zeros((BLOCK_N, DP), dtype=tl.float32)
-    flip = (r % 2) if REV_ODD else 0
+    flip = (r >= NF).to(tl.int32)
     for s in range(T):
         # walk the run order backwards: step index q = T-1-s of this direction
         q = T - 1 - s

@@ -143,11 +143,12 @@ def rnn2d_reference(
     weights_h: Sequence[DirWeights] | None,
     cell: str = "lstm",
     nonlinearity: str = "tanh",
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Exact 2-D recurrence, step by step: returns (v, h), each (B, H, W, dirs*D) or None.
+) -> torch.Tensor:
+    """Exact 2-D recurrence, step by step: (B, H, W, (dirs_v + dirs_h) * D), channels ordered
+    [vertical fwd | vertical bwd | horizontal fwd | horizontal bwd] (the directions present).
 
-    v: one sequence per column read top to bottom (and bottom to top); h: one per row, left to right (and
-    right to left). Directions are concatenated [forward | backward], as nn.LSTM does.
+    Vertical: one sequence per column read top to bottom (and bottom to top); horizontal: one per row, left
+    to right (and right to left). Each direction is one direction of nn.LSTM/GRU/RNN with zero initial state.
     """
     B, H, W, C = x.shape
     v = h = None
@@ -159,15 +160,43 @@ def rnn2d_reference(
         rows = x.reshape(B * H, W, C)
         outs = [_run_1d(rows, w, cell, k == 1, nonlinearity) for k, w in enumerate(weights_h)]
         h = torch.cat(outs, -1).reshape(B, H, W, -1)
-    return v, h
+    return torch.cat([p for p in (v, h) if p is not None], -1)
 
 
 # ----------------------------------------------------------------------------------- fused (PyTorch)
 def _scan_torch(cell: str, xs: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor | None,
-                nonlinearity: str) -> torch.Tensor:
-    """xs (T, R, N, G*D) in run order (reversed directions already flipped), w_hh (R, G*D, D) ->
-    hs (T, R, N, D) in run order. All R directions advance together: one bmm per step."""
-    T, R, N, _ = xs.shape
+                nonlinearity: str, n_fwd: int) -> torch.Tensor:
+    """xs (T, R, N, G*D) in natural time order, w_hh (R, G*D, D) -> hs (T, R, N, D) in natural order.
+    Directions r >= n_fwd run from T-1 down to 0. All R directions advance together: one bmm per step."""
+    hs = _scan_steps(cell, _RunOrder(xs, n_fwd), w_hh, b_hn, nonlinearity)
+    T, R = xs.shape[:2]
+    if n_fwd == R:
+        return torch.stack(hs)
+    fwd = torch.stack([h[:n_fwd] for h in hs]) if n_fwd else None
+    bwd = torch.stack([h[n_fwd:] for h in reversed(hs)])
+    return bwd if fwd is None else torch.cat([fwd, bwd], 1)
+
+
+class _RunOrder:
+    """xs[t] in run order: forward directions at time t, reversed ones at time T-1-t."""
+
+    def __init__(self, xs: torch.Tensor, n_fwd: int):
+        self.xs, self.n_fwd, self.T = xs, n_fwd, xs.shape[0]
+
+    def __len__(self) -> int:
+        return self.T
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        k, xs = self.n_fwd, self.xs
+        if k == xs.shape[1]:
+            return xs[t]
+        if k == 0:
+            return xs[self.T - 1 - t]
+        return torch.cat([xs[t, :k], xs[self.T - 1 - t, k:]])
+
+
+def _scan_steps(cell: str, xs, w_hh: torch.Tensor, b_hn: torch.Tensor | None, nonlinearity: str) -> list:
+    T = len(xs)
     D = w_hh.shape[-1]
     w_t = w_hh.transpose(1, 2)  # (R, D, G*D)
     hs: list[torch.Tensor] = []
@@ -201,23 +230,12 @@ def _scan_torch(cell: str, xs: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Ten
         for t in range(T):
             h = act(xs[t] if h is None else torch.baddbmm(xs[t], h, w_t))
             hs.append(h)
-    return torch.stack(hs)
+    return hs
 
 
-def _axis_seq(xd: torch.Tensor, axis: str) -> torch.Tensor:
-    """(B, H, W, K) -> (T, N, K): time along H (vertical) or W (horizontal)."""
-    B, H, W, K = xd.shape
-    if axis == "v":
-        return xd.permute(1, 0, 2, 3).reshape(H, B * W, K)
-    return xd.permute(2, 0, 1, 3).reshape(W, B * H, K)
-
-
-def _axis_unseq(hd: torch.Tensor, axis: str, B: int, H: int, W: int) -> torch.Tensor:
-    """(T, N, D) -> (B, H, W, D), inverse of `_axis_seq`."""
-    D = hd.shape[-1]
-    if axis == "v":
-        return hd.reshape(H, B, W, D).permute(1, 0, 2, 3)
-    return hd.reshape(W, B, H, D).permute(1, 2, 0, 3)
+# (B, H, W, K) -> (T, B, L, K): time along H (vertical) or W (horizontal); and back
+_AXIS_PERM = {"v": (1, 0, 2, 3), "h": (2, 0, 1, 3)}
+_AXIS_INV = {"v": (1, 0, 2, 3), "h": (1, 2, 0, 3)}
 
 
 def _input_projection(x: torch.Tensor, dirs: list[DirWeights], cell: str, D: int):
@@ -235,37 +253,37 @@ def _input_projection(x: torch.Tensor, dirs: list[DirWeights], cell: str, D: int
 def _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton):
     B, H, W, C = x.shape
     G = GATES[cell]
-    paths = [(a, list(ws)) for a, ws in (("v", weights_v), ("h", weights_h)) if ws]
-    dirs = [(a, k, w) for a, ws in paths for k, w in enumerate(ws)]  # k == 1: reversed
+    axes = [(a, list(ws)) for a, ws in (("v", weights_v), ("h", weights_h)) if ws]
+    dirs = [(a, k, w) for a, ws in axes for k, w in enumerate(ws)]  # k == 1: reversed
     D = dirs[0][2][1].shape[1]
+    # 1) input projections of every direction: one GEMM over the NHWC map
     xp, b_hn = _input_projection(x, [w for _, _, w in dirs], cell, D)
     xp = xp.unflatten(-1, (len(dirs), G * D))
-    # one loop for all directions when both axes have the same length, else one loop per axis
-    groups = [list(range(len(dirs)))] if len(paths) == 1 or H == W else [
-        [j for j, d in enumerate(dirs) if d[0] == a] for a, _ in paths]
-    out: list[torch.Tensor] = [None] * len(dirs)  # type: ignore[list-item]
+    # 2) recurrences: one loop for all directions when both axes have the same length, else one per axis
+    if len(axes) == 1 or H == W:
+        groups = [[a for a, _ in axes]]
+    else:
+        groups = [[a] for a, _ in axes]
+    out = x.new_empty(B, H, W, len(dirs), D, dtype=xp.dtype)
     for grp in groups:
-        w_hh = torch.stack([dirs[j][2][1] for j in grp])
+        # forward directions first, then the reversed ones (run from T-1 down to 0)
+        js = [j for k in (0, 1) for j, d in enumerate(dirs) if d[0] in grp and d[1] == k]
+        n_fwd = sum(dirs[j][1] == 0 for j in js)
+        T = H if grp[0] == "v" else W
+        N = B * (W if grp[0] == "v" else H)
+        xs = xp.new_empty(T, len(js), N, G * D)
+        for r, j in enumerate(js):  # one strided copy per direction into the (T, R, N, G*D) scan layout
+            a = dirs[j][0]
+            xs[:, r].view(T, B, W if a == "v" else H, G * D).copy_(xp[..., j, :].permute(_AXIS_PERM[a]))
+        w_hh = torch.stack([dirs[j][2][1] for j in js])
         if use_triton:
-            # natural time order; the kernel runs odd (= backward) directions in reverse
-            rev = [dirs[j][1] == 1 for j in grp]
-            xs = torch.stack([_axis_seq(xp[..., j, :], dirs[j][0]) for j in grp], 1)
-            hs = lstm_scan(xs, w_hh, rev)
-            for r, j in enumerate(grp):
-                out[j] = hs[:, r]
+            hs = lstm_scan(xs, w_hh, [r >= n_fwd for r in range(len(js))])  # natural time order in and out
         else:
-            seqs = []
-            for j in grp:
-                s = _axis_seq(xp[..., j, :], dirs[j][0])
-                seqs.append(s.flip(0) if dirs[j][1] == 1 else s)
-            hs = _scan_torch(cell, torch.stack(seqs, 1), w_hh, None if b_hn is None else b_hn[grp], nonlinearity)
-            for r, j in enumerate(grp):
-                out[j] = hs[:, r].flip(0) if dirs[j][1] == 1 else hs[:, r]
-    res = {}
-    for a, ws in paths:
-        js = [j for j, d in enumerate(dirs) if d[0] == a]
-        res[a] = torch.cat([_axis_unseq(out[j], a, B, H, W) for j in js], -1)
-    return res.get("v"), res.get("h")
+            hs = _scan_torch(cell, xs, w_hh, None if b_hn is None else b_hn[js], nonlinearity, n_fwd)
+        for r, j in enumerate(js):  # one strided copy per direction back into (B, H, W, dirs, D)
+            a = dirs[j][0]
+            out[..., j, :].copy_(hs[:, r].view(T, B, W if a == "v" else H, D).permute(_AXIS_INV[a]))
+    return out.flatten(-2)
 
 
 def rnn2d(
@@ -275,8 +293,8 @@ def rnn2d(
     cell: str = "lstm",
     nonlinearity: str = "tanh",
     backend: str | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """All directions of a 2-D RNN layer over x (B, H, W, C) -> (v, h) as in `rnn2d_reference`.
+) -> torch.Tensor:
+    """All directions of a 2-D RNN layer over x (B, H, W, C) -> (B, H, W, dirs * D) as `rnn2d_reference`.
 
     `backend`: one of BACKENDS (default: LSTMVISION_KERNELS, else "auto"); unsupported requests fall back
     (triton -> fused). "reference" runs `rnn2d_reference`.
@@ -321,7 +339,7 @@ def _check_scan_inputs(xs: torch.Tensor, w_hh: torch.Tensor) -> None:
 
 
 @torch.library.custom_op("lstmvision::lstm_scan_fwd", mutates_args=())
-def _lstm_scan_fwd(xs: torch.Tensor, w_hh: torch.Tensor, rev_odd: bool, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _lstm_scan_fwd(xs: torch.Tensor, w_hh: torch.Tensor, n_fwd: int, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
     _check_scan_inputs(xs, w_hh)
     triton, fwd, _ = _kernels()
     T, R, N, G4 = xs.shape
@@ -332,13 +350,13 @@ def _lstm_scan_fwd(xs: torch.Tensor, w_hh: torch.Tensor, rev_odd: bool, save: bo
     cs = torch.empty(T, R, N, D, device=xs.device, dtype=torch.float32) if save else xs.new_empty(0, dtype=torch.float32)
     DP, BN, warps = _launch_cfg(N, D)
     grid = (triton.cdiv(N, BN), R)
-    fwd[grid](xs, w, hs, cs if save else hs, T, R, N, D, REV_ODD=rev_odd, SAVE=save,
+    fwd[grid](xs, w, hs, cs if save else hs, T, R, N, D, n_fwd, SAVE=save,
               IEEE=xs.dtype == torch.float32, BLOCK_N=BN, DP=DP, num_warps=warps)
     return hs, cs
 
 
 @_lstm_scan_fwd.register_fake
-def _(xs, w_hh, rev_odd, save):
+def _(xs, w_hh, n_fwd, save):
     T, R, N, G4 = xs.shape
     hs = xs.new_empty(T, R, N, G4 // 4)
     cs = xs.new_empty(T, R, N, G4 // 4, dtype=torch.float32) if save else xs.new_empty(0, dtype=torch.float32)
@@ -347,7 +365,7 @@ def _(xs, w_hh, rev_odd, save):
 
 @torch.library.custom_op("lstmvision::lstm_scan_bwd", mutates_args=())
 def _lstm_scan_bwd(dhs: torch.Tensor, xs: torch.Tensor, w_hh: torch.Tensor, hs: torch.Tensor, cs: torch.Tensor,
-                   rev_odd: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   n_fwd: int) -> tuple[torch.Tensor, torch.Tensor]:
     _check_scan_inputs(xs, w_hh)
     triton, _, bwd = _kernels()
     T, R, N, G4 = xs.shape
@@ -356,29 +374,26 @@ def _lstm_scan_bwd(dhs: torch.Tensor, xs: torch.Tensor, w_hh: torch.Tensor, hs: 
     dxs = torch.empty(T, R, N, G4, device=xs.device, dtype=torch.float32)
     DP, BN, warps = _launch_cfg(N, D)
     grid = (triton.cdiv(N, BN), R)
-    bwd[grid](dhs.contiguous(), xs.contiguous(), w, hs.contiguous(), cs, dxs, T, R, N, D, REV_ODD=rev_odd,
+    bwd[grid](dhs.contiguous(), xs.contiguous(), w, hs.contiguous(), cs, dxs, T, R, N, D, n_fwd,
               IEEE=xs.dtype == torch.float32, BLOCK_N=BN, DP=DP, num_warps=warps)
     # dW_hh[r] = sum over steps of dgates^T @ h_prev (h_prev = output of the previous step in run order)
     h_prev = torch.zeros_like(hs, dtype=torch.float32)
     if T > 1:
         hf = hs.float()
-        odd = slice(1, None, 2) if rev_odd else slice(0, 0)
-        h_prev[1:] = hf[:-1]
-        if rev_odd:
-            h_prev[:, odd] = 0
-            h_prev[:-1, odd] = hf[1:, odd]
+        h_prev[1:, :n_fwd] = hf[:-1, :n_fwd]  # forward directions: h_{t-1}
+        h_prev[:-1, n_fwd:] = hf[1:, n_fwd:]  # reversed directions: h_{t+1}
     dw = torch.einsum("trng,trnd->rgd", dxs, h_prev).to(w_hh.dtype)
     return dxs.to(xs.dtype), dw
 
 
 @_lstm_scan_bwd.register_fake
-def _(dhs, xs, w_hh, hs, cs, rev_odd):
+def _(dhs, xs, w_hh, hs, cs, n_fwd):
     return xs.new_empty(xs.shape), w_hh.new_empty(w_hh.shape)
 
 
 def _scan_setup(ctx, inputs, output):
-    xs, w_hh, rev_odd, save = inputs
-    ctx.rev_odd = rev_odd
+    xs, w_hh, n_fwd, save = inputs
+    ctx.n_fwd = n_fwd
     ctx.save_for_backward(xs, w_hh, output[0], output[1])
 
 
@@ -386,7 +401,7 @@ def _scan_backward(ctx, dhs, dcs):
     xs, w_hh, hs, cs = ctx.saved_tensors
     if cs.numel() == 0:
         raise RuntimeError("lstm_scan was run with save=False; it cannot be differentiated")
-    dxs, dw = _lstm_scan_bwd(dhs, xs, w_hh, hs, cs, ctx.rev_odd)
+    dxs, dw = _lstm_scan_bwd(dhs, xs, w_hh, hs, cs, ctx.n_fwd)
     return dxs, dw, None, None
 
 
@@ -397,18 +412,16 @@ def lstm_scan(xs: torch.Tensor, w_hh: torch.Tensor, reverse: Sequence[bool] | bo
     """Triton LSTM recurrence over precomputed input gates.
 
     xs (T, R, N, 4D): x_t @ w_ih^T + b_ih + b_hh per direction r, in natural time order; w_hh (R, 4D, D).
-    `reverse`: per-direction flags; supported patterns are all False or [False, True, False, True, ...]
-    (backward directions at odd r run from T-1 down to 0). Returns hs (T, R, N, D) in natural time order.
+    `reverse`: per-direction flags, all forward directions first: [False]*k + [True]*(R-k) (reversed
+    directions run from T-1 down to 0). Returns hs (T, R, N, D) in natural time order.
     State and accumulation are fp32 whatever the input dtype.
     """
     R = xs.shape[1]
     flags = [bool(reverse)] * R if isinstance(reverse, bool) else [bool(f) for f in reverse]
     if len(flags) != R:
         raise ValueError(f"reverse needs {R} flags, got {len(flags)}")
-    if any(flags[0::2]):
-        raise ValueError("lstm_scan supports reversed directions only at odd positions")
-    rev_odd = any(flags)
-    if rev_odd and not all(flags[1::2]):
-        raise ValueError("lstm_scan: either no direction or every odd direction is reversed")
+    n_fwd = flags.count(False)
+    if any(flags[:n_fwd]):
+        raise ValueError("lstm_scan: forward directions must come before reversed ones")
     save = torch.is_grad_enabled() and (xs.requires_grad or w_hh.requires_grad)
-    return _lstm_scan_fwd(xs, w_hh, rev_odd, save)[0]
+    return _lstm_scan_fwd(xs, w_hh, n_fwd, save)[0]
