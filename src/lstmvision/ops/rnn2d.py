@@ -40,7 +40,7 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 DirWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 _override: str | None = None
-# Measured on the 2-core CPU of the development machine (benchmarks/results/cpu-rnn2d-*.md): the fused
+# Measured on the 2-core CPU of the development machine (benchmarks/results/cpu-README.md): the fused
 # PyTorch loop does not beat the oneDNN nn.LSTM there, so the CPU default stays with the modules.
 CPU_DEFAULT = "reference"
 
