@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
+    "benchmark": ("lstmvision.tools.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
 }
 
 
@@ -41,6 +42,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as e:
