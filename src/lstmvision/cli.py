@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
+    "benchmark": ("lstmvision.tools.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
     "resolution-sweep": ("lstmvision.tools.resolution", "top-1 of models at several test resolutions (table, JSON, plot)"),
     "erf": ("lstmvision.tools.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),
     "robustness": ("lstmvision.tools.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
@@ -45,6 +46,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as e:

@@ -95,9 +95,12 @@ def peak_forward_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 @torch.no_grad()
 def throughput(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> float:
+    """Images/s of inference forwards (the timing of `lstmvision benchmark`, which offers more: repeats, kernels,
+    precision, compile; use it for speed claims at one resolution)."""
+    from lstmvision.tools.benchmark import _sync
+
     def sync():
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
+        _sync(x.device)
 
     for _ in range(warmup):
         model(x)
