@@ -190,12 +190,10 @@ def device_from(name: str | None) -> torch.device:
 
 
 def device_description(device: torch.device) -> str:
-    import platform
+    from lstmvision.tools.benchmark import device_name
 
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return (f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
+    extra = f"CUDA {torch.version.cuda}, " if device.type == "cuda" else ""
+    return f"{device_name(device)}, {extra}torch {torch.__version__}"
 
 
 def parse_fraction(text: str) -> float:
