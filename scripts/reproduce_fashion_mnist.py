@@ -6,7 +6,7 @@ resolution sweep (0.5x-2x), ERF maps, ImageNet-C-style robustness (CE vs the Con
 peak memory / throughput vs resolution. Everything lands in OUT (default results/fashion_mnist/full, or
 results/fashion_mnist/quick with --quick) with a summary.md naming the device and the time taken.
 
-    scripts/reproduce_fashion_mnist.sh            # full: GPU recommended (~1 h on one GPU, estimated)
+    scripts/reproduce_fashion_mnist.sh            # full: GPU recommended (time not measured yet)
     scripts/reproduce_fashion_mnist.sh --quick    # CI scale: tiny models and subsets, ~3 min on 2 CPU cores
 
 The quick mode only proves the pipeline end to end: its numbers are NOT a reproduction of anything.
@@ -37,7 +37,7 @@ from lstmvision.tools import analysis_common as C  # noqa: E402
 NATIVE = 32
 CFG = dict(mean=(0.5,), std=(0.5,), input_size=(1, NATIVE, NATIVE), crop_pct=1.0, interpolation="bilinear")
 
-# name -> (builder kind, architecture, kwargs); "full" models are of similar size (0.7-1.0 M parameters)
+# name -> (builder kind, architecture, kwargs); "full" models are of similar size (0.7-1.2 M parameters)
 MODELS = {
     "full": {
         "sequencer2d": ("lstmvision", "sequencer2d_s", dict(layers=(2, 2), patch_sizes=(4, 2), embed_dims=(64, 128),
@@ -127,13 +127,16 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out", help="output folder (default results/fashion_mnist/{full,quick})")
     p.add_argument("--device", help="cpu or cuda for the analyses (training runs on the same device)")
+    p.add_argument("--workers", type=int, help="data-loading processes for the analyses (default 0 quick, 4 full)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
     scale = SCALE[mode]
     out = Path(args.out or ROOT / "results" / "fashion_mnist" / mode)
     out.mkdir(parents=True, exist_ok=True)
     device = C.device_from(args.device)
+    workers = args.workers if args.workers is not None else (0 if args.quick else 4)
     dev = ["--device", str(device)]
+    jobs = ["--workers", str(workers)]
     t_start = time.time()
     timings, trained = {}, {}
 
@@ -158,10 +161,10 @@ def main(argv=None) -> int:
     lim = ["--limit", str(scale["eval_limit"])] if scale["eval_limit"] else []
     step("resolution", ["resolution-sweep", "--checkpoint", *map(str, ckpts.values()), "--data", args.data,
                         "--factors", "0.5", "1", "1.5", "2", "--interpolation", "bilinear", *lim,
-                        "-o", str(out / "resolution"), *dev])
+                        "-o", str(out / "resolution"), *dev, *jobs])
     layers = [f"{n}={l}" for n, ls in ERF_LAYERS[mode].items() for l in ls]
     step("erf", ["erf", "--checkpoint", *map(str, ckpts.values()), "--layers", *layers, "--data", args.data,
-                 "--images", str(scale["erf_images"]), "--interpolation", "bilinear", "-o", str(out / "erf"), *dev])
+                 "--images", str(scale["erf_images"]), "--interpolation", "bilinear", "-o", str(out / "erf"), *dev, *jobs])
     rob = ["--limit", str(scale["rob_limit"])]
     if scale["corruptions"]:
         rob += ["--corruptions", *scale["corruptions"], "--severities", *map(str, scale["severities"])]
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
         extra = [] if name == "convnext" else ["--baseline", str(ckpts["convnext"])]
         step(f"robustness_{name}", ["robustness", "--checkpoint", str(ck), "--data", args.data, *rob, *extra,
                                     "--attack", "fgsm", "--eps", "1/255", "--interpolation", "bilinear",
-                                    "-o", str(out / "robustness" / name), *dev])
+                                    "-o", str(out / "robustness" / name), *dev, *jobs])
     step("memory", ["memory", "--checkpoint", *map(str, ckpts.values()), "--sizes", *map(str, scale["mem_sizes"]),
                     "--batch-size", str(scale["mem_batch"]), "--iters", str(scale["mem_iters"]), "--warmup", "1",
                     "-o", str(out / "memory"), *dev])
