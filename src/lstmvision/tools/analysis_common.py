@@ -308,7 +308,10 @@ class MappedDataset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        img, label = self.base[self.indices[i]]
+        item = self.base[self.indices[i]]
+        if not isinstance(item, tuple):  # lstmvision.data marks unreadable files instead of raising
+            raise ValueError(f"unreadable image {getattr(item, 'path', '?')} ({getattr(item, 'reason', '')})")
+        img, label = item
         return self.fn(img, self.indices[i]), label
 
 
@@ -318,9 +321,17 @@ def loader(ds, batch_size: int, workers: int = 0) -> torch.utils.data.DataLoader
 
 @torch.no_grad()
 def top1(model: nn.Module, batches, device: torch.device, desc: str = "", progress: bool = True) -> float:
-    """Top-1 (%) of `model` (taking [0, 1] inputs) over an iterable of (x, y)."""
+    """Top-1 (%) of `model` (taking [0, 1] inputs) over an iterable of (x, y); the engine's `evaluate` when
+    `lstmvision.engine` is installed, else a plain loop."""
     from tqdm import tqdm
 
+    try:
+        from lstmvision.engine.evaluate import evaluate
+    except ImportError:
+        evaluate = None
+    if evaluate is not None:
+        triples = ((x, y, []) for x, y in tqdm(batches, desc=desc, leave=False, disable=not progress))
+        return float(evaluate(model, triples, device)["top1"])
     correct = total = 0
     for x, y in tqdm(batches, desc=desc, leave=False, disable=not progress):
         out = model(x.to(device))
