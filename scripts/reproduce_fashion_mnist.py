@@ -195,6 +195,7 @@ def summary_md(out: Path, s: dict) -> str:
              C.markdown_table(["model", "architecture", "params", "train steps", "final train loss", "train s"],
                               [[n, m["architecture"], m["params"], m["steps"], m["final_loss"], m["seconds"]]
                                for n, m in s["models"].items()]),
+             "\n## Claims, as this run measured them\n\n", claims_md(out, s),
              "\n## Resolution sweep\n\n", (out / "resolution" / "resolution.md").read_text(),
              "\n![resolution](resolution/resolution.png)\n\n## ERF\n\n", (out / "erf" / "erf.md").read_text(),
              "\n![erf](erf/erf.png)\n\n## Robustness\n\n"]
@@ -208,6 +209,48 @@ def summary_md(out: Path, s: dict) -> str:
     lines += ["\n## Memory and throughput vs resolution\n\n", (out / "memory" / "memory.md").read_text(),
               "\n![memory](memory/memory.png)\n"]
     return "".join(lines)
+
+
+def claims_md(out: Path, s: dict) -> str:
+    """One line per paper claim, computed from the JSON outputs (whatever they show)."""
+    lines = []
+    res = json.loads((out / "resolution" / "resolution.json").read_text())["results"]
+    drops = {}
+    for r in res:
+        a1, a2 = r["top1"].get(str(r["native_size"])), r["top1"].get(str(2 * r["native_size"]))
+        if a1 is not None and a2 is not None:
+            drops[r["model"]] = a1 - a2
+    if drops:
+        best = min(drops, key=drops.get)
+        lines.append(f"- Resolution (Sequencer degrades least at 2x): drop in top-1 points from 1x to 2x: "
+                     + ", ".join(f"{m} {d:.1f}" for m, d in drops.items())
+                     + f" -> least: {best}; claim {'holds' if best == 'sequencer2d' else 'does not hold'} here.")
+    erf = json.loads((out / "erf" / "erf.json").read_text())["maps"]
+    first = {}
+    for e in erf:
+        first.setdefault(e["model"], e)
+    lines.append("- ERF (cross-shaped for Sequencer): axes/diagonals ratio of the first listed layer (1 = isotropic): "
+                 + ", ".join(f"{m} {e['layer']} {e['cross_ratio']:.2f}" for m, e in first.items())
+                 + "; see erf.png.")
+    mem = json.loads((out / "memory" / "memory.json").read_text())
+    sizes = sorted({int(k) for m in mem["models"] for k in m["results"]})
+    lo, hi = str(sizes[0]), str(sizes[-1])
+    growth = {m["model"]: (m["results"][hi]["peak_mib"] / m["results"][lo]["peak_mib"])
+              for m in mem["models"] if m["results"].get(hi, {}).get("peak_mib") and m["results"].get(lo, {}).get("peak_mib")}
+    peak_hi = {m["model"]: m["results"][hi]["peak_mib"] for m in mem["models"] if m["results"].get(hi, {}).get("peak_mib")}
+    if growth:
+        lowest = min(peak_hi, key=peak_hi.get)
+        lines.append(f"- Memory (LSTM mixing economical at high resolution; ViL linear in tokens): peak forward memory "
+                     f"at {hi} px / at {lo} px ({(int(hi) / int(lo)) ** 2:.0f}x the tokens): "
+                     + ", ".join(f"{m} {g:.1f}x" for m, g in growth.items())
+                     + f"; lowest peak at {hi} px: {lowest} ({peak_hi[lowest]:.1f} MiB). Parameters differ: compare "
+                       "growth factors more than absolute values.")
+    rob = {n: json.loads((out / "robustness" / n / "robustness.json").read_text()) for n in s["models"]}
+    lines.append("- Robustness (not a paper claim on Fashion-MNIST; reported): mean corruption error "
+                 + ", ".join(f"{n} {r['mean_error']:.1f}%" for n, r in rob.items()) + ".")
+    if s["mode"] == "quick":
+        lines.append("- QUICK run: the models are barely trained, so none of these lines tests a claim.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

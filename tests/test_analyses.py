@@ -261,6 +261,7 @@ def test_robustness_cli(data, ckpt, tmp_path):
     assert rep["ce_vs_baseline"]["fog"] == pytest.approx(100)  # a model against itself
     assert rep["adversarial"]["max_abs_perturbation"] <= 2 / 255 + 1e-6
     assert "mce" not in rep  # 10 classes: no AlexNet normalisation
+    assert (out / "robustness.png").is_file()
 
 
 def test_memory_cli(tmp_path):

@@ -211,8 +211,10 @@ def run(args: argparse.Namespace) -> int:
     C.write_json(out / "robustness.json", report)
     md = table(report)
     (out / "robustness.md").write_text(md)
+    if "top1" in report:
+        plot(report, out / "robustness.png")
     print(md)
-    print(f"wrote {out / 'robustness.json'} and robustness.md")
+    print(f"wrote {out / 'robustness.json'}, robustness.md" + (", robustness.png" if "top1" in report else ""))
     return 0
 
 
@@ -246,3 +248,30 @@ def table(r: dict) -> str:
         lines.append(f"\n{a['attack'].upper()} eps={a['eps']:.5f}: adversarial top-1 {a['top1']:.2f}% "
                      f"(max |delta| {a['max_abs_perturbation']:.5f})\n")
     return "\n".join(lines)
+
+
+def plot(r: dict, path: Path) -> None:
+    """Top-1 per corruption (mean over the severities run) for the model and the baseline, clean as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["top1"])
+    series = [(r["model"], r["top1"], r["clean_top1"])]
+    if "baseline" in r:
+        b = r["baseline"]
+        series.append((b["model"] + " (baseline)", b["top1"], b["clean_top1"]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
+    width = 0.8 / len(series)
+    for i, (label, top1, clean) in enumerate(series):
+        vals = [float(np.mean(list(top1[c].values()))) for c in names]
+        bars = ax.bar(np.arange(len(names)) + i * width, vals, width, label=label)
+        ax.axhline(clean, color=bars.patches[0].get_facecolor(), ls="--", lw=1)
+    ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("top-1 (%), mean over severities; dashed = clean")
+    ax.set_title(f"Corruption robustness of {r['model']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
