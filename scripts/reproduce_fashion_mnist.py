@@ -142,6 +142,7 @@ def main(argv=None) -> int:
 
     ckpts = {}
     for name, (kind, arch, kw) in MODELS[mode].items():
+        torch.manual_seed(0)  # the same initialisation stream for every model, every run
         model = build(kind, arch, kw).to(device)
         log = train(model, args.data, scale, device)
         ckpts[name] = out / "checkpoints" / name
@@ -211,6 +212,10 @@ def summary_md(out: Path, s: dict) -> str:
     return "".join(lines)
 
 
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+
+
 def claims_md(out: Path, s: dict) -> str:
     """One line per paper claim, computed from the JSON outputs (whatever they show)."""
     lines = []
@@ -230,7 +235,7 @@ def claims_md(out: Path, s: dict) -> str:
     for e in erf:
         first.setdefault(e["model"], e)
     lines.append("- ERF (cross-shaped for Sequencer): axes/diagonals ratio of the first listed layer (1 = isotropic): "
-                 + ", ".join(f"{m} {e['layer']} {e['cross_ratio']:.2f}" for m, e in first.items())
+                 + ", ".join(f"{m} {e['layer']} {_fmt(e['cross_ratio'])}" for m, e in first.items())
                  + "; see erf.png.")
     mem = json.loads((out / "memory" / "memory.json").read_text())
     sizes = sorted({int(k) for m in mem["models"] for k in m["results"]})

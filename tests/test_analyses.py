@@ -185,6 +185,7 @@ def test_cross_ratio_shapes():
     cross = np.exp(-np.minimum(abs(yy - 15), abs(xx - 15)) ** 2 / 2.0) * (1 + iso)  # peak at the centre
     assert E.cross_ratio(iso) == pytest.approx(1, abs=0.1)
     assert E.cross_ratio(cross) > 3
+    assert np.isnan(E.cross_ratio(np.exp(-((yy - 15) ** 2 + (xx - 15) ** 2) / 0.5)))  # compact: no shape
 
 
 def test_sequencer_first_stage_erf_is_cross_shaped_vs_cnn():
@@ -203,7 +204,9 @@ def test_sequencer_first_stage_erf_is_cross_shaped_vs_cnn():
     band[14:16, :] = band[:, 14:16] = True  # centre cell (7, 7) of the 16x16 grid = pixels 14-15
     assert s_map[~band].max() == 0 and s_map[14:16, :4].sum() > 0 and s_map[:4, 14:16].sum() > 0
     assert c_map[~band].max() > 0
-    assert E.cross_ratio(s_map) > 10 and E.cross_ratio(c_map) < 3
+    assert E.centre_cell((16, 16), (32, 32)) == (14, 14, 2, 2)
+    assert E.cross_ratio(s_map, E.centre_cell((16, 16), (32, 32))) == float("inf")
+    assert E.cross_ratio(c_map, E.centre_cell((32, 32), (32, 32))) < 2
 
 
 # ------------------------------------------------------------------------------------------- memory

@@ -22,12 +22,10 @@ evaluation transform (resize to `--img-size`) is the default so runs are determi
 random-resized crop + flip instead. Gradients are per image even in batches: the models are in eval mode, so no
 operation mixes samples.
 
-`cross_ratio` (in erf.json) quantifies "cross-shaped": the raw gradient mass on the horizontal and vertical
-axes through the map's peak divided by the mass at the same Euclidean distances along the diagonals (about 1
-for an isotropic ERF, > 1 for a cross). The peak is used because the feature's centre cell (H//2 - 1, W//2 - 1)
-does not sit at the input centre for strided layers (and the residual path makes it the maximum). Patch-embedding models (stride-4
-patches, ViT/ConvNeXt stems) give square, axis-aligned blocks, which also score > 1 at small distances:
-compare the maps, not only the number.
+`cross_ratio` (in erf.json) quantifies "cross-shaped": in rings of equal distance from the layer's centre cell,
+the mean gradient on that cell's rows and columns divided by the mean off them, summed over rings from the cell
+size outwards (about 1 for an isotropic ERF, > 1 for a cross, 'inf' when nothing lies off the cross, 'nan' for
+an ERF too compact to have a shape). Compare the maps, not only the number.
 """
 from __future__ import annotations
 
@@ -60,6 +58,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------ core
+def output_grid(out: torch.Tensor, layout: str, input_hw: tuple[int, int], prefix_tokens: int = 0) -> tuple[int, int]:
+    """(h, w) of a layer output (4-D NHWC/NCHW or 3-D tokens)."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() == 4:
+        return (out.shape[1], out.shape[2]) if layout == "nhwc" else (out.shape[2], out.shape[3])
+    n = out.shape[1] - prefix_tokens
+    h = max(1, round(math.sqrt(n * input_hw[0] / input_hw[1])))
+    return h, n // h
+
+
 def centre_scalar(out: torch.Tensor, layout: str, input_hw: tuple[int, int], prefix_tokens: int = 0) -> torch.Tensor:
     """Sum over batch and channels of the feature at the central position (H//2-1, W//2-1) of `out`."""
     if isinstance(out, (tuple, list)):
@@ -88,10 +97,12 @@ def layout_of(model: nn.Module, layout: str) -> str:
     return "nhwc" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "nchw"
 
 
-def erf_maps(model: nn.Module, layers: list[str], images, layout: str = "auto") -> tuple[dict[str, np.ndarray], int]:
+def erf_maps(model: nn.Module, layers: list[str], images, layout: str = "auto",
+             grids: dict[str, tuple[int, int]] | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Raw ERF sums {layer: (H, W) = sum over images and channels of ReLU(grad)} and the image count.
 
-    `images` yields input batches (B, C, H, W) already normalised for the model.
+    `images` yields input batches (B, C, H, W) already normalised for the model; `grids`, if given, receives
+    each layer's output grid (h, w).
     """
     modules = dict(model.named_modules())
     missing = [l for l in layers if l not in modules]
@@ -112,6 +123,8 @@ def erf_maps(model: nn.Module, layers: list[str], images, layout: str = "auto") 
                 captured.clear()
                 model(x)
                 for i, l in enumerate(layers):
+                    if grids is not None:
+                        grids[l] = output_grid(captured[l], layout, tuple(x.shape[-2:]), prefix)
                     s = centre_scalar(captured[l], layout, tuple(x.shape[-2:]), prefix)
                     (g,) = torch.autograd.grad(s, x, retain_graph=i < len(layers) - 1)
                     p = g.clamp_min(0).sum(dim=(0, 1)).double().cpu()
@@ -134,24 +147,48 @@ def joint_minmax(maps: list[np.ndarray]) -> list[np.ndarray]:
     return [(m - lo) / span for m in maps]
 
 
-def cross_ratio(raw: np.ndarray, min_k: int = 2) -> float:
-    """Mass on the horizontal and vertical axes through the ERF's peak / mass at the same Euclidean distances on
-    the diagonals (about 1 for an isotropic ERF, > 1 for a cross, < 1 for a diamond/X)."""
+def cross_ratio(raw: np.ndarray, cell: tuple[int, int, int, int] | None = None) -> float:
+    """How cross-shaped an ERF is: in rings of equal Euclidean distance from the centre cell (1 px wide, from the
+    cell size outwards), the mean gradient on the cell's rows and columns (the cross) is compared with the mean
+    off them; the ratio of the sums over rings is about 1 for an isotropic ERF and > 1 for a cross ('inf' when
+    nothing lies off the cross). `cell` = (top, left, height, width) of the layer's centre cell in input pixels
+    (default: the peak pixel). 'nan' when under 10 % of the gradient lies beyond the cell size (compact ERF)."""
     H, W = raw.shape
-    if float(raw.max()) <= 0:
+    total = float(raw.sum())
+    if total <= 0:
         return float("nan")
-    cy, cx = (int(v) for v in np.unravel_index(int(np.argmax(raw)), raw.shape))
-    room = min(cy, cx, H - 1 - cy, W - 1 - cx)
-    axis = diag = 0.0
-    for k in range(min_k, room + 1):  # k >= 2 skips the peak's own patch (2-4 px patch stems)
-        r = int(round(k * math.sqrt(2)))
-        if r > room:
-            break
-        diag += raw[cy - k, cx - k] + raw[cy - k, cx + k] + raw[cy + k, cx - k] + raw[cy + k, cx + k]
-        axis += raw[cy - r, cx] + raw[cy + r, cx] + raw[cy, cx - r] + raw[cy, cx + r]
-    if diag > 0:
-        return float(axis / diag)
-    return float("inf") if axis > 0 else float("nan")
+    if cell is None:
+        cy, cx = (int(v) for v in np.unravel_index(int(np.argmax(raw)), raw.shape))
+        cell = (cy, cx, 1, 1)
+    y0, x0, sy, sx = cell
+    yc, xc = y0 + (sy - 1) / 2, x0 + (sx - 1) / 2
+    yy, xx = np.mgrid[0:H, 0:W]
+    on = ((yy >= y0) & (yy < y0 + sy)) | ((xx >= x0) & (xx < x0 + sx))
+    r = np.hypot(yy - yc, xx - xc)
+    start = max(sy, sx, 2)
+    if float(raw[r >= start - 0.5].sum()) < 0.1 * total:
+        return float("nan")
+    ring = np.floor(r + 0.5).astype(int)
+    num = den = 0.0
+    for k in range(start, int(ring.max()) + 1):
+        a, b = (ring == k) & on, (ring == k) & ~on
+        if a.any() and b.any():
+            num += float(raw[a].mean())
+            den += float(raw[b].mean())
+    if den > 0:
+        return num / den
+    return float("inf") if num > 0 else float("nan")
+
+
+def centre_cell(grid: tuple[int, int], input_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Input-pixel box (top, left, height, width) of the grid cell (h//2 - 1, w//2 - 1)."""
+    (h, w), (H, W) = grid, input_hw
+    sy, sx = H // h, W // w
+    return max(h // 2 - 1, 0) * sy, max(w // 2 - 1, 0) * sx, sy, sx
+
+
+def _json_number(v: float) -> float | str:
+    return round(v, 4) if math.isfinite(v) else str(v)  # strict JSON has no inf/nan
 
 
 def _safe(name: str) -> str:
@@ -206,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         if not layers:
             raise ValueError(f"no --layers apply to {model.label} (use 'LAYER' or '{model.label}=LAYER')")
         size = args.img_size or C.model_native_size(model)
-        maps, n = erf_maps(model, layers, _image_batches(model, ds, indices, size, args), args.layout)
+        grids: dict[str, tuple[int, int]] = {}
+        maps, n = erf_maps(model, layers, _image_batches(model, ds, indices, size, args), args.layout, grids)
         if n != args.images:
             raise RuntimeError(f"summed {n} images, expected {args.images}")
         for l in layers:
@@ -214,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
             fname = f"{_safe(model.label)}__{_safe(l)}.npy"
             np.save(out / fname, lm)
             entries.append(dict(model=model.label, layer=l, file=fname, size=size, images=n,
-                                cross_ratio=round(cross_ratio(maps[l]), 4), map=lm))
+                                grid=list(grids[l]),
+                                cross_ratio=_json_number(cross_ratio(maps[l], centre_cell(grids[l], (size, size)))),
+                                map=lm))
     scaled = joint_minmax([e["map"] for e in entries])
     plot_grid(entries, scaled, out / "erf.png")
     report = dict(data=str(args.data), images=args.images, train_aug=args.train_aug, centre="(H//2-1, W//2-1)",
