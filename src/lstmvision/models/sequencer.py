@@ -21,8 +21,10 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.registry import make_cfg, register_model
+from lstmvision.models.rnn import GRU, LSTM, RNN
 
-RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# nn.RNNBase layers with torch's LSTM/GRU/RNN weights and kernels that torch.compile traces without graph breaks
+RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 UNIONS = ("cat", "add", "vertical", "horizontal")
 
 
@@ -318,7 +320,9 @@ class Sequencer(nn.Module):
         return x
 
     def _pos_embed_for(self, hw: tuple[int, int]) -> torch.Tensor:
-        if tuple(hw) == tuple(self.pos_embed.shape[1:3]):
+        # when traced (ONNX export), always resample (bicubic to the same size is exact) so that the exported
+        # graph works at any input size rather than only at the traced one
+        if tuple(hw) == tuple(self.pos_embed.shape[1:3]) and not torch.jit.is_tracing():
             return self.pos_embed
         pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=tuple(hw), mode="bicubic", align_corners=False)
         return pe.permute(0, 2, 3, 1)
