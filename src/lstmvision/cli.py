@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
+    "export": ("lstmvision.tools.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
 }
 
 
