@@ -312,19 +312,19 @@ class Sequencer(nn.Module):
             raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this model needs at least {m}x{m}")
         x = self.stem(x)
         if self.pos_embed is not None:
-            x = x + self._pos_embed_for(x.shape[1:3])
+            x = x + self._pos_embed_for(x.shape[1], x.shape[2])
         if self.shuffle_tokens and self.training:
             B, H, W, C = x.shape
             perm = torch.randperm(H * W, device=x.device)
             x = x.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
         return x
 
-    def _pos_embed_for(self, hw: tuple[int, int]) -> torch.Tensor:
+    def _pos_embed_for(self, h: int, w: int) -> torch.Tensor:
         # when traced (ONNX export), always resample (bicubic to the same size is exact) so that the exported
         # graph works at any input size rather than only at the traced one
-        if tuple(hw) == tuple(self.pos_embed.shape[1:3]) and not torch.jit.is_tracing():
+        if h == self.pos_embed.shape[1] and w == self.pos_embed.shape[2] and not torch.jit.is_tracing():
             return self.pos_embed
-        pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=tuple(hw), mode="bicubic", align_corners=False)
+        pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
         return pe.permute(0, 2, 3, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

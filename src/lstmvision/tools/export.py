@@ -237,7 +237,11 @@ def verify(
         x = torch.randn(b, chans, hh, ww, generator=gen)
         with torch.no_grad():
             ref = model(x)
-        out = run(x)
+        try:
+            out = run(x)
+        except Exception as e:  # onnxruntime / TorchScript runtime errors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"the exported model fails on a {tuple(x.shape)} input: {first}") from None
         if tuple(out.shape) != tuple(ref.shape):
             raise ExportError(f"exported model gives shape {tuple(out.shape)} for {tuple(x.shape)}, expected {tuple(ref.shape)}")
         checks.append(Check(b, hh, ww, float((out.float() - ref.float()).abs().max())))
