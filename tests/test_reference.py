@@ -15,7 +15,10 @@ from conftest import REFERENCE_DIR
 from lstmvision.tools.convert import OFFICIAL_FAMILIES, model_from_official
 
 # Families that must never be skipped: a fixture of these that fails to match is a failure.
-REQUIRED_FAMILIES = {"official_sequencer2d", "official_vanilla_sequencer"}
+REQUIRED_FAMILIES = {
+    "official_sequencer2d", "official_vanilla_sequencer",
+    "official_vil1", "official_vil2", "official_vil1_released", "official_vil2_released",
+}
 
 FIXTURES = sorted(REFERENCE_DIR.glob("*.safetensors"))
 

@@ -1,0 +1,630 @@
+"""Vision-LSTM (ViL): xLSTM as Generic Vision Backbone (Alkin et al., 2024), v2 and v1.
+
+An isotropic stack over patch tokens: patch embedding + learned 2-D position embedding, then mLSTM sub-blocks
+`x + DropPath(mLSTMLayer(LN(x)))` whose scan direction alternates (row-major from the top left, then from the
+bottom right; optionally also column-major), a norm, a pooling of the tokens (by default the first and the last
+token) and a Linear head. There is no MLP: the sub-block is gated-MLP shaped (up-projection to two branches of
+width 2·dim, a convolution + block-diagonal q/k/v + mLSTM on one branch, SiLU gating by the other,
+down-projection).
+
+- v2 (`vil2_*`): depthwise 3x3 Conv2d on the real token grid, biases in projections and norms, the first and
+  last token concatenated (2·dim) before the head, optional `legacy_norm` (LayerNorm(2·dim)) after pooling,
+  which the released checkpoints need.
+- v1 (`vil_*`): causal depthwise Conv1d (k=4) along the sequence, no projection or norm biases, the mean of the
+  first and last token, LayerNorm after pooling, optional `legacy_norm` (offset LN) after the blocks.
+
+Parameter names: `depth` always counts sub-blocks here (the official v2 counts pairs). Native keys are
+`patch_embed.proj`, `pos_embed` (1, h, w, dim), `blocks.{j}.norm`, `blocks.{j}.layer.{proj_up, conv, q_proj,
+k_proj, v_proj, mlstm_cell.{igate, fgate, outnorm}, learnable_skip, proj_down}`, `norm` (after the blocks),
+`pool_norm` (after pooling) and `head`. `checkpoint_filter_fn` converts the official standalone v1 and v2
+layouts and the released training-code layout (detected automatically) and resizes the position embedding.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+from lstmvision.models.registry import make_cfg, register_model
+from lstmvision.ops.mlstm import mlstm
+
+POOLINGS = ("bilateral_flatten", "bilateral_avg", "avg", "first", "last", "")
+_POOL_ALIASES = {
+    "bilateral_concat": "bilateral_flatten", "bilateral_mean": "bilateral_avg", "mean": "avg",
+    "mean_patch": "avg", "first_token": "first", "last_token": "last", "to_image": "", "none": "", None: "",
+}
+ALTERNATIONS = {"bidirectional": (0, 1), "quaddirectional": (0, 1, 2, 3)}
+CONV_KINDS = ("2d", "causal1d")
+
+
+def _pool_name(pool: str | None) -> str:
+    pool = _POOL_ALIASES.get(pool, pool)
+    if pool not in POOLINGS:
+        raise ValueError(f"global_pool must be one of {POOLINGS} (or an alias in {sorted(k for k in _POOL_ALIASES if k)}), got {pool!r}")
+    return pool
+
+
+class OffsetLayerNorm(nn.Module):
+    """LayerNorm whose stored weight is an offset: the scale is 1 + weight (weight initialised to 0)."""
+
+    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), 1 + self.weight, self.bias, self.eps)
+
+
+class MultiHeadLayerNorm(OffsetLayerNorm):
+    """Per-head LayerNorm of (B, NH, S, DH) with an offset affine over all NH·DH channels; returns (B, S, NH·DH)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, NH, S, DH = x.shape
+        x = F.layer_norm(x.transpose(1, 2), (DH,), eps=self.eps)  # (B, S, NH, DH)
+        x = x * (1 + self.weight).view(NH, DH)
+        if self.bias is not None:
+            x = x + self.bias.view(NH, DH)
+        return x.reshape(B, S, NH * DH)
+
+
+class BlockDiagonalLinear(nn.Module):
+    """Linear map made of `dim // block` independent `block x block` blocks (xLSTM's LinearHeadwiseExpand)."""
+
+    def __init__(self, dim: int, block: int = 4, bias: bool = True):
+        super().__init__()
+        if dim % block:
+            raise ValueError(f"width {dim} is not divisible by the q/k/v block size {block}")
+        self.block = block
+        self.weight = nn.Parameter(torch.empty(dim // block, block, block))  # (blocks, out, in)
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(*shape[:-1], -1, self.block)
+        x = torch.einsum("...hi,hoi->...ho", x, self.weight).reshape(shape)
+        return x + self.bias if self.bias is not None else x
+
+
+class CausalConv1d(nn.Conv1d):
+    """Depthwise causal Conv1d along the sequence of (B, S, C) tokens (left padding k-1)."""
+
+    def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True):
+        super().__init__(dim, dim, kernel_size, groups=dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
+        x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))
+        return super().forward(x).transpose(1, 2)
+
+
+class GridConv2d(nn.Conv2d):
+    """Depthwise 'same' Conv2d applied to (B, S, C) tokens laid out on the real (h, w) grid of this input."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"the 2-D conv needs an odd kernel size, got {kernel_size}")
+        super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
+        B, S, C = x.shape
+        h, w = grid
+        if h * w != S:
+            raise ValueError(f"{S} tokens do not form the {h}x{w} grid")
+        y = super().forward(x.transpose(1, 2).reshape(B, C, h, w))
+        return y.reshape(B, C, S).transpose(1, 2)
+
+
+class MLSTMCell(nn.Module):
+    """Gates from [q, k, v], the mLSTM over NH heads, and the per-head output norm."""
+
+    def __init__(self, inner_dim: int, num_heads: int = 4, norm_bias: bool = True, backend: str | None = None, chunk_size: int = 64):
+        super().__init__()
+        self.num_heads = num_heads
+        self.backend = backend
+        self.chunk_size = chunk_size
+        self.igate = nn.Linear(3 * inner_dim, num_heads)
+        self.fgate = nn.Linear(3 * inner_dim, num_heads)
+        self.outnorm = MultiHeadLayerNorm(inner_dim, bias=norm_bias, eps=1e-5)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        B, S, E = q.shape
+        gate_in = torch.cat([q, k, v], dim=-1)
+        i = self.igate(gate_in).transpose(1, 2)  # (B, NH, S)
+        f = self.fgate(gate_in).transpose(1, 2)
+        q, k, v = (t.reshape(B, S, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size)
+        return self.outnorm(h)
+
+
+class MLSTMLayer(nn.Module):
+    """xLSTM's mLSTM block body (pre-up-projection), on a (B, S, dim) sequence in its scan order."""
+
+    def __init__(
+        self,
+        dim: int,
+        expansion: int = 2,
+        num_heads: int = 4,
+        qkv_block_size: int = 4,
+        conv_kind: str = "2d",
+        conv_kernel_size: int | None = None,
+        proj_bias: bool = True,
+        norm_bias: bool = True,
+        mlstm_backend: str | None = None,
+        mlstm_chunk_size: int = 64,
+    ):
+        super().__init__()
+        inner = expansion * dim
+        if inner % num_heads:
+            raise ValueError(f"inner width {inner} is not divisible by num_heads={num_heads}")
+        self.inner_dim = inner
+        self.proj_up = nn.Linear(dim, 2 * inner, bias=proj_bias)
+        self.q_proj = BlockDiagonalLinear(inner, qkv_block_size, bias=proj_bias)
+        self.k_proj = BlockDiagonalLinear(inner, qkv_block_size, bias=proj_bias)
+        self.v_proj = BlockDiagonalLinear(inner, qkv_block_size, bias=proj_bias)
+        if conv_kind == "2d":
+            self.conv: nn.Module = GridConv2d(inner, conv_kernel_size or 3)
+        elif conv_kind == "causal1d":
+            self.conv = CausalConv1d(inner, conv_kernel_size or 4)
+        else:
+            raise ValueError(f"conv_kind must be one of {CONV_KINDS}, got {conv_kind!r}")
+        self.mlstm_cell = MLSTMCell(inner, num_heads, norm_bias, mlstm_backend, mlstm_chunk_size)
+        self.learnable_skip = nn.Parameter(torch.ones(inner))
+        self.proj_down = nn.Linear(inner, dim, bias=proj_bias)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        xm, z = self.proj_up(x).chunk(2, dim=-1)
+        c = F.silu(self.conv(xm, grid))
+        h = self.mlstm_cell(self.q_proj(c), self.k_proj(c), self.v_proj(xm))
+        return self.proj_down((h + self.learnable_skip * c) * F.silu(z))
+
+
+def _to_scan(x: torch.Tensor, grid: tuple[int, int], direction: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Row-major (B, h·w, C) tokens -> the scan order of `direction` and the grid they lie on in that order.
+
+    0: rows from the top left; 1: rows from the bottom right (a 180° rotation of the grid);
+    2: columns from the top left (the grid transposed); 3: columns from the bottom right.
+    """
+    h, w = grid
+    if direction >= 2:
+        B, S, C = x.shape
+        x = x.reshape(B, h, w, C).transpose(1, 2).reshape(B, S, C)
+        grid = (w, h)
+    if direction % 2:
+        x = x.flip(1)
+    return x, grid
+
+
+def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int) -> torch.Tensor:
+    h, w = grid
+    if direction % 2:
+        x = x.flip(1)
+    if direction >= 2:
+        B, S, C = x.shape
+        x = x.reshape(B, w, h, C).transpose(1, 2).reshape(B, S, C)
+    return x
+
+
+class ViLBlock(nn.Module):
+    """One sub-block: x + DropPath(scan⁻¹(mLSTMLayer(scan(LN(x))))), on row-major (B, S, dim) tokens."""
+
+    def __init__(self, dim: int, direction: int = 0, drop_path: float = 0.0, norm_bias: bool = True, **layer_kwargs: Any):
+        super().__init__()
+        self.direction = direction
+        self.norm = OffsetLayerNorm(dim, bias=norm_bias, eps=1e-5)
+        self.layer = MLSTMLayer(dim, norm_bias=norm_bias, **layer_kwargs)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        y, scan_grid = _to_scan(self.norm(x), grid, self.direction)
+        y = _from_scan(self.layer(y, scan_grid), grid, self.direction)
+        return x + self.drop_path(y)
+
+
+class VisionLSTM(nn.Module):
+    """Vision-LSTM, v2 or v1 depending on the options (see the module docstring and the registered models).
+
+    Any input size works: the patch grid (h, w) is taken from the input, the position embedding is resized
+    (bicubic) when the grid differs from the one it was built for, and the 2-D conv uses the real grid.
+    """
+
+    output_fmt = "NHWC"
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        stride: int | None = None,
+        embed_dim: int = 192,
+        depth: int = 24,
+        num_heads: int = 4,
+        expansion: int = 2,
+        qkv_block_size: int = 4,
+        conv_kind: Literal["2d", "causal1d"] = "2d",
+        conv_kernel_size: int | None = None,
+        proj_bias: bool = True,
+        norm_bias: bool = True,
+        alternation: Literal["bidirectional", "quaddirectional"] = "bidirectional",
+        global_pool: str = "bilateral_flatten",
+        post_norm: bool = True,
+        post_norm_bias: bool | None = None,
+        post_norm_eps: float = 1e-6,
+        pool_norm: bool = False,
+        pool_norm_eps: float = 1e-5,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        drop_path_decay: bool = False,
+        drop_path_groups: int = 1,
+        init_mode: Literal["original", "original-fixed"] = "original",
+        mlstm_backend: str | None = None,
+        mlstm_chunk_size: int = 64,
+    ):
+        super().__init__()
+        if alternation not in ALTERNATIONS:
+            raise ValueError(f"alternation must be one of {sorted(ALTERNATIONS)}, got {alternation!r}")
+        if init_mode not in ("original", "original-fixed"):
+            raise ValueError(f"init_mode must be 'original' or 'original-fixed', got {init_mode!r}")
+        if mlstm_backend is not None:
+            from lstmvision.ops.mlstm import resolve_backend
+
+            resolve_backend(mlstm_backend, 1)  # fail early on a typo
+        self.num_classes = num_classes
+        self.global_pool = _pool_name(global_pool)
+        self.embed_dim = self.num_features = embed_dim
+        self.stride = stride or patch_size
+        self.patch_size = patch_size
+        self.init_mode = init_mode
+        self.grad_checkpointing = False
+        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)[-2:]
+        self.grid_size = tuple((s - patch_size) // self.stride + 1 for s in img_hw)
+
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=self.stride)
+        self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid_size, embed_dim))
+
+        # drop path: constant, or linear over `drop_path_groups`-sized groups of sub-blocks (v2: pairs)
+        n_groups = -(-depth // drop_path_groups)
+        if drop_path_decay and n_groups > 1:
+            group_rates = torch.linspace(0, drop_path_rate, n_groups).tolist()
+        else:
+            group_rates = [drop_path_rate] * n_groups
+        directions = ALTERNATIONS[alternation]
+        layer_kwargs = dict(
+            expansion=expansion, num_heads=num_heads, qkv_block_size=qkv_block_size, conv_kind=conv_kind,
+            conv_kernel_size=conv_kernel_size, proj_bias=proj_bias, mlstm_backend=mlstm_backend,
+            mlstm_chunk_size=mlstm_chunk_size,
+        )
+        self.blocks = nn.ModuleList(
+            ViLBlock(embed_dim, directions[j % len(directions)], group_rates[j // drop_path_groups], norm_bias, **layer_kwargs)
+            for j in range(depth)
+        )
+        self.feature_info = [dict(num_chs=embed_dim, reduction=self.stride, module=f"blocks.{j}") for j in range(depth)]
+        bias = norm_bias if post_norm_bias is None else post_norm_bias
+        self.norm = OffsetLayerNorm(embed_dim, bias=bias, eps=post_norm_eps) if post_norm else nn.Identity()
+        self._pool_norm, self._pool_norm_eps = pool_norm, pool_norm_eps
+        self.head_drop = nn.Dropout(drop_rate)
+        self._build_head(num_classes)
+        self.init_weights()
+
+    # ------------------------------------------------------------------------------------------ head
+    @property
+    def head_hidden_size(self) -> int:
+        return 2 * self.embed_dim if self.global_pool == "bilateral_flatten" else self.embed_dim
+
+    def _build_head(self, num_classes: int) -> None:
+        if self.global_pool == "" and num_classes:
+            raise ValueError("global_pool='' (feature mode, (B, C, h, w) output) needs num_classes=0")
+        pooled = self.head_hidden_size
+        use_norm = self._pool_norm and self.global_pool != ""
+        self.pool_norm = nn.LayerNorm(pooled, eps=self._pool_norm_eps) if use_norm else nn.Identity()
+        self.head = nn.Linear(pooled, num_classes) if num_classes > 0 else nn.Identity()
+
+    # ------------------------------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The official init: xavier patch embedding, trunc-normal(0.02) position embedding, 'small init' up
+        and q/k/v projections, Wang-init down projection (num_blocks = 1 as in the released models, or the
+        number of sub-blocks with init_mode='original-fixed'), zero-weight gates with forget biases
+        linspace(3, 6), unit skip, offset norms at 0, PyTorch-default convs, trunc-normal(2e-5) head."""
+        D = self.embed_dim
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        trunc_normal_(self.pos_embed, std=0.02)
+        small = math.sqrt(2 / (5 * D))
+        num_blocks = len(self.blocks) if self.init_mode == "original-fixed" else 1
+        wang = 2 / (num_blocks * math.sqrt(D))
+        for block in self.blocks:
+            layer = block.layer
+            for lin, std in ((layer.proj_up, small), (layer.q_proj, small), (layer.k_proj, small), (layer.v_proj, small), (layer.proj_down, wang)):
+                nn.init.normal_(lin.weight, std=std)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+            cell = layer.mlstm_cell
+            nn.init.zeros_(cell.igate.weight)
+            nn.init.normal_(cell.igate.bias, std=0.1)
+            nn.init.zeros_(cell.fgate.weight)
+            cell.fgate.bias.copy_(torch.linspace(3.0, 6.0, cell.num_heads))
+            nn.init.ones_(layer.learnable_skip)
+        for m in self.modules():
+            if isinstance(m, OffsetLayerNorm):
+                nn.init.zeros_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self._init_head()
+
+    @torch.no_grad()
+    def _init_head(self) -> None:
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=2e-5)
+            nn.init.zeros_(self.head.bias)
+
+    # --------------------------------------------------------------------------------- timm contract
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^patch_embed|^pos_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New head (and pool norm when the pooled width changes) for `num_classes`; 0 removes it."""
+        old_width = self.head_hidden_size
+        if global_pool is not None:
+            self.global_pool = _pool_name(global_pool)
+        self.num_classes = num_classes
+        old_norm = self.pool_norm
+        self._build_head(num_classes)
+        if isinstance(old_norm, nn.LayerNorm) and self.head_hidden_size == old_width and isinstance(self.pool_norm, nn.LayerNorm):
+            self.pool_norm = old_norm  # keep the trained pool norm when it still fits
+        self._init_head()
+        ref = self.pos_embed
+        self.pool_norm.to(ref.device, ref.dtype), self.head.to(ref.device, ref.dtype)
+
+    # --------------------------------------------------------------------------------------- forward
+    def _resized_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        return resize_pos_embed(self.pos_embed, grid)
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.patch_embed.proj(x).permute(0, 2, 3, 1)  # (B, h, w, D)
+        grid = (x.shape[1], x.shape[2])
+        x = x + self._resized_pos_embed(grid)
+        return x.flatten(1, 2), grid
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            return checkpoint(block, x, grid, use_reentrant=False)
+        return block(x, grid)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens on their grid, NHWC (B, h, w, num_features)."""
+        x, grid = self._embed(x)
+        for block in self.blocks:
+            x = self._run_block(block, x, grid)
+        return self.norm(x).reshape(x.shape[0], *grid, -1)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, C) -> pooled (B, C or 2C), or the (B, C, h, w) grid in feature mode (global_pool='')."""
+        if self.global_pool == "":
+            return x.permute(0, 3, 1, 2)
+        t = x.flatten(1, 2)
+        if self.global_pool == "bilateral_flatten":
+            return torch.cat([t[:, 0], t[:, -1]], dim=-1)
+        if self.global_pool == "bilateral_avg":
+            return (t[:, 0] + t[:, -1]) / 2
+        if self.global_pool == "avg":
+            return t.mean(dim=1)
+        return t[:, 0] if self.global_pool == "first" else t[:, -1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool_norm(self.pool(x))
+        if self.global_pool == "":
+            return x
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Sub-block outputs as (B, C, h, w) maps (or NHWC); `norm` applies the final norm to each."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        x, grid = self._embed(x)
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        intermediates = []
+        for j, block in enumerate(blocks):
+            x = self._run_block(block, x, grid)
+            if j in take:
+                y = (self.norm(x) if norm else x).reshape(x.shape[0], *grid, -1)
+                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x).reshape(x.shape[0], *grid, -1), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        self.feature_info = self.feature_info[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+    # ---------------------------------------------------------------------------------- weight layouts
+    def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official layouts -> ours (auto-detected), then the position embedding resized to our grid.
+
+        - released training-code checkpoints (v1 and v2): `xlstm.blocks.{j}.xlstm.*`, `xlstm.blocks.{j}.xlstm_norm.*`,
+          `.conv1d.`, `xlstm.post_blocks_norm.*`, `head.0.*` (the pool norm), `head.1.*` (the classifier);
+        - standalone v2 (`VisionLSTM2`): `blocks.{p}.rowwise_from_{top_left|bot_right}.*` (sub-block 2p / 2p+1),
+          `norm`, `legacy_norm` (the pool norm);
+        - standalone v1 (`VisionLSTM`): `blocks.{j}.layer.conv1d.conv.*`, `legacy_norm` (after the blocks),
+          `norm` (after pooling);
+        - lstmvision checkpoints pass unchanged.
+        """
+        sd = convert_official_vil(state_dict)
+        pe = sd.get("pos_embed")
+        if pe is not None and pe.dim() == 4 and tuple(pe.shape[1:3]) != tuple(self.pos_embed.shape[1:3]):
+            sd["pos_embed"] = resize_pos_embed(pe, tuple(self.pos_embed.shape[1:3]))
+        return sd
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a (1, h, w, C) position embedding to `grid` (unchanged if it already fits)."""
+    if tuple(pos_embed.shape[1:3]) == tuple(grid):
+        return pos_embed
+    pe = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=tuple(grid), mode="bicubic", align_corners=False)
+    return pe.to(pos_embed.dtype).permute(0, 2, 3, 1)
+
+
+def convert_official_vil(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a released, standalone v2 or standalone v1 state dict onto lstmvision's ViL keys (see above)."""
+    keys = list(state_dict)
+    if any(k.startswith("xlstm.blocks.") or k.startswith("xlstm.post_blocks_norm") for k in keys):
+        layout = "released"
+    elif any(".rowwise_from_" in k for k in keys):
+        layout = "v2"
+    elif "pos_embed.embed" in state_dict:
+        layout = "v1"
+    else:
+        return dict(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        if layout == "released":
+            new = re.sub(r"^xlstm\.blocks\.(\d+)\.xlstm\.", r"blocks.\1.layer.", new)
+            new = re.sub(r"^xlstm\.blocks\.(\d+)\.xlstm_norm\.", r"blocks.\1.norm.", new)
+            new = re.sub(r"^xlstm\.post_blocks_norm\.", "norm.", new)
+            new = re.sub(r"^head\.0\.", "pool_norm.", new)
+            new = re.sub(r"^head\.1\.", "head.", new)
+        elif layout == "v2":
+            m = re.match(r"^blocks\.(\d+)\.rowwise_from_(top_left|bot_right)\.(.*)$", new)
+            if m:
+                new = f"blocks.{2 * int(m.group(1)) + (m.group(2) == 'bot_right')}.{m.group(3)}"
+            new = re.sub(r"^legacy_norm\.", "pool_norm.", new)
+        else:  # v1
+            new = re.sub(r"^norm\.", "pool_norm.", new)
+            new = re.sub(r"^legacy_norm\.", "norm.", new)
+        new = new.replace(".layer.conv1d.conv.", ".layer.conv.").replace(".layer.conv1d.", ".layer.conv.")
+        new = re.sub(r"^pos_embed\.embed$", "pos_embed", new)
+        out[new] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------- registry
+_V2 = dict(conv_kind="2d", proj_bias=True, norm_bias=True, global_pool="bilateral_flatten", post_norm=True,
+           post_norm_eps=1e-6, pool_norm_eps=1e-5, drop_path_groups=2)
+_V1 = dict(conv_kind="causal1d", proj_bias=False, norm_bias=False, global_pool="bilateral_avg", post_norm_bias=False,
+           post_norm_eps=1e-6, pool_norm=True, pool_norm_eps=1e-6, drop_path_groups=1)
+
+
+def _cfg(**kw: Any) -> dict[str, Any]:
+    return make_cfg(
+        paper="Vision-LSTM: xLSTM as Generic Vision Backbone (arXiv 2406.04303)",
+        first_conv="patch_embed.proj", classifier="head", crop_pct=1.0, **kw,
+    )
+
+
+def _build_v2(defaults: dict[str, Any], kwargs: dict[str, Any]) -> VisionLSTM:
+    """v2: `legacy_norm` (default True, as the released checkpoints need) is the LayerNorm after pooling."""
+    kw = {**_V2, **defaults, **kwargs}
+    kw["pool_norm"] = bool(kw.pop("legacy_norm", kw.pop("pool_norm", True)))
+    return VisionLSTM(**kw)
+
+
+def _build_v1(defaults: dict[str, Any], kwargs: dict[str, Any]) -> VisionLSTM:
+    """v1: `legacy_norm` (default True, as the released checkpoints need) is the offset LN after the blocks."""
+    kw = {**_V1, **defaults, **kwargs}
+    kw["post_norm"] = bool(kw.pop("legacy_norm", kw.pop("post_norm", True)))
+    return VisionLSTM(**kw)
+
+
+@register_model(_cfg(paper_top1=78.3))
+def vil2_tiny(**kwargs) -> VisionLSTM:
+    return _build_v2(dict(embed_dim=192, depth=24), kwargs)
+
+
+@register_model(_cfg(paper_top1=81.5))
+def vil2_small(**kwargs) -> VisionLSTM:
+    return _build_v2(dict(embed_dim=384, depth=24), kwargs)
+
+
+@register_model(_cfg(paper_top1=82.4))
+def vil2_base(**kwargs) -> VisionLSTM:
+    return _build_v2(dict(embed_dim=768, depth=24), kwargs)
+
+
+@register_model(_cfg())
+def vil2_large(**kwargs) -> VisionLSTM:
+    return _build_v2(dict(embed_dim=1024, depth=48), kwargs)
+
+
+@register_model(_cfg(paper_top1=77.3))
+def vil_tiny(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24), kwargs)
+
+
+@register_model(_cfg(paper_top1=78.1))
+def vil_tinyplus(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=29), kwargs)
+
+
+@register_model(_cfg(paper_top1=80.7))
+def vil_small(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=384, depth=24), kwargs)
+
+
+@register_model(_cfg(paper_top1=80.9))
+def vil_smallplus(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=384, depth=26), kwargs)
+
+
+@register_model(_cfg(paper_top1=81.6))
+def vil_base(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=768, depth=24), kwargs)
+
+
+@register_model(_cfg(paper_top1=80.0))
+def vil_tinyplus_stride8(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=29, stride=8), kwargs)
+
+
+@register_model(_cfg(paper_top1=82.2))
+def vil_smallplus_stride8(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=384, depth=26, stride=8), kwargs)
+
+
+@register_model(_cfg(paper_top1=82.7))
+def vil_base_stride8(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=768, depth=24, stride=8), kwargs)
