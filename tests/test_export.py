@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lstmvision
-from deploy_helpers import SIZE, tiny_model
+from deploy_helpers import SIZE, family, tiny_model
 from lstmvision.cli import main
 from lstmvision.tools import export as ex
 
@@ -20,6 +20,8 @@ def test_onnx_export_every_model_dynamic_batch_and_size(name, tmp_path):
     assert result.ok, [str(c) for c in result.checks]
     assert result.max_abs_diff <= 1e-4
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    if family(name) == "vil":
+        return
     rnn_op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[name.split("_")[0] if name.split("_")[0] in ("gru", "rnn") else "lstm"]
     assert rnn_op in ops  # one fused recurrent op per direction pair, not an unrolled loop
 
@@ -123,3 +125,11 @@ def test_cli_unsupported_combinations_give_one_clear_error(saved, tmp_path, caps
     rc = main(["export", *source, *argv, "--output", str(out), "--img-size", str(SIZE)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_vil_exports_to_onnx_at_its_native_grid_and_refuses_torchscript(tmp_path):
+    model = tiny_model("vil2_tiny", img_size=SIZE)  # position embedding built for this size: no resampling in eager
+    result = ex.export(model, tmp_path / "m.onnx", img_size=SIZE, dynamic_size=True)
+    assert result.ok and len(result.checks) == 2, [str(c) for c in result.checks]
+    with pytest.raises(ex.ExportError, match="not supported for Vision-LSTM"):
+        ex.export(model, tmp_path / "m.pt")

@@ -176,6 +176,11 @@ def export_onnx(
 
 def export_torchscript(model: nn.Module, path: str | Path) -> Path:
     """Write `torch.jit.script(model)` with the model's metadata as extra files; returns the path."""
+    if type(model).__name__ == "VisionLSTM":
+        raise ExportError(
+            "TorchScript export is not supported for Vision-LSTM (vil*) models (their mLSTM code is not "
+            "scriptable): export them to ONNX, or deploy with torch.compile"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
