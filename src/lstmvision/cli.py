@@ -10,6 +10,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
     "export": ("lstmvision.tools.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
+    "benchmark": ("lstmvision.tools.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
 }
 
 
@@ -42,6 +43,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as e:

@@ -22,9 +22,11 @@ from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.registry import make_cfg, register_model
 from lstmvision.models.rnn import GRU, LSTM, RNN
+from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d
 
 # nn.RNNBase layers with torch's LSTM/GRU/RNN weights and kernels that torch.compile traces without graph breaks
 RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+_CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}  # by nn.RNNBase.mode
 UNIONS = ("cat", "add", "vertical", "horizontal")
 
 
@@ -38,6 +40,9 @@ class RNN2DMixer(nn.Module):
     """BiLSTM2D (or GRU/RNN): vertical and horizontal RNNs over an NHWC map, fused by a Linear.
 
     Output channels of the union are ordered [vertical fwd | vertical bwd | horizontal fwd | horizontal bwd].
+    The recurrences run through `lstmvision.ops.rnn2d` (one fused call for all directions) unless the
+    backend resolves to "reference" (LSTMVISION_KERNELS=reference, or the CPU default), which calls the
+    nn.LSTM/GRU/RNN modules themselves, exactly as the official code does.
     """
 
     def __init__(
@@ -68,6 +73,29 @@ class RNN2DMixer(nn.Module):
             self.fc = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rnn = self.rnn_v if self.rnn_v is not None else self.rnn_h
+        cell = _CELLS[rnn.mode]
+        if resolve_backend(x, cell) == "reference":
+            parts = self._forward_modules(x)
+        else:
+            y = rnn2d(
+                x,
+                module_weights(self.rnn_v) if self.rnn_v is not None else None,
+                module_weights(self.rnn_h) if self.rnn_h is not None else None,
+                cell,
+                getattr(rnn, "nonlinearity", "tanh"),
+            )
+            parts = list(y.chunk(2, -1)) if self.union == "add" else [y]  # cat: y is already [v | h]
+        if self.union == "cat":
+            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        elif self.union == "add":
+            x = parts[0] + parts[1]
+        else:
+            x = parts[0]
+        return self.fc(x) if self.fc is not None else x
+
+    def _forward_modules(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The official formulation: nn.LSTM over the columns, then over the rows."""
         B, H, W, C = x.shape
         parts = []
         if self.rnn_v is not None:
@@ -77,13 +105,7 @@ class RNN2DMixer(nn.Module):
         if self.rnn_h is not None:
             h = self.rnn_h(x.reshape(B * H, W, C))[0].reshape(B, H, W, -1)  # one sequence per row
             parts.append(h)
-        if self.union == "cat":
-            x = torch.cat(parts, dim=-1)
-        elif self.union == "add":
-            x = parts[0] + parts[1]
-        else:
-            x = parts[0]
-        return self.fc(x) if self.fc is not None else x
+        return parts
 
 
 class RNN1DMixer(nn.Module):

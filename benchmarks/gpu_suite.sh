@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# GPU target suite of issue 5, one call on an H100/H200: `bash benchmarks/gpu_suite.sh` from the repository root.
+# Writes benchmarks/results/gpu-*.json (device, versions and exact command inside each file).
+set -euo pipefail
+export PYTHONPATH=src
+PY=${PYTHON:-python}
+OUT=benchmarks/results
+mkdir -p "$OUT"
+# correctness of the Triton kernels on the real device first (fp32 within 1e-5 of nn.LSTM)
+$PY -m pytest -q tests/test_rnn2d.py
+for MODE in infer train; do
+  for BS in 128 256; do
+    # ratio vs timm's sequencer2d_s (target >= 3x) and vs our official formulation, bf16, logits compared
+    $PY -m lstmvision benchmark --model sequencer2d_s --compare timm:sequencer2d_s --compare ref:sequencer2d_s \
+      --device cuda --precision bf16 --mode $MODE --batch-size $BS --img-size 224 --warmup 10 --iters 40 \
+      --repeats 3 --json "$OUT/gpu-sequencer2d_s-$MODE-bf16-bs$BS.json"
+  done
+done
+# per-layer: Triton vs fused PyTorch vs cuDNN nn.LSTM
+$PY benchmarks/rnn2d_layer.py --device cuda --batch-size 128 --iters 20 --repeats 5 \
+  --backends reference fused triton --json "$OUT/gpu-rnn2d-layer-infer.json"
+$PY benchmarks/rnn2d_layer.py --device cuda --batch-size 128 --iters 20 --repeats 5 --mode train \
+  --backends reference fused triton --json "$OUT/gpu-rnn2d-layer-train.json"
+# ViL targets (>= 2x the official formulation; ViL-T at 3136 tokens, batch 16) once the ViL models are merged:
+for M in vil_tiny vil_small; do
+  if $PY -c "import lstmvision,sys; sys.exit(0 if '$M' in lstmvision.list_models() else 1)"; then
+    for MODE in infer train; do
+      $PY -m lstmvision benchmark --model $M --compare ref:$M --device cuda --precision bf16 --mode $MODE \
+        --batch-size 128 --warmup 10 --iters 40 --repeats 3 --no-macs --json "$OUT/gpu-$M-$MODE-bf16-bs128.json"
+    done
+  fi
+done
