@@ -73,6 +73,20 @@ class RNN2DMixer(nn.Module):
             self.fc = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript: the recurrent modules (the fused ops are not scriptable)
+            parts = self._forward_modules(x)
+        else:
+            parts = self._forward_parts(x)
+        if self.union == "cat":
+            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        elif self.union == "add":
+            x = parts[0] + parts[1]
+        else:
+            x = parts[0]
+        return self.fc(x) if self.fc is not None else x
+
+    @torch.jit.unused
+    def _forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
         rnn = self.rnn_v if self.rnn_v is not None else self.rnn_h
         cell = _CELLS[rnn.mode]
         if resolve_backend(x, cell) == "reference":
@@ -86,13 +100,7 @@ class RNN2DMixer(nn.Module):
                 getattr(rnn, "nonlinearity", "tanh"),
             )
             parts = list(y.chunk(2, -1)) if self.union == "add" else [y]  # cat: y is already [v | h]
-        if self.union == "cat":
-            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        elif self.union == "add":
-            x = parts[0] + parts[1]
-        else:
-            x = parts[0]
-        return self.fc(x) if self.fc is not None else x
+        return parts
 
     def _forward_modules(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The official formulation: nn.LSTM over the columns, then over the rows."""
