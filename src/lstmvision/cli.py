@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
+    "export": ("lstmvision.tools.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
     "benchmark": ("lstmvision.tools.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
     "resolution-sweep": ("lstmvision.tools.resolution", "top-1 of models at several test resolutions (table, JSON, plot)"),
     "erf": ("lstmvision.tools.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),

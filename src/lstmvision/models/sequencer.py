@@ -21,10 +21,12 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.registry import make_cfg, register_model
+from lstmvision.models.rnn import GRU, LSTM, RNN
 from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d
 
-RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-_CELLS = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}
+# nn.RNNBase layers with torch's LSTM/GRU/RNN weights and kernels that torch.compile traces without graph breaks
+RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+_CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}  # by nn.RNNBase.mode
 UNIONS = ("cat", "add", "vertical", "horizontal")
 
 
@@ -71,8 +73,22 @@ class RNN2DMixer(nn.Module):
             self.fc = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript: the recurrent modules (the fused ops are not scriptable)
+            parts = self._forward_modules(x)
+        else:
+            parts = self._forward_parts(x)
+        if self.union == "cat":
+            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        elif self.union == "add":
+            x = parts[0] + parts[1]
+        else:
+            x = parts[0]
+        return self.fc(x) if self.fc is not None else x
+
+    @torch.jit.unused
+    def _forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
         rnn = self.rnn_v if self.rnn_v is not None else self.rnn_h
-        cell = _CELLS[type(rnn)]
+        cell = _CELLS[rnn.mode]
         if resolve_backend(x, cell) == "reference":
             parts = self._forward_modules(x)
         else:
@@ -84,13 +100,7 @@ class RNN2DMixer(nn.Module):
                 getattr(rnn, "nonlinearity", "tanh"),
             )
             parts = list(y.chunk(2, -1)) if self.union == "add" else [y]  # cat: y is already [v | h]
-        if self.union == "cat":
-            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        elif self.union == "add":
-            x = parts[0] + parts[1]
-        else:
-            x = parts[0]
-        return self.fc(x) if self.fc is not None else x
+        return parts
 
     def _forward_modules(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The official formulation: nn.LSTM over the columns, then over the rows."""
@@ -332,17 +342,19 @@ class Sequencer(nn.Module):
             raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this model needs at least {m}x{m}")
         x = self.stem(x)
         if self.pos_embed is not None:
-            x = x + self._pos_embed_for(x.shape[1:3])
+            x = x + self._pos_embed_for(x.shape[1], x.shape[2])
         if self.shuffle_tokens and self.training:
             B, H, W, C = x.shape
             perm = torch.randperm(H * W, device=x.device)
             x = x.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
         return x
 
-    def _pos_embed_for(self, hw: tuple[int, int]) -> torch.Tensor:
-        if tuple(hw) == tuple(self.pos_embed.shape[1:3]):
+    def _pos_embed_for(self, h: int, w: int) -> torch.Tensor:
+        # when traced (ONNX export), always resample (bicubic to the same size is exact) so that the exported
+        # graph works at any input size rather than only at the traced one
+        if h == self.pos_embed.shape[1] and w == self.pos_embed.shape[2] and not torch.jit.is_tracing():
             return self.pos_embed
-        pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=tuple(hw), mode="bicubic", align_corners=False)
+        pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
         return pe.permute(0, 2, 3, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

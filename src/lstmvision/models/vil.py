@@ -61,7 +61,8 @@ class OffsetLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), 1 + self.weight, self.bias, self.eps)
+        # the normalised shape from the parameter, not from x: a static size keeps ONNX export possible
+        return F.layer_norm(x, self.weight.shape, 1 + self.weight, self.bias, self.eps)
 
 
 class MultiHeadLayerNorm(OffsetLayerNorm):
@@ -69,7 +70,12 @@ class MultiHeadLayerNorm(OffsetLayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, NH, S, DH = x.shape
-        x = F.layer_norm(x.transpose(1, 2), (DH,), eps=self.eps)  # (B, S, NH, DH)
+        x = x.transpose(1, 2)  # (B, S, NH, DH)
+        if torch.jit.is_tracing():  # ONNX export: the head width is a traced value, F.layer_norm needs it static
+            mean = x.mean(-1, keepdim=True)
+            x = (x - mean) * torch.rsqrt((x - mean).pow(2).mean(-1, keepdim=True) + self.eps)
+        else:
+            x = F.layer_norm(x, (DH,), eps=self.eps)
         x = x * (1 + self.weight).view(NH, DH)
         if self.bias is not None:
             x = x + self.bias.view(NH, DH)
@@ -502,7 +508,7 @@ class VisionLSTM(nn.Module):
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of a (1, h, w, C) position embedding to `grid` (unchanged if it already fits)."""
-    if tuple(pos_embed.shape[1:3]) == tuple(grid):
+    if tuple(pos_embed.shape[1:3]) == tuple(grid) and not torch.jit.is_tracing():  # traced: resample always
         return pos_embed
     pe = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=tuple(grid), mode="bicubic", align_corners=False)
     return pe.to(pos_embed.dtype).permute(0, 2, 3, 1)

@@ -11,14 +11,13 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lstmvision.models.rnn import RNN_GATES, is_rnn
 from lstmvision.ops.rnn2d import use_kernels
-
-_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
 
 def rnn_macs(module: nn.RNNBase, batch: int, steps: int) -> int:
     """MACs of the input and recurrent projections of an nn.LSTM/GRU/RNN over `batch` sequences."""
-    gates = _GATES[type(module)]
+    gates = RNN_GATES[module.mode]
     dirs = 2 if module.bidirectional else 1
     total, in_size = 0, module.input_size
     for _ in range(module.num_layers):
@@ -38,7 +37,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         b, t = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
         rnn_total += rnn_macs(module, b, t)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m) in _GATES]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if is_rnn(m)]
     was_training = model.training
     model.eval()
     try:
@@ -51,7 +50,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         # analytic count above replaces them.
         root = type(model).__name__
         inside = counter.get_flop_counts()
-        rnn_names = {f"{root}.{n}" for n, m in model.named_modules() if type(m) in _GATES}
+        rnn_names = {f"{root}.{n}" for n, m in model.named_modules() if is_rnn(m)}
         seen_in_rnn = sum(sum(inside[n].values()) for n in rnn_names if n in inside)
         other = (counter.get_total_flops() - seen_in_rnn) // 2
     finally:

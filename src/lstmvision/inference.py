@@ -1,0 +1,208 @@
+"""One-call image classification with a model's own preprocessing.
+
+    clf = lstmvision.Classifier.from_pretrained("runs/fmnist/best")   # folder written by save_pretrained
+    clf("shoe.png")            # -> Prediction(label='Sneaker', index=7, score=0.93, top_k=[...])
+    clf(["a.png", pil_image])  # -> [Prediction, Prediction]
+    clf.probabilities(batch)   # -> (B, num_classes) tensor
+
+Preprocessing comes from the model's `pretrained_cfg` through timm (`resolve_data_config` + `create_transform`,
+eval mode: resize by `crop_pct`, centre crop to `input_size`, to tensor, normalise with `mean`/`std`). Images
+are converted to the model's number of input channels (grayscale models get `convert('L')`).
+
+Inputs: a PIL image, a path, a numpy HWC image, a uint8 tensor (C,H,W)/(B,C,H,W) holding raw pixels, or a
+float tensor that is already preprocessed ((C,H,W) or (B,C,H,W)), or a list of images/paths/arrays. A single
+input gives one `Prediction`, a list or a batch gives a list.
+
+Labels: `model.class_names` (saved in config.json by `save_pretrained`), else the ImageNet-1k descriptions for
+1000-class models, else the class indices as strings.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+__all__ = ["Classifier", "Prediction"]
+
+
+@dataclass
+class Prediction:
+    """The top class of one image and the `top_k` best as (label, index, probability)."""
+
+    label: str
+    index: int
+    score: float
+    top_k: list[tuple[str, int, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(label=self.label, index=self.index, score=self.score,
+                    top_k=[dict(label=lab, index=i, score=s) for lab, i, s in self.top_k])
+
+
+def _in_chans(model: nn.Module) -> int:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    first = cfg.get("first_conv")
+    if isinstance(first, str):
+        try:
+            conv = model.get_submodule(first)
+            if hasattr(conv, "in_channels"):
+                return int(conv.in_channels)
+        except AttributeError:
+            pass
+    return int(cfg.get("input_size", (3,))[0])
+
+
+def _fit_channels(values: Sequence[float], chans: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) == chans:
+        return values
+    if len(values) == 1:
+        return values * chans
+    if chans == 1:
+        return (float(np.mean(values)),)
+    raise ValueError(f"normalisation has {len(values)} values but the model takes {chans} channels")
+
+
+def data_config(model: nn.Module) -> dict[str, Any]:
+    """timm's eval data config for `model`, with input channels, mean and std matched to its first conv."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    chans = _in_chans(model)
+    cfg["input_size"] = (chans, *tuple(cfg["input_size"])[1:])
+    cfg["mean"] = _fit_channels(cfg["mean"], chans)
+    cfg["std"] = _fit_channels(cfg["std"], chans)
+    return cfg
+
+
+def class_names_for(model: nn.Module) -> list[str]:
+    names = getattr(model, "class_names", None)
+    n = int(getattr(model, "num_classes", 0) or 0)
+    if names and len(names) == n:
+        return [str(x) for x in names]
+    if n == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(n)]
+    return [str(i) for i in range(n)]
+
+
+class Classifier:
+    """A model in eval mode plus its preprocessing and class names; call it on images to classify them."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None,
+                 class_names: Sequence[str] | None = None):
+        from timm.data import create_transform
+
+        if not int(getattr(model, "num_classes", 0) or 0):
+            raise ValueError("Classifier needs a model with a classification head (num_classes > 0)")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.data_config = data_config(model)
+        self.transform = create_transform(**self.data_config, is_training=False)
+        self.in_chans = self.data_config["input_size"][0]
+        if class_names is not None and len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+        self.class_names = list(class_names) if class_names is not None else class_names_for(model)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        model_name: str | None = None, **kwargs: Any) -> "Classifier":
+        """From a folder written by `save_pretrained`, or a weights file together with `model_name`."""
+        from lstmvision.models import create_model
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no model at {path}")
+        if path.is_file() and model_name is None:
+            raise ValueError(f"{path} is a weights file: give model_name= (the architecture it holds)")
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ValueError(f"{path} has no config.json: expected a folder written by save_pretrained")
+        model = create_model(model_name, pretrained=path, **kwargs)
+        return cls(model, device=device)
+
+    # ---------------------------------------------------------------------------------- preprocessing
+    def _image(self, item: Any) -> Image.Image:
+        if isinstance(item, (str, os.PathLike)):
+            if not Path(item).is_file():
+                raise FileNotFoundError(f"image not found: {item}")
+            with Image.open(item) as im:
+                im.load()
+                item = im.copy()
+        elif isinstance(item, np.ndarray):
+            item = Image.fromarray(item)
+        elif isinstance(item, torch.Tensor):  # raw uint8 pixels (C,H,W)
+            from torchvision.transforms.functional import to_pil_image
+
+            item = to_pil_image(item.cpu())
+        if not isinstance(item, Image.Image):
+            raise TypeError(f"cannot classify a {type(item).__name__}: give PIL images, paths, arrays or tensors")
+        return item.convert("L" if self.in_chans == 1 else "RGB")
+
+    def preprocess(self, inputs: Any) -> tuple[torch.Tensor, bool]:
+        """(batch tensor on the model's device, whether the input was a single image)."""
+        if isinstance(inputs, torch.Tensor) and inputs.is_floating_point():
+            single = inputs.dim() == 3
+            batch = inputs.unsqueeze(0) if single else inputs
+            if batch.dim() != 4 or batch.shape[1] != self.in_chans:
+                raise ValueError(
+                    f"a preprocessed tensor must be (C,H,W) or (B,C,H,W) with C={self.in_chans}, "
+                    f"got {tuple(inputs.shape)}"
+                )
+            return batch.to(self.device), single
+        if isinstance(inputs, torch.Tensor):  # integer tensors hold raw pixels
+            if inputs.dim() == 3:
+                items, single = [inputs], True
+            elif inputs.dim() == 4:
+                items, single = list(inputs), False
+            else:
+                raise ValueError(f"an image tensor must be (C,H,W) or (B,C,H,W), got {tuple(inputs.shape)}")
+        elif isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise ValueError("no images given")
+            items, single = list(inputs), False
+        else:
+            items, single = [inputs], True
+        batch = torch.stack([self.transform(self._image(item)) for item in items])
+        return batch.to(self.device), single
+
+    # ------------------------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def logits(self, inputs: Any) -> torch.Tensor:
+        batch, _ = self.preprocess(inputs)
+        return self.model(batch).float()
+
+    def probabilities(self, inputs: Any) -> torch.Tensor:
+        """Softmax probabilities, (B, num_classes) (B=1 for a single image)."""
+        return self.logits(inputs).softmax(dim=-1)
+
+    def predict(self, inputs: Any, top_k: int = 5) -> Prediction | list[Prediction]:
+        """Top-`top_k` classes of each image: one `Prediction` for one image, a list for several."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        batch, single = self.preprocess(inputs)
+        with torch.inference_mode():
+            probs = self.model(batch).float().softmax(dim=-1).cpu()
+        k = min(top_k, probs.shape[-1])
+        scores, indices = probs.topk(k, dim=-1)
+        out = []
+        for s_row, i_row in zip(scores.tolist(), indices.tolist()):
+            best = [(self.class_names[i], int(i), float(s)) for s, i in zip(s_row, i_row)]
+            out.append(Prediction(best[0][0], best[0][1], best[0][2], best))
+        return out[0] if single else out
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "model_name", type(self.model).__name__)
+        size = "x".join(str(s) for s in self.data_config["input_size"][1:])
+        return f"Classifier({name}, {len(self.class_names)} classes, {size}, device={self.device})"

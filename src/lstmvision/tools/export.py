@@ -1,0 +1,324 @@
+"""`lstmvision export`: ONNX and TorchScript exports of any registered model, each verified against PyTorch.
+
+ONNX goes through torch's TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`): it writes one
+self-contained file, maps every recurrent layer onto the ONNX `LSTM`/`GRU`/`RNN` op and, with dynamic axes,
+handles any batch and image size (the row/column sequence lengths and batch follow the input's shape). The
+dynamo exporter would need `onnxscript` and writes external data files, so it is not used.
+
+TorchScript uses `torch.jit.script`, which keeps the model's control flow, so the scripted model takes any
+batch and size by construction.
+
+After writing, the file is loaded back (onnxruntime for ONNX, `torch.jit.load` for TorchScript) and run on
+random inputs next to the PyTorch model: at the export size, at another batch size with `dynamic_batch`, and
+at another image size with `dynamic_size`. The largest absolute difference must stay within `tolerance`.
+The model's preprocessing (`pretrained_cfg`) and class names are stored in the file's metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
+DEFAULT_OPSET = 17
+MIN_OPSET = 11  # Resize with bicubic mode (v_sequencer_s_pe's position embedding) needs opset 11
+TOLERANCE = 1e-4
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class ExportError(ValueError):
+    """An export that cannot be done as asked (reported as one line by the CLI)."""
+
+
+@dataclass
+class Check:
+    batch: int
+    height: int
+    width: int
+    max_abs_diff: float
+
+    def __str__(self) -> str:
+        return f"batch {self.batch} at {self.height}x{self.width}: max |Δ| = {self.max_abs_diff:.2e}"
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    checks: list[Check] = field(default_factory=list)
+    tolerance: float = TOLERANCE
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.checks), default=float("nan"))
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and self.max_abs_diff <= self.tolerance
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_model(model: str | None = None, checkpoint: str | Path | None = None) -> nn.Module:
+    """The model to export, in eval mode: by name, from a `save_pretrained` folder, or a weights file + name."""
+    from lstmvision.models import create_model
+    from lstmvision.weights import read_state_dict
+
+    if checkpoint is None:
+        if model is None:
+            raise ExportError("give --model NAME, --checkpoint FOLDER, or --checkpoint FILE with --model NAME")
+        warnings.warn(f"exporting {model} with random weights (no --checkpoint given)", stacklevel=2)
+        return create_model(model).eval()
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    if checkpoint.is_dir():
+        if not (checkpoint / "config.json").is_file():
+            raise ExportError(f"{checkpoint} is a folder without config.json (not written by save_pretrained)")
+        return create_model(model, pretrained=checkpoint).eval()
+    if model is None:
+        raise ExportError(f"{checkpoint} is a weights file: say which architecture it holds with --model NAME")
+    state = read_state_dict(checkpoint)
+    head = next((state[k] for k in ("head.fc.weight", "head.weight") if k in state), None)
+    num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else None
+    return create_model(model, pretrained=checkpoint, num_classes=num_classes).eval()
+
+
+def export_size(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """(C, H, W) to export at: `img_size` or the model's `pretrained_cfg['input_size']`."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    chans, h, w = cfg.get("input_size", (3, 224, 224))
+    if img_size is not None:
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    return int(chans), int(h), int(w)
+
+
+def other_size(model: nn.Module, h: int, w: int) -> tuple[int, int]:
+    """A second image size for the dynamic-size check: taller and narrower, and still valid for the model."""
+    step = max(int(getattr(model, "min_input_size", 1) or 1), 1)
+    h2 = max(step, (h + h // 4) // step * step)
+    w2 = max(step, (w - w // 8) // step * step)
+    if (h2, w2) == (h, w):
+        h2 += step
+    return h2, w2
+
+
+def metadata(model: nn.Module) -> dict[str, str]:
+    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
+    meta = {"architecture": str(getattr(model, "model_name", type(model).__name__)), "pretrained_cfg": json.dumps(cfg)}
+    names = getattr(model, "class_names", None)
+    if names:
+        meta["class_names"] = json.dumps(list(names))
+    return meta
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------- exporters
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: tuple[int, int, int],
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write `model` as one ONNX file (TorchScript-based exporter); returns the path."""
+    import onnx
+
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
+
+    if not MIN_OPSET <= opset <= max_opset:
+        raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET}..{max_opset} (default {DEFAULT_OPSET})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes: dict[str, dict[int, str]] = {}
+    if dynamic_batch:
+        axes[INPUT_NAME] = {0: "batch"}
+        axes[OUTPUT_NAME] = {0: "batch"}
+    if dynamic_size:
+        axes.setdefault(INPUT_NAME, {}).update({2: "height", 3: "width"})
+    x = torch.randn(batch_size, *input_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings of the TorchScript-based exporter
+        try:
+            torch.onnx.export(
+                model, (x,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes=axes or None, do_constant_folding=True,
+            )
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as e:  # the exporter raises many error types; report the first line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {first}") from None
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    for key, value in metadata(model).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return path
+
+
+def export_torchscript(model: nn.Module, path: str | Path) -> Path:
+    """Write `torch.jit.script(model)` with the model's metadata as extra files; returns the path."""
+    if type(model).__name__ == "VisionLSTM":
+        raise ExportError(
+            "TorchScript export is not supported for Vision-LSTM (vil*) models (their mLSTM code is not "
+            "scriptable): export them to ONNX, or deploy with torch.compile"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is marked deprecated in torch 2.15
+        try:
+            scripted = torch.jit.script(model)
+        except Exception as e:  # TorchScript's frontend raises several error types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"{getattr(model, 'model_name', 'model')} cannot be scripted: {first}") from None
+        extra = {f"{k}.json" if k != "pretrained_cfg" else "config.json": v for k, v in metadata(model).items()}
+        torch.jit.save(scripted, str(path), _extra_files=extra)
+    return path
+
+
+# ------------------------------------------------------------------------------------- verification
+def _runner(path: Path, fmt: str):
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(np.asarray(session.run(None, {INPUT_NAME: x.numpy()})[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    loaded.eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded(x)
+
+    return run
+
+
+def verify(
+    path: str | Path,
+    fmt: str,
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    seed: int = 0,
+) -> list[Check]:
+    """Run the exported file and the PyTorch model on the same random inputs; one `Check` per shape."""
+    chans, h, w = input_size
+    shapes = [(batch_size, h, w)]
+    if dynamic_batch:
+        shapes.append((batch_size + 2, h, w))
+    if dynamic_size:
+        h2, w2 = other_size(model, h, w)
+        shapes.append((batch_size + 2 if dynamic_batch else batch_size, h2, w2))
+    run = _runner(Path(path), fmt)
+    gen = torch.Generator().manual_seed(seed)
+    checks = []
+    model = model.eval().cpu()
+    for b, hh, ww in shapes:
+        x = torch.randn(b, chans, hh, ww, generator=gen)
+        with torch.no_grad():
+            ref = model(x)
+        try:
+            out = run(x)
+        except Exception as e:  # onnxruntime / TorchScript runtime errors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"the exported model fails on a {tuple(x.shape)} input: {first}") from None
+        if tuple(out.shape) != tuple(ref.shape):
+            raise ExportError(f"exported model gives shape {tuple(out.shape)} for {tuple(x.shape)}, expected {tuple(ref.shape)}")
+        checks.append(Check(b, hh, ww, float((out.float() - ref.float()).abs().max())))
+    return checks
+
+
+def export(
+    model: nn.Module,
+    output: str | Path,
+    fmt: str | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    opset: int | None = None,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
+    """Export `model` to `output` as ONNX or TorchScript and verify it (see the module docstring)."""
+    output = Path(output)
+    fmt = fmt or SUFFIXES.get(output.suffix.lower())
+    if fmt is None:
+        raise ExportError(f"cannot tell the format from {output.name!r}: give --format {{{','.join(FORMATS)}}}")
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if opset is not None and fmt != "onnx":
+        raise ExportError("--opset applies to ONNX only, not to TorchScript")
+    if batch_size < 1:
+        raise ExportError(f"batch size must be at least 1, got {batch_size}")
+    model = model.eval().cpu()
+    size = export_size(model, img_size)
+    if fmt == "onnx":
+        export_onnx(model, output, size, batch_size, dynamic_batch, dynamic_size, opset or DEFAULT_OPSET)
+    else:
+        # a scripted model keeps the model's control flow: any batch and size work, the flags only add checks
+        export_torchscript(model, output)
+    checks = verify(output, fmt, model, size, batch_size, dynamic_batch, dynamic_size)
+    return ExportResult(output, fmt, checks, tolerance)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="registered model name (random weights unless --checkpoint)")
+    p.add_argument("--checkpoint", default=None,
+                   help="folder written by save_pretrained, or a weights file together with --model")
+    p.add_argument("--format", choices=FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
+    p.add_argument("--output", "-o", required=True, help="file to write")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
+    p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
+    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset ({MIN_OPSET}..20, default {DEFAULT_OPSET})")
+    p.add_argument("--img-size", type=int, default=None, help="export resolution (default: the model's input_size)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the export (default 1)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max |Δ| allowed (default {TOLERANCE:g})")
+
+
+def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="exporting .* with random weights")
+        if args.checkpoint is None and args.model is not None:
+            print(f"note: no --checkpoint given, exporting {args.model} with random weights")
+        model = load_model(args.model, args.checkpoint)
+    result = export(
+        model, args.output, args.format, args.img_size, args.batch_size, args.dynamic_batch, args.dynamic_size,
+        args.opset, args.tolerance,
+    )
+    size_mb = result.path.stat().st_size / 2**20
+    name = getattr(model, "model_name", "model")
+    print(f"exported {name} to {result.path} ({result.format}, {size_mb:.1f} MB)")
+    engine = "onnxruntime" if result.format == "onnx" else "torch.jit.load"
+    for check in result.checks:
+        print(f"  verified with {engine}: {check}")
+    if not result.ok:
+        print(f"lstmvision export: error: max |Δ| {result.max_abs_diff:.2e} exceeds the tolerance {result.tolerance:g}")
+        return 1
+    print(f"ok: max |Δ| {result.max_abs_diff:.2e} <= {result.tolerance:g}")
+    return 0
