@@ -234,7 +234,7 @@ def claims_md(out: Path, s: dict) -> str:
     first = {}
     for e in erf:
         first.setdefault(e["model"], e)
-    lines.append("- ERF (cross-shaped for Sequencer): axes/diagonals ratio of the first listed layer (1 = isotropic): "
+    lines.append("- ERF (cross-shaped for Sequencer): on-cross / off-cross gradient at equal distances, first listed layer (1 = isotropic, inf = nothing off the cross, nan = too compact): "
                  + ", ".join(f"{m} {e['layer']} {_fmt(e['cross_ratio'])}" for m, e in first.items())
                  + "; see erf.png.")
     mem = json.loads((out / "memory" / "memory.json").read_text())

@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
                   maps=[{k: v for k, v in e.items() if k != "map"} for e in entries])
     C.write_json(out / "erf.json", report)
     rows = [[e["model"], e["layer"], e["size"], e["images"], e["cross_ratio"]] for e in entries]
-    md = C.markdown_table(["model", "layer", "input px", "images", "cross ratio (axes/diagonals)"], rows)
+    md = C.markdown_table(["model", "layer", "input px", "images", "cross ratio (on/off cross, equal distance)"], rows)
     (out / "erf.md").write_text(md)
     print(md)
     print(f"wrote {len(entries)} maps (.npy), erf.png and erf.json to {out}")
