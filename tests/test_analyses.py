@@ -221,6 +221,13 @@ def test_live_tensor_bytes_peak():
     assert m.peak == 2 * 256 * 256 * 4 and m.live == 0
 
 
+def test_live_tensor_bytes_ignores_parameters_and_views():
+    lin = nn.Linear(1000, 1000)  # 4 MB of weights: views of them (weight.t()) allocate nothing
+    x = torch.randn(2, 1000)
+    peak = M.peak_forward_bytes(lin, x)
+    assert 2 * 1000 * 4 <= peak < 4 * 2 * 1000 * 4
+
+
 def test_sequencer_peak_memory_grows_with_resolution():
     model = tiny_sequencer()
     small = M.peak_forward_bytes(model, torch.randn(1, 1, 32, 32))

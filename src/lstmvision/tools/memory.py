@@ -62,11 +62,13 @@ class LiveTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # outputs that share an input's storage (views, in-place ops, views of parameters) allocate nothing
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 st = t.untyped_storage()
                 key, n = st.data_ptr(), st.nbytes()
-                if n == 0 or key in self._seen:
+                if n == 0 or key in self._seen or key in inputs:
                     continue
                 self._seen.add(key)
                 self.live += n
