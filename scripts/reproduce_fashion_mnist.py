@@ -177,6 +177,9 @@ def main(argv=None) -> int:
     step("memory", ["memory", "--checkpoint", *map(str, ckpts.values()), "--sizes", *map(str, scale["mem_sizes"]),
                     "--batch-size", str(scale["mem_batch"]), "--iters", str(scale["mem_iters"]), "--warmup", "1",
                     "-o", str(out / "memory"), *dev])
+    step("memory_vil_chunkwise", ["memory", "--checkpoint", str(ckpts["vil"]), "--mlstm-backend", "chunkwise",
+                                  "--sizes", *map(str, scale["mem_sizes"]), "--batch-size", str(scale["mem_batch"]),
+                                  "--no-throughput", "-o", str(out / "memory_vil_chunkwise"), *dev])
     timings["total"] = round(time.time() - t_start, 1)
     summary = dict(mode=mode, device=C.device_description(device), timings_s=timings, models=trained,
                    recipe="AdamW 2e-3, wd 0.05, cosine + 1 warm-up epoch, label smoothing 0.1, RRC(0.75-1)+flip, 32 px",
@@ -208,7 +211,8 @@ def summary_md(out: Path, s: dict) -> str:
                         if "mce_vs_baseline" in r else "")
                      + (f", FGSM(1/255) top-1 {adv['top1']:.2f}%" if adv else "") + "\n")
     lines += ["\n## Memory and throughput vs resolution\n\n", (out / "memory" / "memory.md").read_text(),
-              "\n![memory](memory/memory.png)\n"]
+              "\n![memory](memory/memory.png)\n\nViL with the chunkwise mLSTM at every size (the default switches "
+              "from parallel to chunkwise above 256 tokens):\n\n", (out / "memory_vil_chunkwise" / "memory.md").read_text()]
     return "".join(lines)
 
 
@@ -250,6 +254,13 @@ def claims_md(out: Path, s: dict) -> str:
                      + ", ".join(f"{m} {g:.1f}x" for m, g in growth.items())
                      + f"; lowest peak at {hi} px: {lowest} ({peak_hi[lowest]:.1f} MiB). Parameters differ: compare "
                        "growth factors more than absolute values.")
+    ck = out / "memory_vil_chunkwise" / "memory.json"
+    if ck.is_file():
+        r = json.loads(ck.read_text())["models"][0]["results"]
+        if r.get(hi, {}).get("peak_mib") and r.get(lo, {}).get("peak_mib"):
+            lines.append(f"- ViL with the chunkwise mLSTM forced at every size: peak memory at {hi} px / at {lo} px = "
+                         f"{r[hi]['peak_mib'] / r[lo]['peak_mib']:.1f}x for {(int(hi) / int(lo)) ** 2:.0f}x the tokens "
+                         "(linear scaling would be about the token ratio).")
     rob = {n: json.loads((out / "robustness" / n / "robustness.json").read_text()) for n in s["models"]}
     lines.append("- Robustness (not a paper claim on Fashion-MNIST; reported): mean corruption error "
                  + ", ".join(f"{n} {r['mean_error']:.1f}%" for n, r in rob.items()) + ".")

@@ -24,7 +24,8 @@ def test_reproduce_quick_end_to_end(tmp_path):
     assert s["mode"] == "quick" and set(s["models"]) == {"sequencer2d", "vil", "deit", "convnext"}
     assert "QUICK" in (out / "summary.md").read_text()
     for f in ("resolution/resolution.png", "resolution/resolution.json", "erf/erf.png", "erf/erf.json",
-              "memory/memory.png", "memory/memory.md", "robustness/sequencer2d/robustness.json"):
+              "memory/memory.png", "memory/memory.md", "robustness/sequencer2d/robustness.json",
+              "robustness/vil/robustness.png", "memory_vil_chunkwise/memory.json"):
         assert (out / f).is_file(), f
     res = json.loads((out / "resolution" / "resolution.json").read_text())
     assert all(set(r["top1"]) == {"16", "32", "48", "64"} for r in res["results"])

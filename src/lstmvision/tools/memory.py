@@ -122,8 +122,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sizes must be at least 8 px, got {args.sizes}")
     if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
         raise ValueError("--batch-size and --iters must be >= 1 and --warmup >= 0")
+    old = os.environ.get("LSTMVISION_MLSTM_BACKEND")
     if args.mlstm_backend:
         os.environ["LSTMVISION_MLSTM_BACKEND"] = args.mlstm_backend
+    try:
+        return _run(args, specs)
+    finally:  # the backend choice is for this command only (it may run inside a longer process)
+        if old is None:
+            os.environ.pop("LSTMVISION_MLSTM_BACKEND", None)
+        else:
+            os.environ["LSTMVISION_MLSTM_BACKEND"] = old
+
+
+def _run(args: argparse.Namespace, specs: list[str]) -> int:
+    from tqdm import tqdm
+
     device = C.device_from(args.device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
