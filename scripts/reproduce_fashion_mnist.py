@@ -88,7 +88,7 @@ def build(kind: str, arch: str, kwargs: dict):
     return model
 
 
-def train(model, data: str, scale: dict, device: torch.device, seed: int = 0) -> dict:
+def train(model, data: str, scale: dict, device: torch.device, workers: int = 0, seed: int = 0) -> dict:
     """The shared recipe (module docstring). Returns a small log."""
     from torchvision import transforms as T
     from tqdm import tqdm
@@ -99,7 +99,8 @@ def train(model, data: str, scale: dict, device: torch.device, seed: int = 0) ->
     aug = T.Compose([T.RandomResizedCrop(NATIVE, scale=(0.75, 1.0), ratio=(0.9, 1.1),
                                          interpolation=T.InterpolationMode.BILINEAR), T.RandomHorizontalFlip()])
     tds = C.MappedDataset(ds, idx, lambda img, i: (C.to_model_tensor(aug(img), 1) - 0.5) / 0.5)
-    dl = torch.utils.data.DataLoader(tds, batch_size=scale["batch"], shuffle=True, drop_last=True, num_workers=0)
+    dl = torch.utils.data.DataLoader(tds, batch_size=scale["batch"], shuffle=True, drop_last=True,
+                                     num_workers=workers, persistent_workers=workers > 0)
     steps = scale["epochs"] * len(dl)
     warm = min(len(dl), steps // 10 + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out", help="output folder (default results/fashion_mnist/{full,quick})")
     p.add_argument("--device", help="cpu or cuda for the analyses (training runs on the same device)")
-    p.add_argument("--workers", type=int, help="data-loading processes for the analyses (default 0 quick, 4 full)")
+    p.add_argument("--workers", type=int,
+                   help="data-loading processes for training and the analyses (default 0 quick, 4 full)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
     scale = SCALE[mode]
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
     for name, (kind, arch, kw) in MODELS[mode].items():
         torch.manual_seed(0)  # the same initialisation stream for every model, every run
         model = build(kind, arch, kw).to(device)
-        log = train(model, args.data, scale, device)
+        log = train(model, args.data, scale, device, workers)
         ckpts[name] = out / "checkpoints" / name
         C.save_model(model.cpu(), ckpts[name])
         trained[name] = dict(architecture=arch, kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
