@@ -98,6 +98,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                        help=help_text)
     p.add_argument("--debug-nan-at-step", dest="_debug_nan_at_step", type=int, default=None,
                    help=argparse.SUPPRESS)
+    p.add_argument("--debug-step-delay", dest="_debug_step_delay", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug-rank-dir", dest="_debug_rank_dir", default=None, help=argparse.SUPPRESS)
 
 
 def _parse_model_kwargs(items: list[str] | dict | None) -> dict[str, Any]:
@@ -156,5 +158,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg["model_kwargs"] = _parse_model_kwargs(cfg.get("model_kwargs"))
     if isinstance(cfg.get("aa"), str) and cfg["aa"].lower() in ("none", ""):
         cfg["aa"] = None
-    cfg["_debug_nan_at_step"] = getattr(args, "_debug_nan_at_step", None)
+    for key in ("_debug_nan_at_step", "_debug_step_delay", "_debug_rank_dir"):
+        cfg[key] = getattr(args, key, None)
     return cfg

@@ -64,6 +64,13 @@ class Dist:
         dist.all_reduce(t)
         return bool(t.item() > 0)
 
+    def broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -321,8 +328,9 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
 
     # ---- run folder (rank 0 writes)
     if run_dir is None:
-        run_dir = make_run_dir(cfg)
-        if env.main and (run_dir / "last").exists():
+        run_dir = env.broadcast(make_run_dir(cfg) if env.main else None)
+        taken = env.broadcast(env.main and (run_dir / "last").exists())
+        if taken:
             raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} or another --experiment")
     writer = None
     rows = read_summary(run_dir) if env.main else []
@@ -366,6 +374,8 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
 
     bad = BadImageCounter(strict=cfg["strict_images"], verbose=env.main)
     nan_at = cfg.get("_debug_nan_at_step")
+    step_delay = cfg.get("_debug_step_delay") or 0.0
+    seen_samples = 0
     metrics: dict[str, Any] = {}
     t_start = time.time()
     for epoch in range(start_epoch, total_epochs):
@@ -401,6 +411,8 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
             if env.any_true(not torch.isfinite(loss).item()):
                 if bar is not None:
                     bar.close()
+                if writer is not None:
+                    writer.close()
                 where = run_dir / "last" if (run_dir / "last").exists() else None
                 kept = f"the last good checkpoint is {where}" if where else "no checkpoint had been saved yet"
                 raise TrainingError(
@@ -430,6 +442,9 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
                 scheduler.step_update(global_step)
                 if ema is not None:
                     ema.update(model, step=global_step)
+            seen_samples += x.shape[0]
+            if step_delay:
+                time.sleep(step_delay)
             loss_sum += loss.item() * y.shape[0]
             loss_n += y.shape[0]
             images += x.shape[0] * env.world
@@ -484,6 +499,14 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
                 f"({train_time:.0f}s train, {time.time() - t_start:.0f}s total)")
     if writer is not None:
         writer.close()
+    if cfg.get("_debug_rank_dir"):  # test hook: what this rank ended with
+        import json
+
+        flat = torch.cat([p.detach().flatten().double().cpu() for p in model.parameters()])
+        Path(cfg["_debug_rank_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(cfg["_debug_rank_dir"]) / f"rank{env.rank}.json").write_text(json.dumps(dict(
+            rank=env.rank, world=env.world, global_step=global_step, samples=seen_samples,
+            param_sum=flat.sum().item(), param_abs_sum=flat.abs().sum().item(), first=flat[:16].tolist())))
     if bad.count:
         log(f"train: skipped {bad.count} unreadable images")
     result = dict(run_dir=str(run_dir), epochs=total_epochs, global_step=global_step, best=best,
