@@ -354,10 +354,14 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
 
     def make_state(epoch: int, step: int) -> dict[str, Any]:
         rng = {str(env.rank): rng_state()}
-        if env.world > 1:
+        if env.world > 1:  # gather every rank's RNG state (as bytes: tensors do not travel well as objects)
+            buf = io.BytesIO()
+            torch.save(rng, buf)
             gathered: list[Any] = [None] * env.world
-            dist.all_gather_object(gathered, rng)
-            rng = {k: v for g in gathered for k, v in g.items()}
+            dist.all_gather_object(gathered, buf.getvalue())
+            rng = {}
+            for blob in gathered:
+                rng.update(torch.load(io.BytesIO(blob), weights_only=True))
         return dict(
             epoch=epoch, step_in_epoch=step, global_step=global_step, steps_per_epoch=steps_per_epoch,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
