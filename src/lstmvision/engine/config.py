@@ -66,6 +66,7 @@ _FLAGS: dict[str, tuple[Any, Any, str]] = {
     "amp": (str, None, "mixed precision: none, bf16 or fp16"),
     "device": (str, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
     "workers": (int, None, "data-loader worker processes per rank"),
+    "threads": (int, None, "CPU compute threads per process (default: cores left after the workers)"),
     "seed": (int, None, "random seed"),
     "output": (str, None, "parent folder of run folders"),
     "experiment": (str, None, "run folder name (default: date-model-size)"),

@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = dict(
     drop_path=0.0, drop=0.0,
     ema=False, ema_decay=0.9998,
     amp="none", channels_last=False, compile=False, grad_checkpointing=False,
-    device=None, workers=2, seed=42, output="runs", experiment=None, resume=None,
+    device=None, workers=2, threads=None, seed=42, output="runs", experiment=None, resume=None,
     log_interval=50, checkpoint_steps=0, eval_ema=True,
 )
 
