@@ -174,6 +174,7 @@ def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_name
     if not is_model(cfg["model"]):
         create_model(cfg["model"])  # raises the registry's "unknown model" error with suggestions
     kwargs = dict(cfg.get("model_kwargs") or {})
+    kwargs.setdefault("img_size", int(cfg["img_size"]))  # models with position embeddings need it (ViL)
     if cfg["drop_path"]:
         kwargs["drop_path_rate"] = cfg["drop_path"]
     if cfg["drop"]:
