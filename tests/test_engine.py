@@ -81,7 +81,8 @@ def test_predict_imagenet_names(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     from timm.data import ImageNetInfo
 
-    names = {ImageNetInfo().index_to_description(i) for i in range(1000)}
+    info = ImageNetInfo()
+    names = {info.index_to_description(i) for i in range(1000)}
     assert res["results"][0]["predictions"][0]["label"] in names
 
 
