@@ -63,7 +63,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sequencer-small": dict(
         model="sequencer2d_tiny", epochs=8, batch_size=128, lr=2e-3, opt="adamw", weight_decay=0.05,
         sched="cosine", warmup_epochs=1, warmup_lr=1e-4, min_lr=1e-5, img_size=28, crop_pct=1.0,
-        interpolation="bilinear", train_interpolation="bilinear", scale=[0.75, 1.0], ratio=[0.9, 1.1],
+        interpolation="bilinear", train_interpolation="bilinear", scale=[0.9, 1.0], ratio=[0.95, 1.05],
         hflip=0.5, color_jitter=0.0, aa=None, reprob=0.0, mixup=0.0, cutmix=0.0, smoothing=0.1,
         drop_path=0.0, amp="none", ema=False, workers=1,
     ),
