@@ -18,7 +18,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-pct", type=float, help="center-crop fraction (default: the model's)")
     p.add_argument("--interpolation", help="resize interpolation (default: the model's)")
     p.add_argument("--batch-size", "-b", type=int, default=128)
-    p.add_argument("--workers", "-j", type=int, default=0)
+    p.add_argument("--workers", "-j", type=int, default=1, help="data-loader workers (CPU threads = the other cores)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
 
@@ -56,6 +56,9 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def device_of(args: argparse.Namespace) -> torch.device:
+    from lstmvision.engine.trainer import cpu_threads
+
+    torch.set_num_threads(cpu_threads(args.workers))  # CPU only; oversubscription is very slow for LSTMs
     if args.device:
         d = torch.device(args.device)
         if d.type == "cuda" and not torch.cuda.is_available():
