@@ -171,3 +171,12 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
                str(tmp_path / "w.safetensors"), "--data", str(trained[1])])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "another architecture" in err[0]
+
+
+def test_progress_bar_mode(tmp_path, monkeypatch, capsys):
+    data = write_idx_folder(tmp_path / "d", 64, 32)
+    monkeypatch.setenv("LSTMVISION_PROGRESS", "bar")
+    assert main(["train", "--data", str(data), "--output", str(tmp_path / "r"), "--experiment", "bar",
+                 "--model", "sequencer2d_tiny", "--epochs", "1", "--batch-size", "16", "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 0" in err and "img_s=" in err and "loss=" in err
