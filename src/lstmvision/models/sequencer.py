@@ -533,3 +533,18 @@ def v_sequencer_s_h(**kwargs) -> Sequencer:
 @register_model(_cfg(fixed_input_size=True))
 def v_sequencer_s_pe(**kwargs) -> Sequencer:
     return _build(dict(_VANILLA, pos_embed=True), kwargs)
+
+
+# Small Sequencer2D for 28-32 px images (Fashion-MNIST / MNIST / CIFAR-sized data): patch 4 then 2, so a 28 px
+# input gives a 7x7 then 3x3 token map. Used by the `sequencer-small` training recipe.
+_TINY = dict(layers=(2, 1), patch_sizes=(4, 2), embed_dims=(48, 96), hidden_sizes=(24, 48), mlp_ratios=2.0)
+
+
+@register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
+def sequencer2d_tiny(**kwargs) -> Sequencer:
+    return _build(dict(_TINY, num_classes=10), kwargs)
+
+
+@register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
+def sequencer2d_small32(**kwargs) -> Sequencer:
+    return _build(dict(_TINY, layers=(2, 2), embed_dims=(64, 128), hidden_sizes=(32, 64), num_classes=10), kwargs)

@@ -1,0 +1,299 @@
+"""Datasets for training and evaluation.
+
+- `IdxDataset`: the standard MNIST / Fashion-MNIST idx files (.gz or raw) as PIL images with class names.
+- `ImageFolderDataset`: `root/<class>/*.{jpg,png,...}`; unreadable images are skipped and counted (or, with
+  `strict=True`, reported as an error).
+- `resolve_dataset(path, split)`: detect which of the two a folder holds (an ImageFolder tree with `train/` and
+  `val/`|`validation/`, a bare class folder, or an idx folder); with no path, Fashion-MNIST from
+  `$LSTMVISION_DATA` or Debian's `/usr/share/datasets/fashion-mnist`.
+- `build_loader`: timm's `create_transform` + a DataLoader with (distributed) sampling and corrupt-image skipping.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_IDX_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_VAL_NAMES = ("val", "validation", "valid", "test")
+
+
+class DataError(ValueError):
+    """Data that cannot be used: reported to the user as one line."""
+
+
+class BadImage:
+    """Returned by a dataset in place of a sample whose file could not be read."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+
+
+# --------------------------------------------------------------------------------------------- idx
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (MNIST format), gzip-compressed or raw, into a uint8 array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read idx file {path}: {e}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte idx file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {len(data) - offset}")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def find_idx_files(folder: str | os.PathLike, split: str) -> tuple[Path, Path] | None:
+    folder = Path(folder)
+    found = []
+    for stem in _IDX_STEMS["train" if split == "train" else "val"]:
+        for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+            if (folder / name).is_file():
+                found.append(folder / name)
+                break
+    return (found[0], found[1]) if len(found) == 2 else None
+
+
+class IdxDataset(Dataset):
+    """MNIST-format images and labels; items are (PIL image, label). `img_mode` 'L' or 'RGB'."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], img_mode: str = "L"):
+        if len(images) != len(labels):
+            raise DataError(f"idx images ({len(images)}) and labels ({len(labels)}) differ in length")
+        self.images, self.labels = images, labels.astype(np.int64)
+        self.class_names = list(class_names)
+        self.img_mode = img_mode
+        self.transform: Callable | None = None
+        self.grayscale = True
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, split: str, img_mode: str = "L") -> "IdxDataset":
+        files = find_idx_files(folder, split)
+        if files is None:
+            raise DataError(f"no {split} idx files in {folder}")
+        images, labels = read_idx(files[0]), read_idx(files[1])
+        n = int(labels.max()) + 1 if len(labels) else 0
+        names = FASHION_MNIST_CLASSES if "fashion" in str(Path(folder).resolve()).lower() and n == 10 else None
+        return cls(images, labels, names or [str(i) for i in range(n)], img_mode)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i], mode="L") if self.images[i].ndim == 2 else Image.fromarray(self.images[i])
+        if img.mode != self.img_mode:
+            img = img.convert(self.img_mode)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[i])
+
+
+# ------------------------------------------------------------------------------------- image folder
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+class ImageFolderDataset(Dataset):
+    """`root/<class>/**/*.<image ext>`; class index = sorted class-folder order."""
+
+    def __init__(self, root: str | os.PathLike, img_mode: str = "RGB", class_names: Sequence[str] | None = None):
+        root = Path(root)
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if class_names is not None:
+            extra = [c for c in classes if c not in class_names]
+            if extra:
+                raise DataError(f"{root} has classes the training set does not know: {', '.join(extra[:5])}")
+            classes = list(class_names)
+        self.class_names = classes
+        self.samples = [(p, i) for i, c in enumerate(classes) if (root / c).is_dir() for p in list_images(root / c)]
+        self.root, self.img_mode = root, img_mode
+        self.transform: Callable | None = None
+        self.grayscale = False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert(self.img_mode)
+        except Exception as e:  # any decoder error: the image is unusable
+            return BadImage(str(path), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, label
+
+
+# ------------------------------------------------------------------------------------------ resolve
+def default_data_root() -> Path:
+    env = os.environ.get("LSTMVISION_DATA")
+    root = Path(env) if env else Path(DEBIAN_FASHION_MNIST)
+    if find_idx_files(root, "train") is None and not _is_image_folder_tree(root):
+        where = f"$LSTMVISION_DATA={env}" if env else DEBIAN_FASHION_MNIST
+        raise DataError(
+            f"no dataset given and none found at {where}. Install Fashion-MNIST with "
+            "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass --data PATH (an ImageFolder "
+            "tree with train/ and val/, or a folder of MNIST-format idx files), or set LSTMVISION_DATA"
+        )
+    return root
+
+
+def _is_image_folder_tree(root: Path) -> bool:
+    return (root / "train").is_dir() and any((root / v).is_dir() for v in _VAL_NAMES)
+
+
+def resolve_dataset(path: str | os.PathLike | None, split: str, img_mode: str = "L",
+                    class_names: Sequence[str] | None = None) -> Dataset:
+    """The `split` ('train' or 'val') of the dataset at `path` (see the module docstring)."""
+    root = default_data_root() if path is None else Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"data not found: {root}")
+    if root.is_file():
+        raise DataError(f"--data must be a folder (ImageFolder tree or idx files), got the file {root}")
+    if find_idx_files(root, split) is not None:
+        ds = IdxDataset.from_folder(root, split, img_mode)
+        if class_names is not None and len(class_names) == len(ds.class_names):
+            ds.class_names = list(class_names)
+    elif _is_image_folder_tree(root):
+        sub = root / "train" if split == "train" else next(root / v for v in _VAL_NAMES if (root / v).is_dir())
+        ds = ImageFolderDataset(sub, img_mode, class_names)
+    elif split != "train" and any(d.is_dir() for d in root.iterdir()) and not (root / "train").is_dir():
+        ds = ImageFolderDataset(root, img_mode, class_names)  # a bare class folder: evaluation data
+    else:
+        raise DataError(
+            f"{root} holds no {split} data: expected train/ and val/ (or validation/) class folders, "
+            "or MNIST-format idx files (train-images-idx3-ubyte[.gz], ...)"
+        )
+    if len(ds) == 0:
+        raise DataError(f"the {split} set at {root} is empty")
+    return ds
+
+
+# ------------------------------------------------------------------------------------------- loader
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (also for one process) whose first `skip` batches of an epoch can be skipped on resume."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=False)
+        self.skip_samples = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.skip_samples:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip_samples
+
+
+class ShardSampler(Sampler):
+    """Rank r of w evaluates indices r, r+w, ...: every sample exactly once across ranks (exact metrics)."""
+
+    def __init__(self, n: int, num_replicas: int, rank: int):
+        self.indices = list(range(rank, n, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def collate_skip_bad(batch: list) -> tuple[torch.Tensor | None, torch.Tensor | None, list[BadImage]]:
+    bad = [b for b in batch if isinstance(b, BadImage)]
+    good = [b for b in batch if not isinstance(b, BadImage)]
+    if not good:
+        return None, None, bad
+    x = torch.stack([g[0] for g in good])
+    y = torch.tensor([g[1] for g in good], dtype=torch.long)
+    return x, y, bad
+
+
+class BadImageCounter:
+    """Counts skipped images; warns once per file, raises in strict mode."""
+
+    def __init__(self, strict: bool = False, verbose: bool = True):
+        self.strict, self.verbose, self.count, self.seen = strict, verbose, 0, set()
+
+    def __call__(self, bad: list[BadImage]) -> None:
+        for b in bad:
+            if self.strict:
+                raise DataError(f"unreadable image {b.path} ({b.reason}); drop --strict-images to skip such files")
+            self.count += 1
+            if self.verbose and b.path not in self.seen:
+                warnings.warn(f"skipping unreadable image {b.path} ({b.reason})", stacklevel=2)
+            self.seen.add(b.path)
+
+
+def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic"):
+    from timm.data import create_transform
+
+    return create_transform(input_size, is_training=False, mean=mean, std=std, crop_pct=crop_pct,
+                            interpolation=interpolation)
+
+
+def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, workers: int = 0,
+                 world_size: int = 1, rank: int = 0, seed: int = 0, pin_memory: bool = False,
+                 drop_last: bool = False) -> DataLoader:
+    dataset.transform = transform
+    if training:
+        sampler: Sampler = ResumableSampler(dataset, world_size, rank, shuffle=True, seed=seed)
+    else:
+        sampler = ShardSampler(len(dataset), world_size, rank)
+    kw: dict[str, Any] = dict(persistent_workers=True) if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_skip_bad, pin_memory=pin_memory, drop_last=drop_last, **kw)
+
+
+class Subset(Dataset):
+    """The first `n` samples (a class-balanced-enough slice for quick runs: idx data is shuffled)."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, list(indices)
+        self.class_names = dataset.class_names
+        self.grayscale = getattr(dataset, "grayscale", False)
+
+    @property
+    def transform(self):
+        return self.dataset.transform
+
+    @transform.setter
+    def transform(self, t):
+        self.dataset.transform = t
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A fixed random subset of `n` samples (the same on every rank and every run with this seed)."""
+    if not n or n >= len(dataset):
+        return dataset
+    g = torch.Generator().manual_seed(seed)
+    return Subset(dataset, sorted(torch.randperm(len(dataset), generator=g)[:n].tolist()))

@@ -1,0 +1,51 @@
+"""Evaluation: loss, top-1 and top-5 over a loader, exact across distributed ranks."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.utils import accuracy
+
+from lstmvision.data import BadImageCounter
+
+
+def autocast_context(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "none",
+             channels_last: bool = False, bad: BadImageCounter | None = None) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, top1 correct, top5 correct, count
+    bad = bad or BadImageCounter()
+    for x, y, skipped in loader:
+        bad(skipped)
+        if x is None:
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            out = model(x)
+        out = out.float()
+        k = min(5, out.shape[1])
+        top1, top5 = accuracy(out, y, topk=(1, k))
+        n = y.shape[0]
+        sums += torch.tensor([F.cross_entropy(out, y, reduction="sum").item(), top1.item() * n / 100,
+                              top5.item() * n / 100, n], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        t = sums.to(device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t)
+        sums = t.cpu()
+    model.train(was_training)
+    n = max(sums[3].item(), 1)
+    return dict(loss=sums[0].item() / n, top1=100 * sums[1].item() / n, top5=100 * sums[2].item() / n,
+                count=int(sums[3].item()), skipped=bad.count)
