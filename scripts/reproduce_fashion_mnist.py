@@ -65,6 +65,9 @@ ERF_LAYERS = {
 SCALE = {
     "full": dict(epochs=30, batch=128, train_limit=None, eval_limit=None, erf_images=64, rob_limit=2000,
                  corruptions=None, severities=None, mem_sizes=[32, 64, 128, 256, 384], mem_batch=16, mem_iters=10),
+    # CPU-sized: the quick models trained on more data, most corruptions; a real (small) result, not the full run
+    "medium": dict(epochs=1, batch=64, train_limit=8000, eval_limit=1000, erf_images=16, rob_limit=300,
+                   corruptions=None, severities=[1, 3, 5], mem_sizes=[32, 64, 128], mem_batch=4, mem_iters=3),
     "quick": dict(epochs=1, batch=64, train_limit=640, eval_limit=200, erf_images=4, rob_limit=64,
                   corruptions=["gaussian_noise", "contrast"], severities=[3], mem_sizes=[32, 64], mem_batch=2,
                   mem_iters=1),
@@ -124,26 +127,29 @@ def train(model, data: str, scale: dict, device: torch.device, workers: int = 0,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI scale (tiny models and subsets, CPU minutes)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="CI scale (tiny models and subsets, CPU minutes)")
+    g.add_argument("--medium", action="store_true", help="the quick models on more data (~10 min on 2 CPU cores)")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out", help="output folder (default results/fashion_mnist/{full,quick})")
     p.add_argument("--device", help="cpu or cuda for the analyses (training runs on the same device)")
     p.add_argument("--workers", type=int,
                    help="data-loading processes for training and the analyses (default 0 quick, 4 full)")
     args = p.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "medium" if args.medium else "full"
     scale = SCALE[mode]
+    arch_mode = "full" if mode == "full" else "quick"  # medium trains the quick architectures
     out = Path(args.out or ROOT / "results" / "fashion_mnist" / mode)
     out.mkdir(parents=True, exist_ok=True)
     device = C.device_from(args.device)
-    workers = args.workers if args.workers is not None else (0 if args.quick else 4)
+    workers = args.workers if args.workers is not None else (4 if mode == "full" else 0)
     dev = ["--device", str(device)]
     jobs = ["--workers", str(workers)]
     t_start = time.time()
     timings, trained = {}, {}
 
     ckpts = {}
-    for name, (kind, arch, kw) in MODELS[mode].items():
+    for name, (kind, arch, kw) in MODELS[arch_mode].items():
         torch.manual_seed(0)  # the same initialisation stream for every model, every run
         model = build(kind, arch, kw).to(device)
         log = train(model, args.data, scale, device, workers)
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
     step("resolution", ["resolution-sweep", "--checkpoint", *map(str, ckpts.values()), "--data", args.data,
                         "--factors", "0.5", "1", "1.5", "2", "--interpolation", "bilinear", *lim,
                         "-o", str(out / "resolution"), *dev, *jobs])
-    layers = [f"{n}={l}" for n, ls in ERF_LAYERS[mode].items() for l in ls]
+    layers = [f"{n}={l}" for n, ls in ERF_LAYERS[arch_mode].items() for l in ls]
     step("erf", ["erf", "--checkpoint", *map(str, ckpts.values()), "--layers", *layers, "--data", args.data,
                  "--images", str(scale["erf_images"]), "--interpolation", "bilinear", "-o", str(out / "erf"), *dev, *jobs])
     rob = ["--limit", str(scale["rob_limit"])]
@@ -193,8 +199,10 @@ def main(argv=None) -> int:
 
 
 def summary_md(out: Path, s: dict) -> str:
-    head = ("# Fashion-MNIST analyses - " + ("CI-scale QUICK run (pipeline check only; numbers mean nothing)"
-                                           if s["mode"] == "quick" else "full run") + "\n\n")
+    head = ("# Fashion-MNIST analyses - " + {
+        "quick": "CI-scale QUICK run (pipeline check only; numbers mean nothing)",
+        "medium": "MEDIUM CPU run (tiny models, 1 epoch on 8000 images, subsets; not the full reproduction)",
+        "full": "full run"}[s["mode"]] + "\n\n")
     lines = [head, f"- device: {s['device']}\n- total time: {s['timings_s']['total']} s "
              f"(training {s['timings_s']['train']} s)\n- recipe: {s['recipe']}; {s['epochs']} epoch(s), batch "
              f"{s['batch']}, train images: {s['train_images']}\n\n## Models\n\n",
@@ -268,6 +276,8 @@ def claims_md(out: Path, s: dict) -> str:
                  + ", ".join(f"{n} {r['mean_error']:.1f}%" for n, r in rob.items()) + ".")
     if s["mode"] == "quick":
         lines.append("- QUICK run: the models are barely trained, so none of these lines tests a claim.")
+    elif s["mode"] == "medium":
+        lines.append("- MEDIUM run: tiny models (40-115 k parameters) after one short epoch; indicative only.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Small-scale reproduction of the Sequencer / ViL analysis claims on Fashion-MNIST (see the .py for details).
 #   scripts/reproduce_fashion_mnist.sh            full run (GPU recommended) -> results/fashion_mnist/full
-#   scripts/reproduce_fashion_mnist.sh --quick    CI scale on CPU (~3 min)   -> results/fashion_mnist/quick
+#   scripts/reproduce_fashion_mnist.sh --quick    CI scale on CPU (~1.5 min) -> results/fashion_mnist/quick
+#   scripts/reproduce_fashion_mnist.sh --medium   CPU, ~10 min               -> results/fashion_mnist/medium
 # Extra flags: --data PATH (default /usr/share/datasets/fashion-mnist), --out DIR, --device cpu|cuda.
 set -euo pipefail
 cd "$(dirname "$0")/.."
