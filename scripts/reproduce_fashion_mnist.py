@@ -250,16 +250,17 @@ def claims_md(out: Path, s: dict) -> str:
     """One line per paper claim, computed from the JSON outputs (whatever they show)."""
     lines = []
     res = json.loads((out / "resolution" / "resolution.json").read_text())["results"]
-    drops = {}
+    drops, at1 = {}, {}
     for r in res:
         a1, a2 = r["top1"].get(str(r["native_size"])), r["top1"].get(str(2 * r["native_size"]))
         if a1 is not None and a2 is not None:
-            drops[r["model"]] = a1 - a2
+            drops[r["model"]], at1[r["model"]] = a1 - a2, a1
     if drops:
         best = min(drops, key=drops.get)
         lines.append(f"- Resolution (Sequencer degrades least at 2x): drop in top-1 points from 1x to 2x: "
-                     + ", ".join(f"{m} {d:.1f}" for m, d in drops.items())
-                     + f" -> least: {best}; claim {'holds' if best == 'sequencer2d' else 'does not hold'} here.")
+                     + ", ".join(f"{m} {d:.1f} (from {at1[m]:.1f}%)" for m, d in drops.items())
+                     + f" -> least: {best}; claim {'holds' if best == 'sequencer2d' else 'does not hold'} here"
+                     + " (a flat curve from a low 1x accuracy says little).")
     erf = json.loads((out / "erf" / "erf.json").read_text())["maps"]
     first = {}
     for e in erf:
