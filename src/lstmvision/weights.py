@@ -163,7 +163,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
+    cfg = jsonable_cfg(model)
     config = dict(
         architecture=name,
         num_classes=model.num_classes,
@@ -175,6 +175,11 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
     _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
+
+
+def jsonable_cfg(model: nn.Module) -> dict[str, Any]:
+    """The entries of `model.pretrained_cfg` that survive a JSON round trip (for config files and metadata)."""
+    return {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
 
 
 def _jsonable(value: Any) -> bool:
