@@ -172,8 +172,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
         class_names=class_names or getattr(model, "class_names", None),
         format="lstmvision",
     )
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
+    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
 
 
@@ -190,7 +190,7 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: readers never see a partial file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
