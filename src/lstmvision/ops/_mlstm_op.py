@@ -32,9 +32,9 @@ def triton_available() -> bool:
     return True
 
 
-def can_run(x: torch.Tensor) -> bool:
+def can_run(device: torch.device) -> bool:
     """Where the kernels can run: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; Triton importable."""
-    return (x.is_cuda or (x.device.type == "cpu" and interpret())) and triton_available()
+    return (device.type == "cuda" or (device.type == "cpu" and interpret())) and triton_available()
 
 
 def _kernels():
@@ -58,7 +58,7 @@ def chunk_len(S: int, chunk_size: int) -> int:
 @torch.library.custom_op("lstmvision::mlstm_chunkwise_fwd", mutates_args=())
 def mlstm_chunkwise_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
                         chunk_size: int, eps: float) -> torch.Tensor:
-    if not can_run(q):
+    if not can_run(q.device):
         raise RuntimeError("the triton mLSTM backend runs on CUDA tensors (or on CPU under TRITON_INTERPRET=1) "
                            "with Triton installed")
     triton, states_kernel, outputs_kernel = _kernels()
@@ -101,11 +101,10 @@ def mlstm_chunkwise_bwd(dh: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     from lstmvision.ops.mlstm import _chunkwise
 
-    xs = [t.detach().requires_grad_(True) for t in (q, k, v, i, f)]
-    with torch.enable_grad():
-        h = _chunkwise(*xs, chunk_size=chunk_size, eps=eps)
-        grads = torch.autograd.grad(h, xs, dh.to(h.dtype), allow_unused=True)
-    return tuple(torch.zeros_like(x) if g is None else g.contiguous() for g, x in zip(grads, xs))
+    # torch.func.vjp, not torch.autograd.grad: a custom op's body runs below the Autograd dispatch key, where
+    # ordinary autograd records nothing; functorch's transform carries its own autograd level.
+    h, vjp = torch.func.vjp(lambda *xs: _chunkwise(*xs, chunk_size=chunk_size, eps=eps), q, k, v, i, f)
+    return tuple(g.contiguous() for g in vjp(dh.to(h.dtype)))
 
 
 @mlstm_chunkwise_bwd.register_fake
