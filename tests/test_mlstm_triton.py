@@ -59,6 +59,15 @@ TRITON_CHECK = textwrap.dedent("""
     # fp64 asks for triton: runs the PyTorch chunkwise (no fp64 kernels)
     x64 = [t.detach().double() for t in xs]
     assert torch.allclose(mlstm(*x64, backend="triton"), mlstm(*x64, backend="parallel"), atol=1e-6)
+    # torch.compile sees one opaque custom op (fullgraph: no graph break), forward and backward
+    xs = inputs(1, 2, 20, 8, seed=5)
+    fn = torch.compile(lambda *a: mlstm(*a, backend="triton", chunk_size=16), backend="aot_eager", fullgraph=True)
+    h = fn(*xs)
+    gc = torch.autograd.grad(h.sum(), xs)
+    h0 = mlstm(*xs, backend="parallel")
+    g0 = torch.autograd.grad(h0.sum(), xs)
+    worst_h = max(worst_h, rel(h, h0))
+    worst_g = max(worst_g, *[rel(a, b) for a, b in zip(gc, g0)])
     print("WORST", worst_h, worst_g, err16, rel(hc16, h32))
 """)
 
@@ -129,3 +138,24 @@ def test_custom_op_fake_shapes():
         assert h.shape == (2, 3, 37, 20) and h.dtype == torch.bfloat16
         grads = torch.ops.lstmvision.mlstm_chunkwise_bwd(h, q, k, v, i, f, 64, 1e-6)
         assert [g.shape for g in grads] == [t.shape for t in (q, k, v, i, f)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by benchmarks/gpu_suite.sh)")
+@pytest.mark.parametrize("S,d", [(196, 96), (197, 192), (1000, 384), (300, 512)])
+def test_triton_on_cuda_vil_head_dims(S, d):
+    """The compiled kernels on a GPU: ViL head dims (not powers of 2), S not a multiple of the chunk."""
+    pytest.importorskip("triton")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    xs = [torch.randn(2, 4, S, d, device="cuda", generator=g) for _ in range(3)]
+    xs += [torch.randn(2, 4, S, device="cuda", generator=g) * 2, torch.randn(2, 4, S, device="cuda", generator=g) + 2]
+    xs = [t.requires_grad_() for t in xs]
+    ref = mlstm(*xs, backend="chunkwise")
+    h = mlstm(*xs, backend="triton")
+    scale = max(1.0, float(ref.abs().max()))
+    assert float((h - ref).abs().max()) < 1e-4 * scale
+    h.sum().backward()  # backward by recomputation: finite and present
+    assert all(torch.isfinite(t.grad).all() for t in xs)
+    for dt in (torch.bfloat16, torch.float16):
+        hl = mlstm(*[t.detach().to(dt) for t in xs], backend="triton")
+        assert hl.dtype == dt
+        assert float((hl.float() - ref).abs().max()) < 5e-2 * scale
