@@ -3,9 +3,11 @@
 - ``lstmvision::mlstm_chunkwise_fwd``: pads to whole chunks, prepares the gates in fp32 (logsigmoid,
   within-chunk cumsum), then runs the two kernels of `_mlstm_triton` (chunk states, chunk outputs).
 - ``lstmvision::mlstm_chunkwise_bwd``: the backward **by recomputation**: it re-runs the PyTorch chunkwise
-  form (`ops.mlstm._chunkwise`, same math, same chunk size) under autograd and returns its gradients.
-  There is no Triton backward kernel yet; so training with this backend saves forward memory and time, but
-  its backward costs a PyTorch chunkwise forward + backward.
+  form (`ops.mlstm._chunkwise`, same math, the requested chunk size) through `torch.func.vjp`.
+  There is no Triton backward kernel yet: training with this backend runs the kernels forward, and its
+  backward costs a PyTorch chunkwise forward + backward (GPU speed of either not measured yet).
+The kernels' chunk is max(16, next_pow2(min(chunk_size, S))) (tl.arange / tl.dot constraints); the chunk size
+does not change the result beyond rounding.
 
 Both ops have fake (meta) implementations and the pair is tied by `torch.library.register_autograd`, so
 `torch.compile` sees one opaque node per call. Triton is imported on first use only.
