@@ -8,6 +8,8 @@ OUT=benchmarks/results
 mkdir -p "$OUT"
 # correctness of the Triton kernels on the real device first (fp32 within 1e-5 of nn.LSTM)
 $PY -m pytest -q tests/test_rnn2d.py
+# mLSTM Triton kernels on the device (ViL head dims 96..512; CUDA-only tests included): fwd vs PyTorch chunkwise
+$PY -m pytest -q tests/test_mlstm_triton.py tests/test_mlstm.py
 for MODE in infer train; do
   for BS in 128 256; do
     # ratio vs timm's sequencer2d_s (target >= 3x) and vs our official formulation, bf16, logits compared
@@ -29,4 +31,13 @@ for M in vil_tiny vil_small; do
         --batch-size 128 --warmup 10 --iters 40 --repeats 3 --no-macs --json "$OUT/gpu-$M-$MODE-bf16-bs128.json"
     done
   fi
+done
+# ViL v2: the Triton chunkwise mLSTM (forced with LSTMVISION_MLSTM_BACKEND=triton; auto picks it on CUDA too) vs
+# ref: (LSTMVISION_KERNELS=reference -> the official parallel formulation at 196 tokens)
+for M in vil2_tiny vil2_small; do
+  for MODE in infer train; do
+    LSTMVISION_MLSTM_BACKEND=triton $PY -m lstmvision benchmark --model $M --compare ref:$M --device cuda \
+      --precision bf16 --mode $MODE --batch-size 128 --warmup 10 --iters 40 --repeats 3 --no-macs \
+      --json "$OUT/gpu-$M-triton-$MODE-bf16-bs128.json"
+  done
 done

@@ -7,7 +7,7 @@ import lstmvision
 from conftest import perturb_
 
 SIZE = 64  # Sequencer: stem 7 -> 9x9 tokens, then 4x4; ViL: 16-px patches -> 4x4 (stride 8: 7x7)
-_SEQ = dict(layers=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32))
+_SEQ = dict(layers=(1, 1, 1, 1), patch_sizes=(7, 2, 1, 1), embed_dims=(16, 32, 32, 32), mlp_ratios=3.0)
 # the first hidden sizes that fit each Sequencer variant: with an fc any work; without (with_fc=False, vanilla
 # 1-D mixers, single-direction unions) the mixer output must equal the embedding width
 _SEQ_HIDDEN = ((4, 8, 8, 8), (8, 16, 16, 16))

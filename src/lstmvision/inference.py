@@ -69,12 +69,21 @@ def _fit_channels(values: Sequence[float], chans: int) -> tuple[float, ...]:
     raise ValueError(f"normalisation has {len(values)} values but the model takes {chans} channels")
 
 
-def data_config(model: nn.Module) -> dict[str, Any]:
-    """timm's eval data config for `model`, with input channels, mean and std matched to its first conv."""
+def data_config(
+    model: nn.Module, img_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None
+) -> dict[str, Any]:
+    """timm's eval data config for `model`, with input channels, mean and std matched to its first conv;
+    `img_size`, `crop_pct` and `interpolation` override the model's own values."""
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
     chans = _in_chans(model)
+    if img_size:
+        cfg["input_size"] = (chans, img_size, img_size)
+    if crop_pct:
+        cfg["crop_pct"] = crop_pct
+    if interpolation:
+        cfg["interpolation"] = interpolation
     cfg["input_size"] = (chans, *tuple(cfg["input_size"])[1:])
     cfg["mean"] = _fit_channels(cfg["mean"], chans)
     cfg["std"] = _fit_channels(cfg["std"], chans)
@@ -98,7 +107,7 @@ class Classifier:
     """A model in eval mode plus its preprocessing and class names; call it on images to classify them."""
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
-                 class_names: Sequence[str] | None = None):
+                 class_names: Sequence[str] | None = None, **data_overrides: Any):
         from timm.data import create_transform
 
         if not int(getattr(model, "num_classes", 0) or 0):
@@ -107,7 +116,7 @@ class Classifier:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
-        self.data_config = data_config(model)
+        self.data_config = data_config(model, **data_overrides)
         self.transform = create_transform(**self.data_config, is_training=False)
         self.in_chans = self.data_config["input_size"][0]
         if class_names is not None and len(class_names) != model.num_classes:

@@ -163,7 +163,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
+    cfg = jsonable_cfg(model)
     config = dict(
         architecture=name,
         num_classes=model.num_classes,
@@ -172,9 +172,14 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
         class_names=class_names or getattr(model, "class_names", None),
         format="lstmvision",
     )
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
+    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
+
+
+def jsonable_cfg(model: nn.Module) -> dict[str, Any]:
+    """The entries of `model.pretrained_cfg` that survive a JSON round trip (for config files and metadata)."""
+    return {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
 
 
 def _jsonable(value: Any) -> bool:
@@ -185,7 +190,7 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: readers never see a partial file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lstmvision.weights import _atomic_write, save_pretrained
+from lstmvision.weights import atomic_write, save_pretrained
 
 STATE_NAME = "state.pth"
 
@@ -39,7 +39,7 @@ def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, state: dic
     if new.exists():
         shutil.rmtree(new)
     save_pretrained(model, new, class_names=class_names)
-    _atomic_write(new / STATE_NAME, lambda p: torch.save(state, p))
+    atomic_write(new / STATE_NAME, lambda p: torch.save(state, p))
     _fsync_dir(new)
     if old.exists():
         shutil.rmtree(old)

@@ -24,7 +24,7 @@ import yaml
 from lstmvision.data import BadImageCounter, DataError, build_loader, create_eval_transform, limit, resolve_dataset
 from lstmvision.engine.checkpoint import find_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from lstmvision.engine.evaluate import autocast_context, evaluate
-from lstmvision.weights import _atomic_write
+from lstmvision.weights import atomic_write
 
 SUMMARY_FIELDS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "img_s"]
 
@@ -98,7 +98,7 @@ def write_summary(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: r[k] for k in SUMMARY_FIELDS})
-    _atomic_write(run_dir / "summary.csv", lambda p: Path(p).write_text(buf.getvalue()))
+    atomic_write(run_dir / "summary.csv", lambda p: Path(p).write_text(buf.getvalue()))
 
 
 def read_summary(run_dir: Path) -> list[dict[str, Any]]:
@@ -125,7 +125,7 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     b.set_xlabel("epoch"), b.set_ylabel("val accuracy (%)"), b.legend(), b.grid(alpha=0.3)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    _atomic_write(run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=80))
+    atomic_write(run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=80))
     plt.close(fig)
 
 
@@ -354,7 +354,7 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
         run_dir.mkdir(parents=True, exist_ok=True)
         saved = {k: v for k, v in cfg.items() if not k.startswith("_")}
         saved.update(run_dir=str(run_dir), world_size=env.world, in_chans=in_chans, num_classes=num_classes)
-        _atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(yaml.safe_dump(saved, sort_keys=True)))
+        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(yaml.safe_dump(saved, sort_keys=True)))
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if resume_state else None)

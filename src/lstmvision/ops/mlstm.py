@@ -15,6 +15,10 @@ normaliser. Backends:
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
   works: the sequence is zero-padded at the end, which cannot change causal outputs of the real tokens.
 - ``recurrent``: step by step (a Python loop over tokens; the reference, and the inference form).
+- ``triton``: the chunkwise form as Triton kernels (chunk states, then chunk outputs; fp32 states and gate
+  math), exposed as the custom op ``lstmvision::mlstm_chunkwise_fwd`` (see `_mlstm_op`). Its backward
+  recomputes through the PyTorch chunkwise form (no Triton backward kernel yet). CUDA tensors, or CPU tensors
+  under ``TRITON_INTERPRET=1``; asked for anywhere else it raises. fp64 inputs run the PyTorch chunkwise.
 
 All three compute the same function; they differ only in where eps meets the stabiliser (≈1e-7 relative).
 Precision policy: q·k and the value products run in the input dtype; the gate math (logsigmoid, cumulative
@@ -22,7 +26,9 @@ sums, maxima, exponentials), the normaliser and the recurrent states are fp32 (f
 is switched off inside, so this holds under `torch.autocast` too.
 
 Backend choice: the ``backend`` argument, else the environment variable ``LSTMVISION_MLSTM_BACKEND``, else
-``auto`` (parallel up to ``PARALLEL_MAX_LEN`` tokens, chunkwise above).
+``auto``: triton on CUDA tensors when Triton imports, otherwise parallel up to ``PARALLEL_MAX_LEN`` tokens and
+chunkwise above (the pure-PyTorch default). ``LSTMVISION_KERNELS=reference`` (or `rnn2d.use_kernels("reference")`)
+turns ``auto`` and ``triton`` into that pure-PyTorch default.
 """
 from __future__ import annotations
 
@@ -140,23 +146,50 @@ def _recurrent(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.
     return torch.stack(out, dim=2).to(v.dtype)
 
 
+def _triton(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:
+    if q.dtype == torch.float64:  # the kernels are fp32/fp16/bf16
+        return _chunkwise(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
+    return _mlstm_op.mlstm_chunkwise_fwd(q, k, v, i, f, int(chunk_size), float(eps))
+
+
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "parallel": _parallel,
     "chunkwise": _chunkwise,
     "recurrent": _recurrent,
+    "triton": _triton,
 }
+PYTORCH_BACKENDS = ("parallel", "chunkwise", "recurrent")
 
 
-def resolve_backend(backend: str | None, seq_len: int) -> str:
-    """The backend a call uses: `backend`, else $LSTMVISION_MLSTM_BACKEND, else 'auto' (by sequence length)."""
+def resolve_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
+    """The backend a call uses: `backend`, else $LSTMVISION_MLSTM_BACKEND, else 'auto'.
+
+    With `device` given, 'auto' picks triton on CUDA (Triton importable) and 'triton' is checked to be runnable
+    there (RuntimeError otherwise). LSTMVISION_KERNELS=reference maps 'auto' and 'triton' to the PyTorch default.
+    """
     name = backend or os.environ.get(ENV_VAR) or "auto"
     name = name.strip().lower()
-    if name == "auto":
-        return "parallel" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
-    if name not in BACKENDS:
+    if name != "auto" and name not in BACKENDS:
         src = "backend argument" if backend else f"${ENV_VAR}"
         raise ValueError(f"unknown mLSTM backend {name!r} (from the {src}); choose one of auto, {', '.join(BACKENDS)}")
+    if name in ("auto", "triton") and _kernels_request() == "reference":
+        name = "auto-pytorch"
+    dev = None if device is None else torch.device(device)
+    if name == "auto" and dev is not None and dev.type == "cuda" and _mlstm_op.triton_available():
+        return "triton"
+    if name in ("auto", "auto-pytorch"):
+        return "parallel" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
+    if name == "triton" and dev is not None and not _mlstm_op.can_run(dev):
+        raise RuntimeError(f"mLSTM backend 'triton' needs CUDA tensors (or CPU ones under TRITON_INTERPRET=1) and "
+                           f"Triton installed; got {dev.type} tensors (triton importable: "
+                           f"{_mlstm_op.triton_available()}). Use backend='auto' or 'chunkwise'.")
     return name
+
+
+def _kernels_request() -> str:
+    from lstmvision.ops.rnn2d import requested_backend  # LSTMVISION_KERNELS / use_kernels, shared by all ops
+
+    return requested_backend()
 
 
 def mlstm(
@@ -174,11 +207,13 @@ def mlstm(
         raise ValueError(f"mlstm expects q, k (B, NH, S, DQK) and v (B, NH, S, DV); got {q.shape}, {k.shape}, {v.shape}")
     if i.shape != q.shape[:3] or f.shape != q.shape[:3]:
         raise ValueError(f"mlstm expects gate pre-activations i, f of shape {tuple(q.shape[:3])}; got {i.shape}, {f.shape}")
-    fn = BACKENDS[resolve_backend(backend, q.shape[2])]
+    fn = BACKENDS[resolve_backend(backend, q.shape[2], q.device)]
     if q.device.type in ("cuda", "cpu", "xpu", "mps") and torch.is_autocast_enabled(q.device.type):
         with torch.autocast(q.device.type, enabled=False):
             return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
     return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
 
 
-__all__ = ["BACKENDS", "ENV_VAR", "PARALLEL_MAX_LEN", "mlstm", "resolve_backend"]
+from lstmvision.ops import _mlstm_op  # noqa: E402  (registers the custom ops; imports no triton)
+
+__all__ = ["BACKENDS", "ENV_VAR", "PARALLEL_MAX_LEN", "PYTORCH_BACKENDS", "mlstm", "resolve_backend"]

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lstmvision.weights import jsonable_cfg
+
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 DEFAULT_OPSET = 17
@@ -111,20 +113,12 @@ def other_size(model: nn.Module, h: int, w: int) -> tuple[int, int]:
 
 
 def metadata(model: nn.Module) -> dict[str, str]:
-    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
+    cfg = jsonable_cfg(model)
     meta = {"architecture": str(getattr(model, "model_name", type(model).__name__)), "pretrained_cfg": json.dumps(cfg)}
     names = getattr(model, "class_names", None)
     if names:
         meta["class_names"] = json.dumps(list(names))
     return meta
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------- exporters

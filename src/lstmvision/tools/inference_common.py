@@ -68,16 +68,12 @@ def device_of(args: argparse.Namespace) -> torch.device:
 
 
 def data_settings(model: torch.nn.Module, args: argparse.Namespace) -> dict:
-    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    in_chans = model.stem.proj.in_channels if hasattr(model, "stem") and hasattr(model.stem, "proj") else \
-        cfg.get("input_size", (3,))[0]
-    size = args.img_size or cfg.get("input_size", (3, 224, 224))[-1]
-    mean, std = list(cfg.get("mean", (0.5,))), list(cfg.get("std", (0.5,)))
-    if len(mean) != in_chans:
-        mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
+    """Eval preprocessing of `model` (its pretrained_cfg, channels matched), with the command's overrides."""
+    from lstmvision.inference import data_config
+
     if args.amp == "fp16" and device_of(args).type == "cpu":
         raise ValueError("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp none on CPU")
-    return dict(input_size=(in_chans, size, size), mean=tuple(mean), std=tuple(std),
-                crop_pct=args.crop_pct or cfg.get("crop_pct", 0.875),
-                interpolation=args.interpolation or cfg.get("interpolation", "bicubic"),
-                img_mode="L" if in_chans == 1 else "RGB")
+    cfg = data_config(model, args.img_size, args.crop_pct, args.interpolation)
+    return dict(input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
+                img_mode="L" if cfg["input_size"][0] == 1 else "RGB")

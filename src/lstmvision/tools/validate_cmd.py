@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmvision.data import BadImageCounter, build_loader, create_eval_transform, limit, resolve_dataset
     from lstmvision.engine.evaluate import evaluate
     from lstmvision.tools.inference_common import data_settings, device_of, load_model
-    from lstmvision.weights import _atomic_write
+    from lstmvision.weights import atomic_write
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be a positive integer")
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:<{width}}  {v}")
     out = Path(args.results_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+    atomic_write(out, lambda p: Path(p).write_text(json.dumps(result, indent=2)))
     print(f"validate: results written to {out}")
     del torch
     return 0
