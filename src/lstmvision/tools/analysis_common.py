@@ -24,23 +24,14 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from lstmvision.tools.inference_common import checkpoint_folder
+from lstmvision.weights import jsonable_cfg
+
 TIMM_PREFIX = "timm:"
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
 
 # ------------------------------------------------------------------------------------------- models
-def _checkpoint_folder(path: Path) -> Path | None:
-    """`path` itself if it holds config.json, else its best/ or last/ checkpoint, else None."""
-    if path.is_file():
-        path = path.parent
-    if (path / CONFIG_NAME).is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / name / CONFIG_NAME).is_file():
-            return path / name
-    return None
-
-
 def _timm_model(name: str, num_classes: int | None, in_chans: int | None, img_size: int | None,
                 kwargs: dict[str, Any] | None = None) -> nn.Module:
     import timm
@@ -77,19 +68,11 @@ def save_model(model: nn.Module, folder: str | os.PathLike, class_names: list[st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME))
-    cfg = {k: v for k, v in dict(getattr(model, "pretrained_cfg", {}) or {}).items() if _jsonable(v)}
+    cfg = jsonable_cfg(model)
     (folder / CONFIG_NAME).write_text(json.dumps(dict(
         architecture=name, num_classes=model.num_classes, kwargs=getattr(model, "model_kwargs", {}),
         pretrained_cfg=cfg, class_names=class_names, format="lstmvision"), indent=2))
     return folder
-
-
-def _jsonable(v: Any) -> bool:
-    try:
-        json.dumps(v)
-        return True
-    except TypeError:
-        return False
 
 
 def load_model(spec: str, pretrained: str | None = None, num_classes: int | None = None,
@@ -98,9 +81,7 @@ def load_model(spec: str, pretrained: str | None = None, num_classes: int | None
     from lstmvision.models import create_model
 
     path = Path(spec)
-    folder = _checkpoint_folder(path) if path.exists() else None
-    if path.exists() and folder is None:
-        raise FileNotFoundError(f"{spec} holds no checkpoint (expected config.json + model.safetensors, or best/)")
+    folder = checkpoint_folder(path) if path.exists() else None
     if folder is not None:
         saved = json.loads((folder / CONFIG_NAME).read_text())
         arch = saved.get("architecture", "")
