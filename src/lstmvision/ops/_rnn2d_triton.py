@@ -24,6 +24,22 @@ def _load_w(w_ptr, r, k, D, offs_in, offs_out, mask_w):
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    # fp32 inputs ask for IEEE precision (no TF32), so the kernel matches nn.LSTM to 1e-5
+    if IEEE:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out
+
+
+@triton.jit
+def _preactivation(xb, k, D, mask, hq, w, IEEE: tl.constexpr):
+    # gate k: the precomputed input projection plus h_{t-1} @ W_hh[k]
+    return tl.load(xb + k * D, mask=mask, other=0.0).to(tl.float32) + _dot(hq, w, IEEE)
+
+
+@triton.jit
 def lstm_fwd_kernel(xs_ptr, w_ptr, hs_ptr, cs_ptr, T, R, N, D, NF,
                     SAVE: tl.constexpr, IEEE: tl.constexpr,
                     BLOCK_N: tl.constexpr, DP: tl.constexpr):
@@ -48,16 +64,10 @@ def lstm_fwd_kernel(xs_ptr, w_ptr, hs_ptr, cs_ptr, T, R, N, D, NF,
         row = ((t * R + r) * N + offs_n)[:, None]
         xb = xs_ptr + row * (4 * D) + offs_d[None, :]
         hq = h.to(w_i.dtype)
-        if IEEE:
-            a_i = tl.load(xb, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_i, input_precision="ieee")
-            a_f = tl.load(xb + D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_f, input_precision="ieee")
-            a_g = tl.load(xb + 2 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_g, input_precision="ieee")
-            a_o = tl.load(xb + 3 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_o, input_precision="ieee")
-        else:
-            a_i = tl.load(xb, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_i)
-            a_f = tl.load(xb + D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_f)
-            a_g = tl.load(xb + 2 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_g)
-            a_o = tl.load(xb + 3 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_o)
+        a_i = _preactivation(xb, 0, D, mask, hq, w_i, IEEE)
+        a_f = _preactivation(xb, 1, D, mask, hq, w_f, IEEE)
+        a_g = _preactivation(xb, 2, D, mask, hq, w_g, IEEE)
+        a_o = _preactivation(xb, 3, D, mask, hq, w_o, IEEE)
         c = tl.sigmoid(a_f) * c + tl.sigmoid(a_i) * _tanh(a_g)
         h = tl.sigmoid(a_o) * _tanh(c)
         h = tl.where(mask, h, 0.0)
@@ -100,16 +110,10 @@ def lstm_bwd_kernel(dhs_ptr, xs_ptr, w_ptr, hs_ptr, cs_ptr, dxs_ptr, T, R, N, D,
         c = tl.load(cs_ptr + row * D + offs_d[None, :], mask=mask, other=0.0)
         xb = xs_ptr + row * (4 * D) + offs_d[None, :]
         hq = h_prev.to(w_i.dtype)
-        if IEEE:
-            a_i = tl.load(xb, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_i, input_precision="ieee")
-            a_f = tl.load(xb + D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_f, input_precision="ieee")
-            a_g = tl.load(xb + 2 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_g, input_precision="ieee")
-            a_o = tl.load(xb + 3 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_o, input_precision="ieee")
-        else:
-            a_i = tl.load(xb, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_i)
-            a_f = tl.load(xb + D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_f)
-            a_g = tl.load(xb + 2 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_g)
-            a_o = tl.load(xb + 3 * D, mask=mask, other=0.0).to(tl.float32) + tl.dot(hq, w_o)
+        a_i = _preactivation(xb, 0, D, mask, hq, w_i, IEEE)
+        a_f = _preactivation(xb, 1, D, mask, hq, w_f, IEEE)
+        a_g = _preactivation(xb, 2, D, mask, hq, w_g, IEEE)
+        a_o = _preactivation(xb, 3, D, mask, hq, w_o, IEEE)
         i = tl.sigmoid(a_i)
         f = tl.sigmoid(a_f)
         g = _tanh(a_g)
@@ -128,12 +132,6 @@ def lstm_bwd_kernel(dhs_ptr, xs_ptr, w_ptr, hs_ptr, cs_ptr, dxs_ptr, T, R, N, D,
         tl.store(db + 2 * D, d_g.to(dxs_ptr.dtype.element_ty), mask=mask)
         tl.store(db + 3 * D, d_o.to(dxs_ptr.dtype.element_ty), mask=mask)
         # dh_prev = sum_k d_k @ W_k  (W_k = tile^T)
-        if IEEE:
-            dh = (tl.dot(d_i.to(w_i.dtype), tl.trans(w_i), input_precision="ieee")
-                  + tl.dot(d_f.to(w_i.dtype), tl.trans(w_f), input_precision="ieee")
-                  + tl.dot(d_g.to(w_i.dtype), tl.trans(w_g), input_precision="ieee")
-                  + tl.dot(d_o.to(w_i.dtype), tl.trans(w_o), input_precision="ieee"))
-        else:
-            dh = (tl.dot(d_i.to(w_i.dtype), tl.trans(w_i)) + tl.dot(d_f.to(w_i.dtype), tl.trans(w_f))
-                  + tl.dot(d_g.to(w_i.dtype), tl.trans(w_g)) + tl.dot(d_o.to(w_i.dtype), tl.trans(w_o)))
+        dh = (_dot(d_i.to(w_i.dtype), tl.trans(w_i), IEEE) + _dot(d_f.to(w_i.dtype), tl.trans(w_f), IEEE)
+              + _dot(d_g.to(w_i.dtype), tl.trans(w_g), IEEE) + _dot(d_o.to(w_i.dtype), tl.trans(w_o), IEEE))
 
