@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     arch_mode = "full" if mode == "full" else "quick"  # medium trains the quick architectures
     out = Path(args.out or ROOT / "results" / "fashion_mnist" / mode)
     out.mkdir(parents=True, exist_ok=True)
-    device = C.device_from(args.device)
+    device = C.resolve_device(args.device)
     workers = args.workers if args.workers is not None else (4 if mode == "full" else 0)
     dev = ["--device", str(device)]
     jobs = ["--workers", str(workers)]

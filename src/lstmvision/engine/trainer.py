@@ -34,17 +34,22 @@ class TrainingError(ValueError):
 
 
 # ------------------------------------------------------------------------------------- distributed
+def resolve_device(name: str | None) -> torch.device:
+    """`name` ('cpu', 'cuda', 'cuda:1', ...) checked for availability; None: CUDA if present, else CPU."""
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class Dist:
     def __init__(self, device_arg: str | None):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device_arg:
-            device = torch.device(device_arg)
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-        else:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device_arg)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", self.local_rank)
         if device.type == "cuda":

@@ -11,10 +11,8 @@ resized (or resized + centre-cropped with `crop_pct` < 1) to the requested squar
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
-import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -24,6 +22,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from lstmvision.data import resolve_dataset
+from lstmvision.engine.trainer import resolve_device  # noqa: F401  (the tools call C.resolve_device)
 from lstmvision.tools.inference_common import checkpoint_folder
 from lstmvision.weights import jsonable_cfg
 
@@ -161,15 +161,6 @@ def rnns_in_train_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = t
 
 
-def device_from(name: str | None) -> torch.device:
-    if name:
-        d = torch.device(name)
-        if d.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-        return d
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def device_description(device: torch.device) -> str:
     from lstmvision.tools.benchmark import device_name
 
@@ -186,49 +177,8 @@ def parse_fraction(text: str) -> float:
 
 
 # --------------------------------------------------------------------------------------------- data
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an idx file")
-    ndim = data[3]
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-class _IdxEval(torch.utils.data.Dataset):
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels.astype(np.int64)
-        self.class_names = [str(i) for i in range(int(labels.max()) + 1)]
-        self.transform = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return Image.fromarray(self.images[i]), int(self.labels[i])
-
-
-def _fallback_dataset(root: Path, split: str):
-    """Minimal reader (idx files or ImageFolder) used only while `lstmvision.data` is not available."""
-    stems = {"train": "train", "val": "t10k"}
-    imgs = sorted(root.glob(f"{stems[split]}-images*idx3-ubyte*"))
-    labs = sorted(root.glob(f"{stems[split]}-labels*idx1-ubyte*"))
-    if imgs and labs:
-        return _IdxEval(_read_idx(imgs[0]), _read_idx(labs[0]))
-    from torchvision.datasets import ImageFolder
-
-    for sub in (["train"] if split == "train" else ["val", "validation", "valid", "test"]):
-        if (root / sub).is_dir():
-            ds = ImageFolder(str(root / sub))
-            ds.class_names = list(ds.classes)
-            return ds
-    raise ValueError(f"{root} holds no {split} data: expected MNIST-format idx files or train/ and val/ folders")
-
-
 def open_dataset(path: str | None, split: str = "val"):
-    """The `split` of the dataset at `path`: items are (PIL image, label). Uses `lstmvision.data` when present."""
+    """The `split` of the dataset at `path`: items are (PIL image, label), read by `lstmvision.data`."""
     if path is None:
         raise ValueError("--data PATH is required (an ImageFolder tree with val/, or a folder of idx files)")
     root = Path(path)
@@ -236,13 +186,8 @@ def open_dataset(path: str | None, split: str = "val"):
         raise FileNotFoundError(f"data not found: {root}")
     if not root.is_dir():
         raise ValueError(f"--data must be a folder, got the file {root}")
-    try:
-        from lstmvision.data import resolve_dataset
-    except ImportError:
-        ds = _fallback_dataset(root, split)
-    else:
-        ds = resolve_dataset(root, split, img_mode="RGB")
-        ds.transform = None
+    ds = resolve_dataset(root, split, img_mode="RGB")
+    ds.transform = None
     if len(ds) == 0:
         raise ValueError(f"the {split} set at {root} is empty")
     return ds

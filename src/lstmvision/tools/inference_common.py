@@ -56,15 +56,10 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def device_of(args: argparse.Namespace) -> torch.device:
-    from lstmvision.engine.trainer import cpu_threads
+    from lstmvision.engine.trainer import cpu_threads, resolve_device
 
     torch.set_num_threads(cpu_threads(args.workers))  # CPU only; oversubscription is very slow for LSTMs
-    if args.device:
-        d = torch.device(args.device)
-        if d.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-        return d
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(args.device)
 
 
 def data_settings(model: torch.nn.Module, args: argparse.Namespace) -> dict:

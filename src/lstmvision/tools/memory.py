@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, specs: list[str]) -> int:
     from tqdm import tqdm
 
-    device = C.device_from(args.device)
+    device = C.resolve_device(args.device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

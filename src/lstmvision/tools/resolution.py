@@ -68,7 +68,7 @@ def evaluate_at(model, ds, indices, size: int, args, device) -> float:
 
 def run(args: argparse.Namespace) -> int:
     specs = model_specs(args)
-    device = C.device_from(args.device)
+    device = C.resolve_device(args.device)
     ds = C.open_dataset(args.data, args.split)
     indices = C.subset_indices(len(ds), args.limit, args.seed)
     out = Path(args.output)

@@ -167,7 +167,7 @@ def _check(args) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    device = C.device_from(args.device)
+    device = C.resolve_device(args.device)
     model = C.load_model(args.checkpoint or args.model, args.pretrained, args.num_classes, args.in_chans)
     ds = C.open_dataset(args.data, args.split)
     indices = C.subset_indices(len(ds), args.limit, args.seed)
