@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
 from lstmvision.tools import analysis_common as C  # noqa: E402
+from lstmvision.weights import save_pretrained  # noqa: E402
 
 NATIVE = 32
 CFG = dict(mean=(0.5,), std=(0.5,), input_size=(1, NATIVE, NATIVE), crop_pct=1.0, interpolation="bilinear")
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
             torch.manual_seed(0)  # the same initialisation stream for every model, every run
             model = build(kind, arch, kw).to(device)
             log = train(model, args.data, scale, device, workers)
-            C.save_model(model.cpu(), ckpts[name])
+            save_pretrained(model.cpu(), ckpts[name])
             log_file.write_text(json.dumps(log))
         trained[name] = dict(architecture=arch, kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
                              params=sum(p.numel() for p in model.parameters()), **log)

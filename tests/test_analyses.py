@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from lstmvision.cli import main
 from lstmvision.tools import analysis_common as C
+from lstmvision.weights import save_pretrained
 from lstmvision.tools import corruptions as K
 from lstmvision.tools import erf as E
 from lstmvision.tools import memory as M
@@ -57,7 +58,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     m = tiny_sequencer()
     nn.init.normal_(m.head.fc.weight, std=0.5)  # non-zero head so predictions and gradients vary
-    C.save_model(m, folder)
+    save_pretrained(m, folder)
     return folder
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -25,10 +24,9 @@ from PIL import Image
 from lstmvision.data import resolve_dataset
 from lstmvision.engine.trainer import resolve_device  # noqa: F401  (the tools call C.resolve_device)
 from lstmvision.tools.inference_common import checkpoint_folder
-from lstmvision.weights import jsonable_cfg
+from lstmvision.weights import CONFIG_NAME, WEIGHTS_NAME
 
 TIMM_PREFIX = "timm:"
-WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -54,25 +52,6 @@ def _timm_model(name: str, num_classes: int | None, in_chans: int | None, img_si
     model.model_name = TIMM_PREFIX + name
     model.model_kwargs = {k: v for k, v in kw.items() if k != "num_classes"}
     return model
-
-
-def save_model(model: nn.Module, folder: str | os.PathLike, class_names: list[str] | None = None) -> Path:
-    """`save_pretrained` for lstmvision models; the same two files for timm models (architecture 'timm:NAME')."""
-    name = getattr(model, "model_name", "")
-    if not name.startswith(TIMM_PREFIX):
-        from lstmvision.weights import save_pretrained
-
-        return save_pretrained(model, folder, class_names=class_names)
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME))
-    cfg = jsonable_cfg(model)
-    (folder / CONFIG_NAME).write_text(json.dumps(dict(
-        architecture=name, num_classes=model.num_classes, kwargs=getattr(model, "model_kwargs", {}),
-        pretrained_cfg=cfg, class_names=class_names, format="lstmvision"), indent=2))
-    return folder
 
 
 def load_model(spec: str, pretrained: str | None = None, num_classes: int | None = None,
