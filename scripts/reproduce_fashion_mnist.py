@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
-from lstmvision.tools import analysis_common as C  # noqa: E402
+from lstmvision.analysis import common as C  # noqa: E402
 from lstmvision.weights import save_pretrained  # noqa: E402
 
 NATIVE = 32

@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 
 from lstmvision.cli import main
-from lstmvision.tools import analysis_common as C
+from lstmvision.analysis import common as C
 from lstmvision.weights import save_pretrained
-from lstmvision.tools import corruptions as K
-from lstmvision.tools import erf as E
-from lstmvision.tools import memory as M
-from lstmvision.tools import robustness as R
+from lstmvision.analysis import corruptions as K
+from lstmvision.analysis import erf as E
+from lstmvision.analysis import memory as M
+from lstmvision.analysis import robustness as R
 
 
 def tiny_sequencer(**kw):

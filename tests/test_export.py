@@ -8,7 +8,7 @@ import torch
 import lstmvision
 from deploy_helpers import SIZE, family, tiny_model
 from lstmvision.cli import main
-from lstmvision.tools import export as ex
+from lstmvision import export as ex
 
 
 @pytest.mark.parametrize("name", lstmvision.list_models())

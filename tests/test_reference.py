@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import REFERENCE_DIR
-from lstmvision.tools.convert import OFFICIAL_FAMILIES, model_from_official
+from official_convert import OFFICIAL_FAMILIES, model_from_official
 
 # Families that must never be skipped: a fixture of these that fails to match is a failure.
 REQUIRED_FAMILIES = {

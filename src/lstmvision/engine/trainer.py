@@ -24,6 +24,7 @@ import yaml
 from lstmvision.data import BadImageCounter, DataError, build_loader, create_eval_transform, limit, resolve_dataset
 from lstmvision.engine.checkpoint import find_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from lstmvision.engine.evaluate import autocast_context, evaluate
+from lstmvision.runtime import cpu_threads, resolve_device
 from lstmvision.weights import atomic_write
 
 SUMMARY_FIELDS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "img_s"]
@@ -34,16 +35,6 @@ class TrainingError(ValueError):
 
 
 # ------------------------------------------------------------------------------------- distributed
-def resolve_device(name: str | None) -> torch.device:
-    """`name` ('cpu', 'cuda', 'cuda:1', ...) checked for availability; None: CUDA if present, else CPU."""
-    if name:
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Dist:
     def __init__(self, device_arg: str | None):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -132,17 +123,6 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     fig.tight_layout()
     atomic_write(run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=80))
     plt.close(fig)
-
-
-def cpu_threads(workers: int, local_world: int = 1) -> int:
-    """Compute threads per process on CPU: the cores left after the data workers (at least one core is left
-    for the data pipeline / the rest of the system), shared by the local ranks.
-
-    Oversubscribing cores is very costly for the LSTM kernels (OpenMP barriers): measured on a busy 2-core
-    machine, 2 threads took 4.8 s per step where 1 thread took 0.3 s.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(local_world, 1) - max(workers, 1))
 
 
 # ---------------------------------------------------------------------------------------- building

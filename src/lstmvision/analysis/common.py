@@ -22,8 +22,8 @@ import torch.nn as nn
 from PIL import Image
 
 from lstmvision.data import resolve_dataset
-from lstmvision.engine.trainer import resolve_device  # noqa: F401  (the tools call C.resolve_device)
-from lstmvision.tools.inference_common import checkpoint_folder
+from lstmvision.runtime import resolve_device  # noqa: F401  (the tools call C.resolve_device)
+from lstmvision.cli._common import checkpoint_folder
 from lstmvision.weights import CONFIG_NAME, WEIGHTS_NAME
 
 TIMM_PREFIX = "timm:"
@@ -141,7 +141,7 @@ def rnns_in_train_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def device_description(device: torch.device) -> str:
-    from lstmvision.tools.benchmark import device_name
+    from lstmvision.benchmark import device_name
 
     extra = f"CUDA {torch.version.cuda}, " if device.type == "cuda" else ""
     return f"{device_name(device)}, {extra}torch {torch.__version__}"

@@ -7,7 +7,7 @@ import json
 from tqdm import tqdm
 
 from lstmvision.models import create_model, get_pretrained_cfg, list_models
-from lstmvision.tools.flops import count_macs, count_params
+from lstmvision.flops import count_macs, count_params
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

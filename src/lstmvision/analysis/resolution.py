@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lstmvision.tools import analysis_common as C
+from lstmvision.analysis import common as C
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from lstmvision.tools import analysis_common as C
+from lstmvision.analysis import common as C
 
 DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "timm:convnext_tiny"]
 
@@ -99,7 +99,7 @@ def peak_forward_bytes(model: nn.Module, x: torch.Tensor) -> int:
 def throughput(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> float:
     """Images/s of inference forwards (the timing of `lstmvision benchmark`, which offers more: repeats, kernels,
     precision, compile; use it for speed claims at one resolution)."""
-    from lstmvision.tools.benchmark import _sync
+    from lstmvision.benchmark import _sync
 
     def sync():
         _sync(x.device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lstmvision.tools.inference_common import add_model_arguments
+    from lstmvision.cli._common import add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--data", help="ImageFolder tree (val/ or validation/ is used), a class folder, or MNIST idx "
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lstmvision.data import BadImageCounter, build_loader, create_eval_transform, limit, resolve_dataset
     from lstmvision.engine.evaluate import evaluate
-    from lstmvision.tools.inference_common import data_settings, device_of, load_model
+    from lstmvision.cli._common import data_settings, device_of, load_model
     from lstmvision.weights import atomic_write
 
     if args.batch_size < 1:

@@ -56,7 +56,7 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def device_of(args: argparse.Namespace) -> torch.device:
-    from lstmvision.engine.trainer import cpu_threads, resolve_device
+    from lstmvision.runtime import cpu_threads, resolve_device
 
     torch.set_num_threads(cpu_threads(args.workers))  # CPU only; oversubscription is very slow for LSTMs
     return resolve_device(args.device)

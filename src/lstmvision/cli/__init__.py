@@ -8,16 +8,16 @@ import sys
 
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("lstmvision.tools.model_table", "list registered models with parameters and MACs"),
-    "train": ("lstmvision.tools.train_cmd", "train a model (default: a small Sequencer2D on Fashion-MNIST)"),
-    "validate": ("lstmvision.tools.validate_cmd", "top-1 / top-5 / loss of a model on a validation set"),
-    "predict": ("lstmvision.tools.predict_cmd", "top-k labels with probabilities for images"),
-    "export": ("lstmvision.tools.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
-    "benchmark": ("lstmvision.tools.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
-    "resolution-sweep": ("lstmvision.tools.resolution", "top-1 of models at several test resolutions (table, JSON, plot)"),
-    "erf": ("lstmvision.tools.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),
-    "robustness": ("lstmvision.tools.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
-    "memory": ("lstmvision.tools.memory", "peak forward memory and throughput vs input resolution"),
+    "models": ("lstmvision.cli.models", "list registered models with parameters and MACs"),
+    "train": ("lstmvision.cli.train", "train a model (default: a small Sequencer2D on Fashion-MNIST)"),
+    "validate": ("lstmvision.cli.validate", "top-1 / top-5 / loss of a model on a validation set"),
+    "predict": ("lstmvision.cli.predict", "top-k labels with probabilities for images"),
+    "export": ("lstmvision.cli.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
+    "benchmark": ("lstmvision.cli.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
+    "resolution-sweep": ("lstmvision.cli.resolution_sweep", "top-1 of models at several test resolutions (table, JSON, plot)"),
+    "erf": ("lstmvision.cli.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),
+    "robustness": ("lstmvision.cli.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
+    "memory": ("lstmvision.cli.memory", "peak forward memory and throughput vs input resolution"),
 }
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lstmvision.tools import analysis_common as C
+from lstmvision.analysis import common as C
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lstmvision.tools.inference_common import add_model_arguments
+    from lstmvision.cli._common import add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lstmvision.data import IMAGE_EXTENSIONS, list_images
     from lstmvision.inference import Classifier
-    from lstmvision.tools.inference_common import device_of, load_model
+    from lstmvision.cli._common import device_of, load_model
 
     if args.topk < 1:
         raise ValueError("--topk must be at least 1")

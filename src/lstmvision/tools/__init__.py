@@ -1,1 +1,0 @@
-"""Analyses, export and conversion tools built on the models."""
