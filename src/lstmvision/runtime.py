@@ -1,9 +1,39 @@
-"""Runtime choices shared by every command: which device, how many CPU threads."""
+"""Runtime choices shared by every command: which device, how many CPU threads, building models by spec."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
+import torch.nn as nn
+
+TIMM_PREFIX = "timm:"
+
+
+def create_timm_model(name: str, num_classes: int | None, in_chans: int | None, img_size: int | None,
+                      kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """timm model `name` (no download), any input size where the architecture allows; `model_name` is
+    'timm:NAME' and `model_kwargs` what rebuilds it."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+    kw: dict[str, Any] = dict(kwargs or {})
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    if in_chans is not None:
+        kw["in_chans"] = in_chans
+    cfg = timm.get_pretrained_cfg(name)
+    fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
+    if img_size is not None and fixed:
+        kw.setdefault("img_size", img_size)
+    try:  # ViT-style models: let them take any input size (position embeddings interpolated)
+        model = timm.create_model(name, pretrained=False, dynamic_img_size=True, **kw)
+    except TypeError:
+        model = timm.create_model(name, pretrained=False, **kw)
+    model.model_name = TIMM_PREFIX + name
+    model.model_kwargs = {k: v for k, v in kw.items() if k != "num_classes"}
+    return model
 
 
 def resolve_device(name: str | None) -> torch.device:

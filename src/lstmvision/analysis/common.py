@@ -22,37 +22,9 @@ import torch.nn as nn
 from PIL import Image
 
 from lstmvision.data import resolve_dataset
-from lstmvision.runtime import resolve_device  # noqa: F401  (the tools call C.resolve_device)
+from lstmvision.runtime import TIMM_PREFIX, create_timm_model, resolve_device  # noqa: F401  (the tools call C.resolve_device)
 from lstmvision.cli._common import checkpoint_folder
 from lstmvision.weights import CONFIG_NAME, WEIGHTS_NAME
-
-TIMM_PREFIX = "timm:"
-
-
-# ------------------------------------------------------------------------------------------- models
-def _timm_model(name: str, num_classes: int | None, in_chans: int | None, img_size: int | None,
-                kwargs: dict[str, Any] | None = None) -> nn.Module:
-    import timm
-
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
-    kw: dict[str, Any] = dict(kwargs or {})
-    if num_classes is not None:
-        kw["num_classes"] = num_classes
-    if in_chans is not None:
-        kw["in_chans"] = in_chans
-    cfg = timm.get_pretrained_cfg(name)
-    fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
-    if img_size is not None and fixed:
-        kw.setdefault("img_size", img_size)
-    try:  # ViT-style models: let them take any input size (position embeddings interpolated)
-        model = timm.create_model(name, pretrained=False, dynamic_img_size=True, **kw)
-    except TypeError:
-        model = timm.create_model(name, pretrained=False, **kw)
-    model.model_name = TIMM_PREFIX + name
-    model.model_kwargs = {k: v for k, v in kw.items() if k != "num_classes"}
-    return model
-
 
 def load_model(spec: str, pretrained: str | None = None, num_classes: int | None = None,
                in_chans: int | None = None, img_size: int | None = None) -> nn.Module:
@@ -67,7 +39,7 @@ def load_model(spec: str, pretrained: str | None = None, num_classes: int | None
         if arch.startswith(TIMM_PREFIX):
             from lstmvision.weights import load_state_dict_into, read_state_dict
 
-            model = _timm_model(arch[len(TIMM_PREFIX):], saved.get("num_classes"), None, None, saved.get("kwargs"))
+            model = create_timm_model(arch[len(TIMM_PREFIX):], saved.get("num_classes"), None, None, saved.get("kwargs"))
             load_state_dict_into(model, read_state_dict(folder / WEIGHTS_NAME), source=str(folder))
             model.pretrained_cfg = {**dict(model.pretrained_cfg or {}), **(saved.get("pretrained_cfg") or {})}
             model.class_names = saved.get("class_names")
@@ -75,7 +47,7 @@ def load_model(spec: str, pretrained: str | None = None, num_classes: int | None
             model = create_model(pretrained=folder, num_classes=num_classes)
         label = path.name if path.name not in ("best", "last") else path.parent.name
     elif spec.startswith(TIMM_PREFIX):
-        model = _timm_model(spec[len(TIMM_PREFIX):], num_classes, in_chans, img_size)
+        model = create_timm_model(spec[len(TIMM_PREFIX):], num_classes, in_chans, img_size)
         if pretrained:
             from lstmvision.weights import load_state_dict_into, read_state_dict
 
