@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from lstmvision.runtime import fit_channels
+
 __all__ = ["Classifier", "Prediction"]
 
 
@@ -58,17 +60,6 @@ def _in_chans(model: nn.Module) -> int:
     return int(cfg.get("input_size", (3,))[0])
 
 
-def _fit_channels(values: Sequence[float], chans: int) -> tuple[float, ...]:
-    values = tuple(float(v) for v in values)
-    if len(values) == chans:
-        return values
-    if len(values) == 1:
-        return values * chans
-    if chans == 1:
-        return (float(np.mean(values)),)
-    raise ValueError(f"normalisation has {len(values)} values but the model takes {chans} channels")
-
-
 def data_config(
     model: nn.Module, img_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None
 ) -> dict[str, Any]:
@@ -85,8 +76,8 @@ def data_config(
     if interpolation:
         cfg["interpolation"] = interpolation
     cfg["input_size"] = (chans, *tuple(cfg["input_size"])[1:])
-    cfg["mean"] = _fit_channels(cfg["mean"], chans)
-    cfg["std"] = _fit_channels(cfg["std"], chans)
+    cfg["mean"] = fit_channels(cfg["mean"], chans)
+    cfg["std"] = fit_channels(cfg["std"], chans)
     return cfg
 
 

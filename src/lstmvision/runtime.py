@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -55,3 +55,15 @@ def cpu_threads(workers: int, local_world: int = 1) -> int:
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(local_world, 1) - max(workers, 1))
+
+
+def fit_channels(values: Sequence[float], chans: int) -> tuple[float, ...]:
+    """Per-channel normalisation values for a `chans`-channel input: repeated from one value, averaged to one."""
+    values = tuple(float(v) for v in values)
+    if len(values) == chans:
+        return values
+    if len(values) == 1:
+        return values * chans
+    if chans == 1:
+        return (sum(values) / len(values),)
+    raise ValueError(f"normalisation has {len(values)} values but the model takes {chans} channels")
