@@ -305,6 +305,7 @@ class Run:
     best: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     sums: EpochSums | None = None
+    probe: torch.Tensor | None = None  # the last training batch, to check the weights' outputs before a save
     pending_rng: dict[str, Any] | None = None  # restored RNG state, applied where the run saved it
     update_at_step: dict[int, int] = field(default_factory=dict)  # step in epoch → its global step
     writer: Any = None
@@ -520,11 +521,19 @@ def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
 
 
 def state_is_finite(run: Run) -> bool:
+    """Weights, optimizer state and EMA finite, and the weights give finite outputs on the last batch (finite but
+    huge weights can already overflow to NaN inside the network)."""
     p = run.parts
     tensors = list(p.model.parameters()) + list(p.model.buffers())
     tensors += [v for s in p.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     if p.ema is not None:
         tensors += list(p.ema.module.parameters())
+    if run.probe is not None:
+        with torch.no_grad(), autocast_context(run.device, run.cfg["amp"]):
+            was_training = p.model.training
+            p.model.eval()  # no dropout / drop-path: the probe draws no random numbers
+            tensors.append(p.model(run.probe).float())
+            p.model.train(was_training)
     return _all_finite([t.detach() for t in tensors])
 
 
@@ -554,7 +563,7 @@ def checked_state(run: Run) -> dict[str, Any]:
     """The state to save, after making sure that nothing non-finite is saved (collective in DDP)."""
     check_loss(run)
     if run.env.any_true(not state_is_finite(run)):
-        raise TrainingError(f"the weights or optimizer state became non-finite by epoch {run.epoch} step "
+        raise TrainingError(f"the weights became non-finite (or give non-finite outputs) by epoch {run.epoch} step "
                             f"{run.step_in_epoch} (global step {run.global_step}); training stopped, {_kept(run)}. "
                             "Lower --lr, add --clip-grad, or use --amp none")
     return make_state(run)
@@ -624,6 +633,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, step: int) ->
     if accum_last:
         optimizer_step(run)
     run.sums.images += x.shape[0] * run.env.world
+    run.probe = x
     run.emit("on_step_end", x.shape[0])
     return accum_last
 
