@@ -88,3 +88,48 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(data, tmp_path,
     assert state["epoch"] == 1 and state["step_in_epoch"] == 0  # epoch 0's checkpoint is intact
     _finite_checkpoint(run / "last")
     assert [line.split(",")[0] for line in (run / "summary.csv").read_text().splitlines()[1:]] == ["0"]
+
+
+def test_resume_refuses_other_data_and_reads_the_runs_data(data, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--data", str(data), "--output", str(out), "--experiment", "g", "--epochs", "1",
+                 *TINY]) == 0
+    run = out / "g"
+    rgb3 = write_image_folder(tmp_path / "rgb3", n_per_class=4)  # 3 classes, RGB
+    rgb10 = write_image_folder(tmp_path / "rgb10", n_per_class=2, classes=tuple(str(i) for i in range(10)))
+    for other, needle in ((rgb3, "classes"), (rgb10, "channels")):
+        rc = main(["train", "--resume", str(run), "--epochs", "2", "--data", str(other)])
+        err = _err(capsys)
+        assert rc == 2 and len(err) == 1 and needle in err[0] and "resume with the run's data" in err[0], err
+    state = torch.load(run / "last" / "state.pth", weights_only=True)
+    assert state["epoch"] == 1  # nothing was trained on the other data
+    # without --data a resume goes on with the run's own data (from its config.yaml), not the default data set
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert torch.load(run / "last" / "state.pth", weights_only=True)["epoch"] == 2
+
+
+def _corrupt_tree(root: Path) -> Path:
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for k in range(20):
+                (root / split / c / f"{k}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return root
+
+
+def test_no_readable_image_is_an_error(tmp_path, capsys):
+    root = _corrupt_tree(tmp_path / "broken")
+    rc = main(["train", "--data", str(root), "--output", str(tmp_path / "runs"), "--experiment", "b",
+               "--epochs", "1", "--img-size", "32", *TINY])
+    err = [line for line in _err(capsys) if "warn" not in line.lower()]
+    assert rc == 2 and len(err) == 1 and "no readable images in" in err[0] and str(root) in err[0], err
+    assert not (tmp_path / "runs" / "b" / "last").exists() and not (tmp_path / "runs" / "b" / "best").exists()
+
+    from lstmvision.data import DataError, build_loader, create_eval_transform, resolve_dataset
+    from lstmvision.engine.evaluate import evaluate
+
+    ds = resolve_dataset(root, "val", img_mode="RGB")
+    loader = build_loader(ds, create_eval_transform((3, 32, 32), (0.5,) * 3, (0.5,) * 3), 8, training=False)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=f"no readable images in {root / 'val'}"):
+        evaluate(model, loader, torch.device("cpu"))
