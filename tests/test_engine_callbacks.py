@@ -1,0 +1,51 @@
+"""`train(cfg, callbacks=...)`: the events and their order; the caller's cfg is left as it was."""
+import copy
+
+from engine_helpers import write_idx_folder
+from lstmvision.engine import Callback, train
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events, self.images = [], 0
+
+    def on_step_end(self, run, images):
+        self.images += images
+
+    def on_checkpoint(self, run, phase):
+        self.events.append((run.epoch, phase))
+
+    def on_epoch_end(self, run, row):
+        self.events.append((run.epoch, f"epoch_end {row['epoch']}"))
+
+    def on_train_end(self, run):
+        self.events.append((run.epoch, "train_end"))
+
+
+def _cfg(tmp_path):
+    from lstmvision.cli import build_parser
+    from lstmvision.engine.config import resolve_config
+
+    data = write_idx_folder(tmp_path / "d", 64, 32)
+    args = build_parser().parse_args(["train", "--data", str(data), "--output", str(tmp_path / "r"),
+                                      "--experiment", "cb", "--epochs", "2", "--batch-size", "16", "--workers", "0",
+                                      "--warmup-epochs", "0", "--checkpoint-steps", "2"])
+    return resolve_config(args)
+
+
+def test_callback_events_and_cfg_untouched(tmp_path):
+    cfg = _cfg(tmp_path)
+    before = copy.deepcopy(cfg)
+    rec = Recorder()
+    result = train(cfg, callbacks=[rec])
+    assert cfg == before  # mean/std/lr_resolved go to the run's own copy (and its config.yaml)
+    assert rec.images == 2 * 64 and result["global_step"] == 8
+    first = rec.events[:rec.events.index((1, "epoch_end 0")) + 1]
+    assert first == [
+        (0, "stage:last"), (0, "publish:last"),  # mid-epoch save at step 2 (no previous last/ to swap)
+        (1, "stage:best"), (1, "stage:last"), (1, "swap:last"), (1, "publish:last"), (1, "publish:best"),
+        (1, "summary"), (1, "epoch_end 0"),
+    ]
+    assert rec.events[-1] == (2, "train_end")
+    assert ((2, "publish:last") in rec.events and (2, "summary") in rec.events
+            and (2, "epoch_end 1") in rec.events)
