@@ -668,9 +668,9 @@ def optimizer_step(run: Run) -> None:
         p.ema.update(p.model, step=run.global_step)
 
 
-def report_progress(run: Run, bar: Any, step: int, first_step: int) -> None:
+def report_progress(run: Run, step: int, first_step: int) -> None:
     """Log line / progress bar / TensorBoard at log intervals (the one host sync of the loop)."""
-    steps = run.data.steps_per_epoch
+    steps, bar = run.data.steps_per_epoch, run.bar
     if bar is not None:
         bar.update(1)
     if not (step % run.cfg["log_interval"] == 0 or step == steps):
@@ -715,7 +715,7 @@ def train_epoch(run: Run) -> None:
             continue
         updated = train_step(run, x, y, i, step)
         run.step_in_epoch = step
-        report_progress(run, run.bar, step, first_step)
+        report_progress(run, step, first_step)
         every = cfg["checkpoint_steps"]
         if every and step % every == 0 and step < data.steps_per_epoch and updated:
             save_mid_epoch(run)
