@@ -33,7 +33,7 @@ def _cfg(tmp_path):
     return resolve_config(args)
 
 
-def test_callback_events_and_cfg_untouched(tmp_path):
+def test_callback_events_and_cfg_untouched(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     before = copy.deepcopy(cfg)
     rec = Recorder()
@@ -49,3 +49,7 @@ def test_callback_events_and_cfg_untouched(tmp_path):
     assert rec.events[-1] == (2, "train_end")
     assert ((2, "publish:last") in rec.events and (2, "summary") in rec.events
             and (2, "epoch_end 1") in rec.events)
+    out = capsys.readouterr().out
+    run = tmp_path / "r" / "cb"
+    assert f"train: saved checkpoint {run / 'last'} (epoch 0 step 2, global step 2)" in out
+    assert f"train: saved checkpoint {run / 'best'} (end of epoch 0, global step 4)" in out
