@@ -1,6 +1,7 @@
 """2-process DDP on CPU (gloo) through torchrun: both ranks train in lockstep; only rank 0 writes."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +11,17 @@ from engine_helpers import write_idx_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_two_process_gloo(tmp_path):
     data = write_idx_folder(tmp_path / "fashion-mnist", 256, 64)
     out, ranks = tmp_path / "runs", tmp_path / "ranks"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "-m", "lstmvision", "train", "--data", str(data), "--output", str(out), "--model", "sequencer2d_tiny",
            "--epochs", "1", "--batch-size", "32", "--workers", "0", "--device", "cpu", "--log-interval", "2",
            "--debug-rank-dir", str(ranks)]

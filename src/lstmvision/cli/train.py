@@ -28,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
         return 0
+    from lstmvision.engine.callbacks import debug_callbacks
     from lstmvision.engine.trainer import train
 
-    result = train(cfg)
+    result = train(cfg, callbacks=debug_callbacks(cfg))
     if result.get("rank", 0) == 0:
         final, best = result["final"], result["best"] or {}
         if final.get("top1") is None:

@@ -1,22 +1,30 @@
 """Run-folder checkpoints: `last/` and `best/`, each a `save_pretrained` folder plus a resumable `state.pth`.
 
-A checkpoint folder is written as `.<name>.new/`, then swapped in by renames (`<name>` → `.<name>.old`,
-`.<name>.new` → `<name>`, remove `.old`); every file inside is written atomically and fsynced. A crash at any
-point leaves either the previous or the new checkpoint complete: `find_checkpoint` falls back to `.<name>.old`
-when the swap was interrupted.
+A checkpoint folder is first staged as `.<name>.new/` (every file written atomically and fsynced), then
+published by renames (`<name>` → `.<name>.old`, `.<name>.new` → `<name>`, remove `.old`).
+
+The end of an epoch is one commit: `best/` (when it improved) and `last/` are both staged, then `last/` is
+published (the commit point: its state holds every summary row so far), then `best/`. `recover` (run before a
+resume) finishes or rolls back whatever a crash interrupted, so `best/` always holds the best committed epoch
+and no temporary entry is left behind.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from lstmvision.weights import atomic_write, save_pretrained
 
 STATE_NAME = "state.pth"
+
+
+class CheckpointWriteError(ValueError):
+    """A checkpoint could not be written (full disk, permissions): the previous one is left intact."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -32,24 +40,95 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, state: dict[str, Any],
-                    class_names: list[str] | None) -> Path:
-    run_dir = Path(run_dir)
-    final, new, old = run_dir / name, run_dir / f".{name}.new", run_dir / f".{name}.old"
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What a failed write raises: OSError, torch.save's RuntimeError ('unexpected pos'), SafetensorError."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # older safetensors
+        return (OSError, RuntimeError)
+    return (OSError, RuntimeError, SafetensorError)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.strerror or os.strerror(e.errno)
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "No space left" in text or "unexpected pos" in text:
+        return os.strerror(errno.ENOSPC)
+    return text
+
+
+def stage(run_dir: Path, name: str, model: torch.nn.Module, state: dict[str, Any],
+          class_names: list[str] | None) -> Path:
+    """Write the checkpoint `name` as `run_dir/.<name>.new` (complete and fsynced, not yet visible)."""
+    new = Path(run_dir) / f".{name}.new"
     if new.exists():
         shutil.rmtree(new)
-    save_pretrained(model, new, class_names=class_names)
-    atomic_write(new / STATE_NAME, lambda p: torch.save(state, p))
-    _fsync_dir(new)
+    try:
+        save_pretrained(model, new, class_names=class_names)
+        atomic_write(new / STATE_NAME, lambda p: torch.save(state, p))
+        _fsync_dir(new)
+    except _write_errors() as e:
+        shutil.rmtree(new, ignore_errors=True)
+        kept = Path(run_dir) / name
+        keep = f"the previous {kept} is intact" if kept.exists() else f"no earlier {name}/ checkpoint existed"
+        raise CheckpointWriteError(f"could not write the checkpoint {Path(run_dir) / name} "
+                                   f"({_describe(e)}); {keep}") from None
+    return new
+
+
+def publish(run_dir: Path, name: str, on_phase: Callable[[str], None] | None = None) -> Path:
+    """Swap the staged `.<name>.new` in as `<name>`. `on_phase` is a test hook called between the renames."""
+    run_dir = Path(run_dir)
+    final, new, old = run_dir / name, run_dir / f".{name}.new", run_dir / f".{name}.old"
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
         os.replace(final, old)
+        if on_phase is not None:
+            on_phase(f"swap:{name}")
     os.replace(new, final)
     _fsync_dir(run_dir)
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, state: dict[str, Any],
+                    class_names: list[str] | None) -> Path:
+    stage(run_dir, name, model, state, class_names)
+    return publish(run_dir, name)
+
+
+def _progress(folder: Path) -> tuple[int, int] | None:
+    try:
+        state = load_state(folder)
+    except (ValueError, FileNotFoundError):
+        return None
+    return int(state["epoch"]), int(state["global_step"])
+
+
+def recover(run_dir: Path) -> None:
+    """Finish or roll back an interrupted checkpoint commit in `run_dir` (see the module docstring)."""
+    run_dir = Path(run_dir)
+    last, last_old = run_dir / "last", run_dir / ".last.old"
+    if not last.exists() and (last_old / STATE_NAME).is_file():
+        os.replace(last_old, last)  # the swap of last/ was interrupted before its commit: roll back
+    for leftover in (run_dir / ".last.new", last_old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    best_new, best_old = run_dir / ".best.new", run_dir / ".best.old"
+    committed = _progress(last) if last.exists() else None
+    if best_new.exists():
+        if committed is not None and _progress(best_new) == committed:
+            publish(run_dir, "best")  # staged with the epoch that last/ committed: roll forward
+        else:
+            shutil.rmtree(best_new)
+    if not (run_dir / "best").exists() and (best_old / STATE_NAME).is_file():
+        os.replace(best_old, run_dir / "best")
+    shutil.rmtree(best_old, ignore_errors=True)
+    for tmp in run_dir.glob(".*.tmp*"):  # atomic_write temp files of a killed process
+        if tmp.is_file():
+            tmp.unlink()
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:

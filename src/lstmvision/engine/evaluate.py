@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from timm.utils import accuracy
 
-from lstmvision.data import BadImageCounter
+from lstmvision.data import BadImageCounter, DataError
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -46,6 +46,16 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "n
         dist.all_reduce(t)
         sums = t.cpu()
     model.train(was_training)
-    n = max(sums[3].item(), 1)
+    if sums[3].item() == 0:
+        raise DataError(f"no readable images in {data_source(loader.dataset)} (every evaluation image was skipped)")
+    n = sums[3].item()
     return dict(loss=sums[0].item() / n, top1=100 * sums[1].item() / n, top5=100 * sums[2].item() / n,
                 count=int(sums[3].item()), skipped=bad.count)
+
+
+def data_source(dataset) -> str:
+    """Where a (possibly subset) dataset reads from, for messages."""
+    while hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    root = getattr(dataset, "root", None)
+    return str(root) if root is not None else "the evaluation data"

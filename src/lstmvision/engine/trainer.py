@@ -1,20 +1,31 @@
 """The training loop: timm data pipeline, optimizer / scheduler factories, Mixup/CutMix, EMA, AMP, DDP.
 
-`train(cfg)` takes a resolved config dict (see `recipes.DEFAULTS`) and returns the final metrics. Only rank 0
-logs and writes; all ranks step in lockstep (DDP all-reduces gradients; the non-finite-loss check is reduced
-too, so every rank stops at the same step).
+`train(cfg, callbacks)` takes a resolved config dict (see `recipes.DEFAULTS`; it is not modified) and returns
+the final metrics. Only rank 0 logs and writes; all ranks step in lockstep (DDP all-reduces gradients; the
+non-finite checks are reduced too, so every rank stops at the same step).
+
+The loop does not synchronise with the device at every step: the loss is summed on the device and read (and
+checked for NaN/inf) at log intervals and before every checkpoint. A checkpoint is only written when the loss
+so far, the weights and the optimizer state are finite, so `last/` is always a good point to resume from.
+Resuming restores the epoch's running sums, so a resumed run on CPU (``--workers 0``) reproduces the
+uninterrupted run exactly (weights and summary rows; only the img_s timing differs). With data-loader worker
+processes it cannot: their random streams (augmentation) live in the workers, which are seeded once when they
+start and are not part of a checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import io
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -22,9 +33,11 @@ import torch.nn as nn
 import yaml
 
 from lstmvision.data import BadImageCounter, DataError, build_loader, create_eval_transform, limit, resolve_dataset
-from lstmvision.engine.checkpoint import find_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
+from lstmvision.engine import checkpoint as ckpt
+from lstmvision.engine.callbacks import Callback
+from lstmvision.engine.checkpoint import find_checkpoint, load_state, rng_state, set_rng_state
 from lstmvision.engine.evaluate import autocast_context, evaluate
-from lstmvision.runtime import cpu_threads, resolve_device
+from lstmvision.runtime import TIMM_PREFIX, cpu_threads, create_timm_model, fit_channels, resolve_device
 from lstmvision.weights import atomic_write
 
 SUMMARY_FIELDS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "img_s"]
@@ -60,6 +73,15 @@ class Dist:
         dist.all_reduce(t)
         return bool(t.item() > 0)
 
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over the ranks (float64)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64,
+                         device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
     def broadcast(self, obj: Any) -> Any:
         if self.world == 1:
             return obj
@@ -88,13 +110,21 @@ class Logger:
             print(msg, flush=True)
 
 
+def write_file(path: Path, write) -> None:
+    """`atomic_write`, with a failed write (full disk, ...) as one TrainingError line."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise TrainingError(f"could not write {path} ({e.strerror or e})") from None
+
+
 def write_summary(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
     w.writeheader()
     for r in rows:
         w.writerow({k: r[k] for k in SUMMARY_FIELDS})
-    atomic_write(run_dir / "summary.csv", lambda p: Path(p).write_text(buf.getvalue()))
+    write_file(run_dir / "summary.csv", lambda p: Path(p).write_text(buf.getvalue()))
 
 
 def read_summary(run_dir: Path) -> list[dict[str, Any]]:
@@ -121,7 +151,7 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     b.set_xlabel("epoch"), b.set_ylabel("val accuracy (%)"), b.legend(), b.grid(alpha=0.3)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    atomic_write(run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=80))
+    write_file(run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=80))
     plt.close(fig)
 
 
@@ -156,20 +186,28 @@ def resolve_lr(cfg: dict[str, Any], world: int) -> float:
 
 
 def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_names: list[str]) -> nn.Module:
-    from lstmvision.models import create_model, is_model
-
-    if not is_model(cfg["model"]):
-        create_model(cfg["model"])  # raises the registry's "unknown model" error with suggestions
+    """The registered model `cfg['model']`, or any timm model as 'timm:NAME', with the run's data settings."""
     kwargs = dict(cfg.get("model_kwargs") or {})
-    kwargs.setdefault("img_size", int(cfg["img_size"]))  # models with position embeddings need it (ViL)
     if cfg["drop_path"]:
         kwargs["drop_path_rate"] = cfg["drop_path"]
     if cfg["drop"]:
         kwargs["drop_rate"] = cfg["drop"]
-    model = create_model(cfg["model"], pretrained=cfg["pretrained"], num_classes=num_classes, in_chans=in_chans,
-                         **kwargs)
-    model.class_names = list(class_names)
     size = int(cfg["img_size"])
+    if cfg["model"].startswith(TIMM_PREFIX):
+        model = create_timm_model(cfg["model"][len(TIMM_PREFIX):], num_classes, in_chans, size, kwargs)
+        if cfg["pretrained"]:
+            from lstmvision.weights import load_pretrained
+
+            load_pretrained(model, cfg["pretrained"])
+    else:
+        from lstmvision.models import create_model, is_model
+
+        if not is_model(cfg["model"]):
+            create_model(cfg["model"])  # raises the registry's "unknown model" error with suggestions
+        kwargs.setdefault("img_size", size)  # models with position embeddings need it (ViL)
+        model = create_model(cfg["model"], pretrained=cfg["pretrained"], num_classes=num_classes,
+                             in_chans=in_chans, **kwargs)
+    model.class_names = list(class_names)
     model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(in_chans, size, size), mean=tuple(cfg["mean"]),
                                 std=tuple(cfg["std"]), crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
                                 num_classes=num_classes)
@@ -195,52 +233,120 @@ def build_transforms(cfg: dict[str, Any], in_chans: int):
 
 
 def make_run_dir(cfg: dict[str, Any]) -> Path:
-    name = cfg["experiment"] or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg['model']}-{cfg['img_size']}"
+    model = cfg["model"].replace(":", "-")  # timm:NAME
+    name = cfg["experiment"] or f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{cfg['img_size']}"
     return Path(cfg["output"]) / name
 
 
-# ------------------------------------------------------------------------------------------- train
-def train(cfg: dict[str, Any]) -> dict[str, Any]:
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from timm.utils import ModelEmaV3, random_seed
-
-    env = Dist(cfg["device"])
-    try:
-        return _train(cfg, env, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, create_optimizer_v2,
-                      create_scheduler_v2, ModelEmaV3, random_seed)
-    finally:
-        env.close()
+# -------------------------------------------------------------------------------------------- state
+@dataclass
+class Data:
+    train_loader: Any
+    val_loader: Any
+    class_names: list[str]
+    in_chans: int
+    data_chans: int  # channels of the images themselves (1: grayscale data), whatever the model takes
+    num_classes: int
+    steps_per_epoch: int
+    n_train: int
+    n_val: int
 
 
-def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, create_optimizer_v2,
-           create_scheduler_v2, ModelEmaV3, random_seed) -> dict[str, Any]:
-    device = env.device
-    check_config(cfg, device)
-    threads = cfg.get("threads") or cpu_threads(int(cfg["workers"] or 0), int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
-    log = Logger(env.main)
+@dataclass
+class Parts:
+    model: nn.Module
+    train_model: nn.Module  # compiled and/or DDP-wrapped `model`
+    optimizer: Any
+    scheduler: Any
+    total_epochs: int
+    lr: float
+    criterion: nn.Module
+    scaler: Any = None
+    ema: Any = None
+    mixup: Any = None
 
-    # ---- resume: the run folder and its state
-    resume_state, run_dir, resume_from = None, None, None
-    if cfg["resume"]:
-        resume_from = find_checkpoint(cfg["resume"])
-        resume_state = load_state(resume_from)
-        run_dir = resume_from.parent
-        saved_model = resume_state.get("model_name")
-        if saved_model and saved_model != cfg["model"]:
-            raise ValueError(f"{resume_from} is a checkpoint of {saved_model!r}, not {cfg['model']!r}")
-    random_seed(cfg["seed"], env.rank)
 
-    # ---- data
-    grayscale_hint = cfg["in_chans"]
+@dataclass
+class EpochSums:
+    """Running sums of the current epoch (part of every checkpoint, so a resumed epoch reports all of it)."""
+
+    loss_sum: torch.Tensor  # float64 on the device: read only at log intervals
+    loss_n: int = 0
+    images: int = 0  # over all ranks
+    time_before: float = 0.0  # seconds of this epoch spent before the current process resumed it
+    started: float = field(default_factory=time.time)
+    bad_step: torch.Tensor | None = None  # first step of the epoch with a non-finite loss (-1: none)
+    bad_loss: torch.Tensor | None = None
+
+    @classmethod
+    def zero(cls, device: torch.device) -> "EpochSums":
+        return cls(loss_sum=torch.zeros((), dtype=torch.float64, device=device),
+                   bad_step=torch.full((), -1, dtype=torch.int64, device=device),
+                   bad_loss=torch.zeros((), device=device))
+
+    def elapsed(self) -> float:
+        return self.time_before + time.time() - self.started
+
+
+@dataclass
+class Run:
+    """Everything one training run carries from step to step."""
+
+    cfg: dict[str, Any]
+    env: Dist
+    log: Logger
+    callbacks: list[Callback]
+    data: Data
+    parts: Parts
+    run_dir: Path
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sums: EpochSums | None = None
+    pending_rng: dict[str, Any] | None = None  # restored RNG state, applied where the run saved it
+    update_at_step: dict[int, int] = field(default_factory=dict)  # step in epoch → its global step
+    writer: Any = None
+    bar: Any = None
+    bad: BadImageCounter | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.parts.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.env.device
+
+    def emit(self, event: str, *args: Any) -> Any:
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
+
+
+# ------------------------------------------------------------------------------------------ building
+def prepare_config(cfg: dict[str, Any], env: Dist) -> dict[str, Any]:
+    """A private copy of `cfg` with the settings the run derives (checked first)."""
+    cfg = copy.deepcopy({k: v for k, v in cfg.items() if not k.startswith("_")})
+    check_config(cfg, env.device)
+    return cfg
+
+
+def build_data(cfg: dict[str, Any], env: Dist) -> Data:
+    """Datasets and loaders; fills in `cfg` mean/std for the model's channels (on the run's private copy)."""
     train_ds = resolve_dataset(cfg["data"], "train", img_mode="L")
     class_names = list(train_ds.class_names)
-    in_chans = int(cfg["in_chans"] or (1 if getattr(train_ds, "grayscale", False) else 3))
-    del grayscale_hint
+    data_chans = 1 if getattr(train_ds, "grayscale", False) else 3
+    in_chans = int(cfg["in_chans"] or data_chans)
     img_mode = "L" if in_chans == 1 else "RGB"
     train_ds.img_mode = img_mode
     val_ds = resolve_dataset(cfg["data"], "val", img_mode=img_mode, class_names=class_names)
@@ -255,35 +361,39 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
         from lstmvision.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
         from lstmvision.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
-        if in_chans == 1:
-            cfg["mean"], cfg["std"] = list(FASHION_MNIST_MEAN), list(FASHION_MNIST_STD)
-        else:
-            cfg["mean"], cfg["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
-    for key in ("mean", "std"):
-        if len(cfg[key]) != in_chans:
-            cfg[key] = list(cfg[key]) * in_chans if len(cfg[key]) == 1 else [sum(cfg[key]) / len(cfg[key])] * in_chans
+        gray = in_chans == 1
+        cfg["mean"] = list(FASHION_MNIST_MEAN if gray else IMAGENET_MEAN)
+        cfg["std"] = list(FASHION_MNIST_STD if gray else IMAGENET_STD)
+    cfg["mean"], cfg["std"] = list(fit_channels(cfg["mean"], in_chans)), list(fit_channels(cfg["std"], in_chans))
     train_tf, eval_tf = build_transforms(cfg, in_chans)
-    per_rank_batch = cfg["batch_size"]
-    workers = int(cfg["workers"])
-    train_loader = build_loader(train_ds, train_tf, per_rank_batch, True, workers, env.world, env.rank, cfg["seed"],
-                                pin_memory=device.type == "cuda", drop_last=cfg["mixup"] > 0 or cfg["cutmix"] > 0)
-    val_loader = build_loader(val_ds, eval_tf, per_rank_batch * 2, False, workers, env.world, env.rank,
-                              pin_memory=device.type == "cuda")
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    batch, workers, pin = cfg["batch_size"], int(cfg["workers"]), env.device.type == "cuda"
+    train_loader = build_loader(train_ds, train_tf, batch, True, workers, env.world, env.rank, cfg["seed"],
+                                pin_memory=pin, drop_last=cfg["mixup"] > 0 or cfg["cutmix"] > 0)
+    val_loader = build_loader(val_ds, eval_tf, batch * 2, False, workers, env.world, env.rank, pin_memory=pin)
+    if len(train_loader) == 0:
         raise DataError("the training set is smaller than one batch; lower --batch-size")
-    updates_per_epoch = max(1, math.ceil(steps_per_epoch / cfg["grad_accum"]))
+    return Data(train_loader, val_loader, class_names, in_chans, data_chans, num_classes, len(train_loader),
+                len(train_ds), len(val_ds))
 
-    # ---- model, optimizer, schedule, EMA, AMP
-    model = build_model(cfg, num_classes, in_chans, class_names).to(device)
+
+def build_parts(cfg: dict[str, Any], data: Data, env: Dist) -> Parts:
+    """Model, optimizer, schedule, AMP scaler, EMA, Mixup and loss; sets cfg['lr_resolved']."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3
+
+    device = env.device
+    model = build_model(cfg, data.num_classes, data.in_chans, data.class_names).to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    lr = resolve_lr(cfg, env.world)
-    cfg["lr_resolved"] = lr
+    lr = cfg["lr_resolved"] = resolve_lr(cfg, env.world)
+    adam_like = cfg["opt"] in ("adamw", "adam", "nadamw", "lamb")
     optimizer = create_optimizer_v2(model, opt=cfg["opt"], lr=lr, weight_decay=cfg["weight_decay"],
                                     layer_decay=cfg["layer_decay"], momentum=cfg["momentum"],
-                                    **({"eps": cfg["opt_eps"], "betas": tuple(cfg["opt_betas"])}
-                                       if cfg["opt"] in ("adamw", "adam", "nadamw", "lamb") else {}))
+                                    **({"eps": cfg["opt_eps"], "betas": tuple(cfg["opt_betas"])} if adam_like else {}))
+    updates_per_epoch = max(1, math.ceil(data.steps_per_epoch / cfg["grad_accum"]))
     scheduler, total_epochs = create_scheduler_v2(
         optimizer, sched=cfg["sched"], num_epochs=cfg["epochs"], warmup_epochs=cfg["warmup_epochs"],
         warmup_lr=cfg["warmup_lr"], min_lr=cfg["min_lr"], cooldown_epochs=cfg["cooldown_epochs"],
@@ -295,234 +405,454 @@ def _train(cfg, env: Dist, Mixup, LabelSmoothingCrossEntropy, SoftTargetCrossEnt
     if cfg["mixup"] > 0 or cfg["cutmix"] > 0:
         mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], prob=cfg["mixup_prob"],
                       switch_prob=cfg["mixup_switch_prob"], label_smoothing=cfg["smoothing"],
-                      num_classes=num_classes)
+                      num_classes=data.num_classes)
         criterion: nn.Module = SoftTargetCrossEntropy()
     elif cfg["smoothing"]:
         criterion = LabelSmoothingCrossEntropy(cfg["smoothing"])
     else:
         criterion = nn.CrossEntropyLoss()
+    return Parts(model, model, optimizer, scheduler, total_epochs, lr, criterion, scaler, ema, mixup)
 
-    start_epoch, step_in_epoch, global_step, best = 0, 0, 0, None
-    if resume_state is not None:
-        from lstmvision.weights import load_pretrained
 
-        load_pretrained(model, resume_from)
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        if scaler is not None and resume_state.get("scaler"):
-            scaler.load_state_dict(resume_state["scaler"])
-        if ema is not None and resume_state.get("ema"):
-            ema.load_state_dict(resume_state["ema"])
-        start_epoch, step_in_epoch = resume_state["epoch"], resume_state["step_in_epoch"]
-        global_step, best = resume_state["global_step"], resume_state.get("best")
-        if resume_state.get("world_size", 1) == env.world and resume_state.get("rng", {}).get(str(env.rank)):
-            set_rng_state(resume_state["rng"][str(env.rank)])
-        if step_in_epoch >= steps_per_epoch:
-            start_epoch, step_in_epoch = start_epoch + 1, 0
-
-    train_model: nn.Module = model
+def wrap_for_training(parts: Parts, cfg: dict[str, Any], env: Dist) -> None:
+    train_model: nn.Module = parts.model
     if cfg["compile"]:
-        train_model = torch.compile(model)
+        train_model = torch.compile(train_model)
     if env.world > 1:
+        device = env.device
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    parts.train_model = train_model
 
-    # ---- run folder (rank 0 writes)
-    if run_dir is None:
-        run_dir = env.broadcast(make_run_dir(cfg) if env.main else None)
-        taken = env.broadcast(env.main and (run_dir / "last").exists())
-        if taken:
-            raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} or another --experiment")
-    writer = None
-    rows = read_summary(run_dir) if env.main else []
+
+# -------------------------------------------------------------------------------------------- resume
+def open_resume(cfg: dict[str, Any], env: Dist) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder to resume from (after finishing an interrupted commit) and its state."""
+    folder = find_checkpoint(cfg["resume"])
     if env.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        saved.update(run_dir=str(run_dir), world_size=env.world, in_chans=in_chans, num_classes=num_classes)
-        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(yaml.safe_dump(saved, sort_keys=True)))
-        from torch.utils.tensorboard import SummaryWriter
+        ckpt.recover(folder.parent)
+    env.barrier()
+    folder = find_checkpoint(cfg["resume"])
+    state = load_state(folder)
+    saved_model = state.get("model_name")
+    if saved_model and saved_model != cfg["model"]:
+        raise ValueError(f"{folder} is a checkpoint of {saved_model!r}, not {cfg['model']!r}")
+    return folder, state
 
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if resume_state else None)
-        rows = [r for r in rows if r["epoch"] < start_epoch]
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"train: {cfg['model']} ({n_params / 1e6:.2f}M params, in_chans {in_chans}, {num_classes} classes) "
-        f"on {len(train_ds)} train / {len(val_ds)} val images, {cfg['img_size']}px, device {device}, "
-        f"{torch.get_num_threads()} threads, world {env.world}, batch {per_rank_batch}x{cfg['grad_accum']}x{env.world}, lr {lr:.3g}, "
-        f"{total_epochs} epochs; run folder {run_dir}")
-    if resume_state is not None:
-        log(f"train: resumed from {resume_from} at epoch {start_epoch} step {step_in_epoch} "
-            f"(global step {global_step}, lr {optimizer.param_groups[0]['lr']:.6g})")
 
-    def make_state(epoch: int, step: int) -> dict[str, Any]:
-        rng = {str(env.rank): rng_state()}
-        if env.world > 1:  # gather every rank's RNG state (as bytes: tensors do not travel well as objects)
-            buf = io.BytesIO()
-            torch.save(rng, buf)
-            gathered: list[Any] = [None] * env.world
-            dist.all_gather_object(gathered, buf.getvalue())
-            rng = {}
-            for blob in gathered:
-                rng.update(torch.load(io.BytesIO(blob), weights_only=True))
-        return dict(
-            epoch=epoch, step_in_epoch=step, global_step=global_step, steps_per_epoch=steps_per_epoch,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict() if scaler is not None else {},
-            ema=ema.state_dict() if ema is not None else {}, best=best, rng=rng, world_size=env.world,
-            class_names=class_names, model_name=cfg["model"], lr=optimizer.param_groups[0]["lr"],
-        )
+def check_same_data(state: dict[str, Any], data: Data, cfg: dict[str, Any], folder: Path) -> None:
+    """A resumed run must go on with the data (classes, channels) it was trained on."""
+    where = f"resume data {cfg['data'] or 'default (Fashion-MNIST)'}"
+    names = state.get("class_names")
+    if names is not None and list(names) != data.class_names:
+        raise TrainingError(
+            f"--resume {folder}: the run was trained on {len(names)} classes ({', '.join(names[:4])}...) but the "
+            f"{where} has {len(data.class_names)} ({', '.join(data.class_names[:4])}...); resume with the run's data")
+    for key, have, what in (("in_chans", data.in_chans, "model input channels"),
+                            ("data_chans", data.data_chans, "image channels")):
+        saved = state.get(key)
+        if saved is not None and int(saved) != have:
+            raise TrainingError(f"--resume {folder}: the run was trained with {saved} {what}, the {where} gives "
+                                f"{have}; resume with the run's data and --in-chans")
 
-    def save(name: str, epoch: int, step: int) -> None:
-        state = make_state(epoch, step)  # collective in DDP: every rank calls it
-        if env.main:
-            save_checkpoint(run_dir, name, model, state, class_names)
-        env.barrier()
 
-    bad = BadImageCounter(strict=cfg["strict_images"], verbose=env.main)
-    nan_at = cfg.get("_debug_nan_at_step")
-    step_delay = cfg.get("_debug_step_delay") or 0.0
-    seen_samples = 0
-    metrics: dict[str, Any] = {}
+def restore(run: Run, folder: Path, state: dict[str, Any]) -> None:
+    from lstmvision.weights import load_pretrained
+
+    p = run.parts
+    load_pretrained(p.model, folder)
+    p.optimizer.load_state_dict(state["optimizer"])
+    p.scheduler.load_state_dict(state["scheduler"])
+    if p.scaler is not None and state.get("scaler"):
+        p.scaler.load_state_dict(state["scaler"])
+    if p.ema is not None and state.get("ema"):
+        p.ema.load_state_dict(state["ema"])
+    run.epoch, run.step_in_epoch = state["epoch"], state["step_in_epoch"]
+    run.global_step, run.best = state["global_step"], state.get("best")
+    rank = str(run.env.rank)
+    if state.get("world_size", 1) == run.env.world and state.get("rng", {}).get(rank):
+        run.pending_rng = state["rng"][rank]
+    if "rows" in state:
+        run.rows = [dict(r) for r in state["rows"]]
+    else:  # a checkpoint from before summary rows were part of the state
+        run.rows = [r for r in read_summary(run.run_dir) if r["epoch"] < run.epoch]
+    sums = EpochSums.zero(run.device)
+    saved = state.get("epoch_sums")
+    if saved and run.step_in_epoch > 0:
+        if run.env.main:  # saved sums cover every rank; the other ranks add their own from here on
+            sums.loss_sum += float(saved["loss_sum"])
+            sums.loss_n = int(saved["loss_n"])
+        sums.images, sums.time_before = int(saved["images"]), float(saved["time"])
+    run.sums = sums
+    if run.step_in_epoch >= run.data.steps_per_epoch:
+        run.epoch, run.step_in_epoch, run.sums = run.epoch + 1, 0, EpochSums.zero(run.device)
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def make_state(run: Run) -> dict[str, Any]:
+    """The resumable state at this point (collective in DDP: every rank calls it)."""
+    env, p, sums = run.env, run.parts, run.sums
+    rng = {str(env.rank): rng_state()}
+    loss_sum, loss_n = sums.loss_sum.item(), sums.loss_n
+    if env.world > 1:
+        buf = io.BytesIO()  # RNG states as bytes: tensors do not travel well as objects
+        torch.save(rng, buf)
+        gathered: list[Any] = [None] * env.world
+        dist.all_gather_object(gathered, buf.getvalue())
+        rng = {}
+        for blob in gathered:
+            rng.update(torch.load(io.BytesIO(blob), weights_only=True))
+        loss_sum, loss_n = env.all_sum([loss_sum, loss_n])
+    return dict(
+        epoch=run.epoch, step_in_epoch=run.step_in_epoch, global_step=run.global_step,
+        steps_per_epoch=run.data.steps_per_epoch, optimizer=p.optimizer.state_dict(),
+        scheduler=p.scheduler.state_dict(), scaler=p.scaler.state_dict() if p.scaler is not None else {},
+        ema=p.ema.state_dict() if p.ema is not None else {}, best=run.best, rng=rng, world_size=env.world,
+        class_names=run.data.class_names, in_chans=run.data.in_chans, data_chans=run.data.data_chans,
+        model_name=run.cfg["model"], lr=p.optimizer.param_groups[0]["lr"], rows=[dict(r) for r in run.rows],
+        epoch_sums=dict(loss_sum=loss_sum, loss_n=int(loss_n), images=sums.images, time=sums.elapsed()),
+    )
+
+
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    floats = [t for t in tensors if t.is_floating_point() and t.numel()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in floats]).all().item()) if floats else True
+
+
+def state_is_finite(run: Run) -> bool:
+    p = run.parts
+    tensors = list(p.model.parameters()) + list(p.model.buffers())
+    tensors += [v for s in p.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    if p.ema is not None:
+        tensors += list(p.ema.module.parameters())
+    return _all_finite([t.detach() for t in tensors])
+
+
+def _kept(run: Run) -> str:
+    last = run.run_dir / "last"
+    return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been saved yet"
+
+
+def check_loss(run: Run) -> float:
+    """Read the epoch's mean loss so far (one host sync); stop if any loss so far was not finite."""
+    sums = run.sums
+    loss_sum, bad_step = torch.stack([sums.loss_sum, sums.bad_step.double()]).tolist()
+    if run.env.any_true(bad_step >= 0):
+        if bad_step >= 0:
+            step = int(bad_step)
+            where = (f"became {sums.bad_loss.item()} at epoch {run.epoch} step {step} "
+                     f"(global step {run.update_at_step.get(step, '?')})")
+        else:
+            where = f"became non-finite on another rank in epoch {run.epoch}"
+        raise TrainingError(f"loss {where}; training stopped, {_kept(run)}. "
+                            "Lower --lr, add --clip-grad, or use --amp none")
+    run.update_at_step.clear()
+    return loss_sum / max(sums.loss_n, 1)
+
+
+def checked_state(run: Run) -> dict[str, Any]:
+    """The state to save, after making sure that nothing non-finite is saved (collective in DDP)."""
+    check_loss(run)
+    if run.env.any_true(not state_is_finite(run)):
+        raise TrainingError(f"the weights or optimizer state became non-finite by epoch {run.epoch} step "
+                            f"{run.step_in_epoch} (global step {run.global_step}); training stopped, {_kept(run)}. "
+                            "Lower --lr, add --clip-grad, or use --amp none")
+    return make_state(run)
+
+
+def _stage(run: Run, name: str, state: dict[str, Any]) -> None:
+    if run.env.main:
+        ckpt.stage(run.run_dir, name, run.model, state, run.data.class_names)
+    run.emit("on_checkpoint", f"stage:{name}")
+
+
+def _publish(run: Run, name: str) -> None:
+    if run.env.main:
+        path = ckpt.publish(run.run_dir, name, on_phase=lambda phase: run.emit("on_checkpoint", phase))
+        at = (f"end of epoch {run.epoch - 1}" if run.step_in_epoch == 0
+              else f"epoch {run.epoch} step {run.step_in_epoch}")
+        run.log(f"train: saved checkpoint {path} ({at}, global step {run.global_step})")
+    run.emit("on_checkpoint", f"publish:{name}")
+
+
+def save_mid_epoch(run: Run) -> None:
+    state = checked_state(run)
+    _stage(run, "last", state)
+    _publish(run, "last")
+    run.env.barrier()
+
+
+def commit_epoch(run: Run, row: dict[str, Any], is_best: bool) -> None:
+    """End of an epoch as one commit: stage best/ and last/, publish last/ (the commit), then best/, then the
+    summary. A crash anywhere is finished or rolled back by `checkpoint.recover` on resume."""
+    run.rows.append(row)
+    state = checked_state(run)
+    if is_best:
+        _stage(run, "best", state)
+    _stage(run, "last", state)
+    _publish(run, "last")
+    if is_best:
+        _publish(run, "best")
+    if run.env.main:
+        write_summary(run.run_dir, run.rows)
+        plot_curves(run.run_dir, run.rows)
+    run.emit("on_checkpoint", "summary")
+    run.env.barrier()
+
+
+# ------------------------------------------------------------------------------------------ training
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, step: int) -> bool:
+    """One batch: forward, backward and (at the end of an accumulation) the update. True after an update."""
+    cfg, p, device = run.cfg, run.parts, run.device
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    n = y.shape[0]
+    if p.mixup is not None:
+        x, y = p.mixup(x, y)
+    if cfg["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_context(device, cfg["amp"]):
+        out = p.train_model(x)
+        loss = p.criterion(out.float(), y)
+    for cb in run.callbacks:
+        loss = cb.on_loss(run, loss)
+    track_loss(run, loss.detach(), n, step)
+    accum_last = (i + 1) % cfg["grad_accum"] == 0 or step == run.data.steps_per_epoch
+    sync = run.env.world == 1 or accum_last
+    with (contextlib.nullcontext() if sync else p.train_model.no_sync()):
+        scaled = loss / cfg["grad_accum"]
+        (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
+    if accum_last:
+        optimizer_step(run)
+    run.sums.images += x.shape[0] * run.env.world
+    run.emit("on_step_end", x.shape[0])
+    return accum_last
+
+
+def track_loss(run: Run, loss: torch.Tensor, n: int, step: int) -> None:
+    """Add the batch loss to the epoch sums on the device (no host sync); remember the first non-finite one."""
+    sums = run.sums
+    sums.loss_sum += loss.double() * n
+    sums.loss_n += n
+    first_bad = ~torch.isfinite(loss) & (sums.bad_step < 0)
+    sums.bad_step = torch.where(first_bad, step, sums.bad_step)
+    sums.bad_loss = torch.where(first_bad, loss, sums.bad_loss)
+    run.update_at_step[step] = run.global_step + 1
+
+
+def optimizer_step(run: Run) -> None:
+    cfg, p = run.cfg, run.parts
+    if p.scaler is not None:
+        if cfg["clip_grad"]:
+            p.scaler.unscale_(p.optimizer)
+            nn.utils.clip_grad_norm_(p.model.parameters(), cfg["clip_grad"])
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
+    else:
+        if cfg["clip_grad"]:
+            nn.utils.clip_grad_norm_(p.model.parameters(), cfg["clip_grad"])
+        p.optimizer.step()
+    p.optimizer.zero_grad(set_to_none=True)
+    run.global_step += 1
+    p.scheduler.step_update(run.global_step)
+    if p.ema is not None:
+        p.ema.update(p.model, step=run.global_step)
+
+
+def report_progress(run: Run, bar: Any, step: int, first_step: int) -> None:
+    """Log line / progress bar / TensorBoard at log intervals (the one host sync of the loop)."""
+    steps = run.data.steps_per_epoch
+    if bar is not None:
+        bar.update(1)
+    if not (step % run.cfg["log_interval"] == 0 or step == steps):
+        return
+    loss = check_loss(run)
+    lr = run.parts.optimizer.param_groups[0]["lr"]
+    ips = run.sums.images / max(run.sums.elapsed(), 1e-9)
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
+    elif run.env.main:
+        done = step - first_step
+        eta = (time.time() - run.sums.started) / max(done, 1) * (steps - step)
+        run.log(f"epoch {run.epoch} [{step}/{steps}] loss {loss:.4f} lr {lr:.3e} {ips:.0f} img/s eta {eta:.0f}s")
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", loss, run.global_step)
+        run.writer.add_scalar("train/lr", lr, run.global_step)
+
+
+def train_epoch(run: Run) -> None:
+    """The rest of epoch `run.epoch` from `run.step_in_epoch` on."""
+    cfg, data = run.cfg, run.data
+    run.parts.train_model.train()
+    sampler = data.train_loader.sampler
+    sampler.set_epoch(run.epoch)
+    sampler.skip_samples = run.step_in_epoch * cfg["batch_size"]
+    first_step = run.step_in_epoch
+    # the RNG state was saved at an epoch boundary (before the loader draws its seed) or mid-epoch (after)
+    if run.pending_rng is not None and first_step == 0:
+        set_rng_state(run.pending_rng)
+        run.pending_rng = None
+    batches = iter(data.train_loader)
+    if run.pending_rng is not None:
+        set_rng_state(run.pending_rng)
+        run.pending_rng = None
+    run.sums.started = time.time()
+    run.bar = progress_bar(run, first_step)
+    run.parts.optimizer.zero_grad(set_to_none=True)
+    for i, (x, y, skipped) in enumerate(batches):
+        run.bad(skipped)
+        step = first_step + i + 1
+        if x is None:
+            continue
+        updated = train_step(run, x, y, i, step)
+        run.step_in_epoch = step
+        report_progress(run, run.bar, step, first_step)
+        every = cfg["checkpoint_steps"]
+        if every and step % every == 0 and step < data.steps_per_epoch and updated:
+            save_mid_epoch(run)
+    if run.bar is not None:
+        run.bar.close()
+        run.bar = None
+    if run.env.all_sum([run.sums.loss_n])[0] == 0:
+        raise DataError(f"no readable images in {data_source(cfg)} (every training image was skipped)")
+
+
+def progress_bar(run: Run, first_step: int) -> Any:
+    if not (run.env.main and run.log.tty):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=run.data.steps_per_epoch, initial=first_step, desc=f"epoch {run.epoch}", unit="it",
+                dynamic_ncols=True, leave=False, mininterval=0.5)
+
+
+def data_source(cfg: dict[str, Any]) -> str:
+    from lstmvision.data import default_data_root
+
+    return str(cfg["data"] or default_data_root())
+
+
+def evaluate_epoch(run: Run) -> dict[str, Any]:
+    """Validation metrics and the summary row of the epoch just trained."""
+    cfg, p, sums = run.cfg, run.parts, run.sums
+    loss_sum, loss_n = sums.loss_sum.item(), sums.loss_n
+    if run.env.world > 1:
+        loss_sum, loss_n = run.env.all_sum([loss_sum, loss_n])
+    train_time = sums.elapsed()
+    ips = sums.images / max(train_time, 1e-9)
+    loader, device = run.data.val_loader, run.device
+    metrics = evaluate(p.model, loader, device, cfg["amp"], cfg["channels_last"], run.bad)
+    if p.ema is not None and cfg["eval_ema"]:
+        metrics["ema_top1"] = evaluate(p.ema.module, loader, device, cfg["amp"], cfg["channels_last"], run.bad)["top1"]
+    metrics["train_time"] = train_time
+    run.metrics = metrics
+    lr = p.optimizer.param_groups[0]["lr"]
+    return dict(epoch=run.epoch, train_loss=round(loss_sum / max(loss_n, 1), 6), val_loss=round(metrics["loss"], 6),
+                top1=round(metrics["top1"], 4), top5=round(metrics["top5"], 4), lr=lr, img_s=round(ips, 1))
+
+
+def log_epoch(run: Run, row: dict[str, Any], t_start: float) -> None:
+    if not run.env.main:
+        return
+    for k in ("train_loss", "val_loss", "top1", "top5", "img_s"):
+        run.writer.add_scalar(f"epoch/{k}", row[k], row["epoch"])
+    run.writer.flush()
+    m = run.metrics
+    extra = f" ema_top1 {m['ema_top1']:.2f}" if "ema_top1" in m else ""
+    run.log(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+            f"top1 {row['top1']:.2f} top5 {row['top5']:.2f}{extra} lr {row['lr']:.3e} {row['img_s']:.0f} img/s "
+            f"({m['train_time']:.0f}s train, {time.time() - t_start:.0f}s total)")
+
+
+def finish_epoch(run: Run, t_start: float) -> None:
+    """Evaluate, step the epoch schedule and commit the epoch (checkpoints + summary row)."""
+    row = evaluate_epoch(run)
+    top1 = run.metrics["top1"]
+    run.parts.scheduler.step(run.epoch + 1, top1)
+    is_best = run.best is None or top1 > run.best["top1"]
+    if is_best:
+        run.best = dict(epoch=run.epoch, top1=top1, top5=run.metrics["top5"], loss=run.metrics["loss"])
+    check_loss(run)
+    run.epoch, run.step_in_epoch, run.sums = run.epoch + 1, 0, EpochSums.zero(run.device)
+    commit_epoch(run, row, is_best)
+    log_epoch(run, row, t_start)
+    run.emit("on_epoch_end", row)
+
+
+# ------------------------------------------------------------------------------------------- train
+def train(cfg: dict[str, Any], callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train by the resolved config `cfg` (not modified); `callbacks` see `lstmvision.engine.callbacks`."""
+    env = Dist(cfg["device"])
+    try:
+        run = setup(prepare_config(cfg, env), env, list(callbacks))
+        try:
+            return fit(run)
+        finally:
+            run.close()
+    finally:
+        env.close()
+
+
+def setup(cfg: dict[str, Any], env: Dist, callbacks: list[Callback]) -> Run:
+    from timm.utils import random_seed
+
+    if env.device.type == "cpu":
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(cfg.get("threads") or cpu_threads(int(cfg["workers"] or 0), local_world))
+    resume_from, state = open_resume(cfg, env) if cfg["resume"] else (None, None)
+    random_seed(cfg["seed"], env.rank)
+    data = build_data(cfg, env)
+    if state is not None:
+        check_same_data(state, data, cfg, resume_from)
+    parts = build_parts(cfg, data, env)
+    run_dir = resume_from.parent if resume_from is not None else new_run_dir(cfg, env)
+    run = Run(cfg, env, Logger(env.main), callbacks, data, parts, run_dir, sums=EpochSums.zero(env.device),
+              bad=BadImageCounter(strict=cfg["strict_images"], verbose=env.main))
+    if state is not None:
+        restore(run, resume_from, state)
+    wrap_for_training(parts, cfg, env)
+    if env.main:
+        open_run_folder(run, resumed=state is not None)
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    run.log(f"train: {cfg['model']} ({n_params / 1e6:.2f}M params, in_chans {data.in_chans}, {data.num_classes} "
+            f"classes) on {data.n_train} train / {data.n_val} val images, {cfg['img_size']}px, device {env.device}, "
+            f"{torch.get_num_threads()} threads, world {env.world}, batch {cfg['batch_size']}x{cfg['grad_accum']}x"
+            f"{env.world}, lr {parts.lr:.3g}, {parts.total_epochs} epochs; run folder {run_dir}")
+    if state is not None:
+        run.log(f"train: resumed from {resume_from} at epoch {state['epoch']} step {state['step_in_epoch']} "
+                f"(global step {run.global_step}, lr {parts.optimizer.param_groups[0]['lr']:.6g})")
+    return run
+
+
+def new_run_dir(cfg: dict[str, Any], env: Dist) -> Path:
+    run_dir = env.broadcast(make_run_dir(cfg) if env.main else None)
+    if env.broadcast(env.main and (run_dir / "last").exists()):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} or another --experiment")
+    return run_dir
+
+
+def open_run_folder(run: Run, resumed: bool) -> None:
+    """Rank 0: the run's config.yaml, its summary (rebuilt from the checkpoint on resume), TensorBoard."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir, data = run.run_dir, run.data
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = dict(run.cfg, run_dir=str(run_dir), world_size=run.env.world, in_chans=data.in_chans,
+                 num_classes=data.num_classes)
+    write_file(run_dir / "config.yaml", lambda p: Path(p).write_text(yaml.safe_dump(saved, sort_keys=True)))
+    if resumed:
+        write_summary(run_dir, run.rows)
+    run.writer = SummaryWriter(str(run_dir / "tb"), purge_step=run.global_step if resumed else None)
+
+
+def fit(run: Run) -> dict[str, Any]:
     t_start = time.time()
-    for epoch in range(start_epoch, total_epochs):
-        train_model.train()
-        sampler = train_loader.sampler
-        sampler.set_epoch(epoch)
-        sampler.skip_samples = step_in_epoch * per_rank_batch
-        loss_sum, loss_n, images, t0 = 0.0, 0, 0, time.time()
-        n_steps = steps_per_epoch - step_in_epoch
-        bar = None
-        if env.main and log.tty:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch}", unit="it",
-                       dynamic_ncols=True, leave=False, mininterval=0.5)
-        optimizer.zero_grad(set_to_none=True)
-        step = step_in_epoch
-        for i, (x, y, skipped) in enumerate(train_loader):
-            bad(skipped)
-            step = step_in_epoch + i + 1
-            if x is None:
-                continue
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            if cfg["channels_last"]:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, cfg["amp"]):
-                out = train_model(x)
-                loss = criterion(out.float(), y)
-            if nan_at is not None and global_step + 1 >= int(nan_at):
-                loss = loss * float("nan")
-            if env.any_true(not torch.isfinite(loss).item()):
-                if bar is not None:
-                    bar.close()
-                if writer is not None:
-                    writer.close()
-                where = run_dir / "last" if (run_dir / "last").exists() else None
-                kept = f"the last good checkpoint is {where}" if where else "no checkpoint had been saved yet"
-                raise TrainingError(
-                    f"loss became {loss.item()} at epoch {epoch} step {step} (global step {global_step + 1}); "
-                    f"training stopped, {kept}. Lower --lr, add --clip-grad, or use --amp none")
-            accum_last = (i + 1) % cfg["grad_accum"] == 0 or step == steps_per_epoch
-            sync = env.world == 1 or accum_last
-            ctx = train_model.no_sync() if not sync else _null()
-            with ctx:
-                if scaler is not None:
-                    scaler.scale(loss / cfg["grad_accum"]).backward()
-                else:
-                    (loss / cfg["grad_accum"]).backward()
-            if accum_last:
-                if scaler is not None:
-                    if cfg["clip_grad"]:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    if cfg["clip_grad"]:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                global_step += 1
-                scheduler.step_update(global_step)
-                if ema is not None:
-                    ema.update(model, step=global_step)
-            seen_samples += x.shape[0]
-            if step_delay:
-                time.sleep(step_delay)
-            loss_sum += loss.item() * y.shape[0]
-            loss_n += y.shape[0]
-            images += x.shape[0] * env.world
-            lr_now = optimizer.param_groups[0]["lr"]
-            ips = images / max(time.time() - t0, 1e-9)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr_now:.2e}", img_s=f"{ips:.0f}")
-                bar.update(1)
-            elif env.main and (step % cfg["log_interval"] == 0 or step == steps_per_epoch):
-                done = step - step_in_epoch
-                eta = (time.time() - t0) / max(done, 1) * (n_steps - done)
-                log(f"epoch {epoch} [{step}/{steps_per_epoch}] loss {loss_sum / loss_n:.4f} lr {lr_now:.3e} "
-                    f"{ips:.0f} img/s eta {eta:.0f}s")
-            if writer is not None and global_step % max(1, cfg["log_interval"] // 5) == 0:
-                writer.add_scalar("train/loss", loss.item(), global_step)
-                writer.add_scalar("train/lr", lr_now, global_step)
-            if cfg["checkpoint_steps"] and step % cfg["checkpoint_steps"] == 0 and step < steps_per_epoch and accum_last:
-                save("last", epoch, step)
-        if bar is not None:
-            bar.close()
-        train_time = time.time() - t0
-        ips = images / max(train_time, 1e-9)
-        if env.world > 1:
-            t = torch.tensor([loss_sum, loss_n], dtype=torch.float64)
-            dist.all_reduce(t)
-            loss_sum, loss_n = t.tolist()
-        metrics = evaluate(model, val_loader, device, cfg["amp"], cfg["channels_last"], bad)
-        if ema is not None and cfg["eval_ema"]:
-            ema_metrics = evaluate(ema.module, val_loader, device, cfg["amp"], cfg["channels_last"], bad)
-            metrics["ema_top1"] = ema_metrics["top1"]
-        lr_now = optimizer.param_groups[0]["lr"]
-        row = dict(epoch=epoch, train_loss=round(loss_sum / max(loss_n, 1), 6), val_loss=round(metrics["loss"], 6),
-                   top1=round(metrics["top1"], 4), top5=round(metrics["top5"], 4), lr=lr_now, img_s=round(ips, 1))
-        scheduler.step(epoch + 1, metrics["top1"])
-        is_best = best is None or metrics["top1"] > best["top1"]
-        if is_best:
-            best = dict(epoch=epoch, top1=metrics["top1"], top5=metrics["top5"], loss=metrics["loss"])
-        step_in_epoch = 0
-        save("last", epoch + 1, 0)
-        if is_best:
-            save("best", epoch + 1, 0)
-        if env.main:
-            rows.append(row)
-            write_summary(run_dir, rows)
-            plot_curves(run_dir, rows)
-            for k in ("train_loss", "val_loss", "top1", "top5", "img_s"):
-                writer.add_scalar(f"epoch/{k}", row[k], epoch)
-            writer.flush()
-            extra = f" ema_top1 {metrics['ema_top1']:.2f}" if "ema_top1" in metrics else ""
-            log(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
-                f"top1 {row['top1']:.2f} top5 {row['top5']:.2f}{extra} lr {lr_now:.3e} {ips:.0f} img/s "
-                f"({train_time:.0f}s train, {time.time() - t_start:.0f}s total)")
-    if writer is not None:
-        writer.close()
-    if cfg.get("_debug_rank_dir"):  # test hook: what this rank ended with
-        import json
-
-        flat = torch.cat([p.detach().flatten().double().cpu() for p in model.parameters()])
-        Path(cfg["_debug_rank_dir"]).mkdir(parents=True, exist_ok=True)
-        (Path(cfg["_debug_rank_dir"]) / f"rank{env.rank}.json").write_text(json.dumps(dict(
-            rank=env.rank, world=env.world, global_step=global_step, samples=seen_samples,
-            param_sum=flat.sum().item(), param_abs_sum=flat.abs().sum().item(), first=flat[:16].tolist())))
-    if bad.count:
-        log(f"train: skipped {bad.count} unreadable images")
-    result = dict(run_dir=str(run_dir), epochs=total_epochs, global_step=global_step, best=best,
-                  final=dict(top1=metrics.get("top1"), top5=metrics.get("top5"), loss=metrics.get("loss")),
-                  time_s=round(time.time() - t_start, 1), skipped_images=bad.count, rank=env.rank)
-    return result
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+    for _ in range(run.epoch, run.parts.total_epochs):
+        train_epoch(run)
+        finish_epoch(run, t_start)
+    run.emit("on_train_end")
+    if run.bad.count:
+        run.log(f"train: skipped {run.bad.count} unreadable images")
+    m = run.metrics
+    return dict(run_dir=str(run.run_dir), epochs=run.parts.total_epochs, global_step=run.global_step, best=run.best,
+                final=dict(top1=m.get("top1"), top5=m.get("top5"), loss=m.get("loss")),
+                time_s=round(time.time() - t_start, 1), skipped_images=run.bad.count, rank=run.env.rank)
