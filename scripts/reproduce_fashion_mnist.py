@@ -23,7 +23,6 @@ best/ + last/ checkpoints; the first three are copied to OUT/training/NAME/ for 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import shutil
@@ -42,6 +41,8 @@ from lstmvision import cli  # noqa: E402
 from lstmvision.analysis import common as C  # noqa: E402
 from lstmvision.cli._common import checkpoint_folder  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
+from lstmvision.engine.trainer import read_summary  # noqa: E402
+from lstmvision.runtime import cpu_threads  # noqa: E402
 
 RECIPE = "sequencer-small"
 NATIVE = 32
@@ -98,15 +99,6 @@ def train_argv(arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], run
                    "--experiment", name]
 
 
-def read_rows(run: Path) -> list[dict[str, str]]:
-    """The engine's per-epoch summary.csv of a run folder (empty when there is none yet)."""
-    f = run / "summary.csv"
-    if not f.is_file():
-        return []
-    with open(f) as fh:
-        return list(csv.DictReader(fh))
-
-
 def finished(run: Path, arch: str, kwargs: dict[str, Any], overrides: dict[str, Any]) -> bool:
     """Whether `run` holds a complete run of exactly this model and these settings (for --reuse)."""
     cfg_file = run / "config.yaml"
@@ -117,7 +109,7 @@ def finished(run: Path, arch: str, kwargs: dict[str, Any], overrides: dict[str, 
     differ = [k for k, v in wanted.items() if saved.get(k) != v]
     if differ:
         raise SystemExit(f"{run} is a run with other settings ({', '.join(differ)}); remove it or use another --out")
-    return len(read_rows(run)) >= overrides["epochs"]
+    return len(read_summary(run)) >= overrides["epochs"]
 
 
 def train_model(name: str, arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], out: Path, args,
@@ -133,9 +125,8 @@ def train_model(name: str, arch: str, kwargs: dict[str, Any], overrides: dict[st
             raise SystemExit(f"{run} already holds a run: pass --reuse to reuse or finish it, or remove it")
         if resumed:
             argv += ["--resume", str(run)]
-        t0, threads = time.time(), torch.get_num_threads()
+        t0 = time.time()
         rc = cli.main(argv)
-        torch.set_num_threads(threads)  # the engine sizes threads for its own run; the analyses get the default back
         if rc:
             raise SystemExit(f"training {name} failed with exit status {rc}")
         C.write_json(record / "train.json", dict(command=shlex.join(["lstmvision", *argv]), resumed=resumed,
@@ -152,12 +143,12 @@ def describe(name: str, arch: str, kwargs: dict[str, Any], run: Path, record: Pa
     saved_arch = json.loads((checkpoint_folder(run) / "config.json").read_text())["architecture"]
     if saved_arch != arch:  # the label is the checkpoint's own architecture name, never a hand-typed one
         raise SystemExit(f"{run}/best holds {saved_arch!r}, not {arch!r}")
-    rows = read_rows(run)
-    best = max(rows, key=lambda r: float(r["top1"]))
+    rows = read_summary(run)
+    best = max(rows, key=lambda r: r["top1"])
     log = json.loads((record / "train.json").read_text()) if (record / "train.json").is_file() else {}
     return dict(name=name, architecture=saved_arch, model_kwargs=kwargs,
-                params=sum(p.numel() for p in model.parameters()), top1=round(float(best["top1"]), 2),
-                best_epoch=int(best["epoch"]), epochs=len(rows), final_train_loss=round(float(rows[-1]["train_loss"]), 4),
+                params=sum(p.numel() for p in model.parameters()), top1=round(best["top1"], 2),
+                best_epoch=best["epoch"], epochs=len(rows), final_train_loss=round(rows[-1]["train_loss"], 4),
                 train_s=log.get("seconds"), command=log.get("command"), run=str(run), reused=reused)
 
 
@@ -193,6 +184,8 @@ def main(argv=None) -> int:
         print(f"trained {name}: {models[-1]}")
     timings["train"] = round(time.time() - t_start, 1)
     ckpts = {m["name"]: m["run"] for m in models}
+    if device.type == "cpu":  # the analyses run in this process too: the project's thread rule, as for training
+        torch.set_num_threads(cpu_threads(workers))
 
     def step(key, argv):
         t = time.time()
