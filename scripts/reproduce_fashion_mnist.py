@@ -1,62 +1,66 @@
 """Small-scale reproduction of the Sequencer / ViL analysis claims on Fashion-MNIST (issue 6).
 
-Trains four models of similar size with one recipe - a Sequencer2D, a ViL (v2), a DeiT and a ConvNeXt (the last
-two from timm) - at 32 px (Fashion-MNIST's 28 px images resized, 1 channel), then runs the analysis tools:
-resolution sweep (0.5x-2x), ERF maps, ImageNet-C-style robustness (CE vs the ConvNeXt baseline) with FGSM, and
-peak memory / throughput vs resolution. Everything lands in OUT (default results/fashion_mnist/full, or
-results/fashion_mnist/quick with --quick) with a summary.md naming the device and the time taken.
+Trains four models of similar size with ONE engine recipe - a Sequencer2D, a ViL (v2), a DeiT and a ConvNeXt (the
+last two from timm) - at 32 px (Fashion-MNIST's 28 px images resized, 1 channel), then runs the analysis tools on
+the run folders' best/ checkpoints: resolution sweep (0.5x-2x), ERF maps, ImageNet-C-style robustness (CE vs the
+ConvNeXt baseline) with FGSM, and peak memory / throughput vs resolution. Everything lands in OUT (default
+results/fashion_mnist/{full,medium,quick}) with a summary.md naming the device and the time taken.
 
     scripts/reproduce_fashion_mnist.sh            # full: GPU recommended (time not measured yet)
-    scripts/reproduce_fashion_mnist.sh --quick    # CI scale: tiny models and subsets, ~1.5 min on 2 CPU cores
+    scripts/reproduce_fashion_mnist.sh --quick    # CI scale: tiny models and subsets, ~2 min on 2 CPU cores
     scripts/reproduce_fashion_mnist.sh --medium   # the quick models on 8000 images, ~10 min on 2 CPU cores
 
 The quick mode only proves the pipeline end to end: its numbers are NOT a reproduction of anything. The medium
 mode gives small but real numbers on a CPU; the full mode is the reproduction.
 
-Training recipe (identical for the four models): AdamW lr 2e-3, weight decay 0.05, cosine schedule with one
-warm-up epoch, label smoothing 0.1, random-resized crop (scale 0.75-1, ratio 0.9-1.1) + horizontal flip,
-normalisation mean 0.5 / std 0.5, batch 128 (64 in quick mode). It follows the engine's `sequencer-small`
-recipe; the loop is local because `lstmvision train` builds registered lstmvision models only, not timm ones.
+Training: every model is trained by the engine, in-process, exactly as the command line does it:
+`lstmvision train --recipe sequencer-small --model ARCH [--model-kwargs ...] OVERRIDES --output OUT/runs
+--experiment NAME`. OVERRIDES are the per-mode settings in OVERRIDES below (epochs, batch size, image size, data
+limits and, for the one-epoch modes, a shorter warm-up); everything else is the recipe's. Each run folder
+(OUT/runs/NAME, git-ignored: it holds the weights) keeps the engine's config.yaml, summary.csv, curves.png and
+best/ + last/ checkpoints; the first three are copied to OUT/training/NAME/ for the record.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
 from lstmvision.analysis import common as C  # noqa: E402
-from lstmvision.weights import save_pretrained  # noqa: E402
+from lstmvision.cli._common import checkpoint_folder  # noqa: E402
+from lstmvision.engine.recipes import get_recipe  # noqa: E402
+from lstmvision.engine.trainer import read_summary  # noqa: E402
+from lstmvision.runtime import cpu_threads  # noqa: E402
 
+RECIPE = "sequencer-small"
 NATIVE = 32
-CFG = dict(mean=(0.5,), std=(0.5,), input_size=(1, NATIVE, NATIVE), crop_pct=1.0, interpolation="bilinear")
 
-# name -> (builder kind, architecture, kwargs); "full" models are of similar size (0.7-1.2 M parameters)
-MODELS = {
+# name -> (registered architecture, model kwargs); "timm:" architectures are built by timm through the engine.
+# The "full" models are of similar size (0.7-1.2 M parameters); sequencer2d_small32 is used as registered.
+MODELS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "full": {
-        "sequencer2d": ("lstmvision", "sequencer2d_s", dict(layers=(2, 2), patch_sizes=(4, 2), embed_dims=(64, 128),
-                                                           hidden_sizes=(32, 64), mlp_ratios=2.0)),
-        "vil": ("lstmvision", "vil2_tiny", dict(patch_size=4, embed_dim=112, depth=8)),
-        "deit": ("timm", "deit_tiny_patch16_224", dict(img_size=NATIVE, patch_size=4, embed_dim=112, depth=6,
-                                                       num_heads=4)),
-        "convnext": ("timm", "convnext_atto", dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 160))),
+        "sequencer2d": ("sequencer2d_small32", {}),
+        "vil": ("vil2_tiny", dict(patch_size=4, embed_dim=112, depth=8)),
+        "deit": ("timm:deit_tiny_patch16_224", dict(patch_size=4, embed_dim=112, depth=6, num_heads=4)),
+        "convnext": ("timm:convnext_atto", dict(depths=[2, 2, 4, 2], dims=[32, 64, 128, 160])),
     },
     "quick": {
-        "sequencer2d": ("lstmvision", "sequencer2d_s", dict(layers=(1, 1), patch_sizes=(4, 2), embed_dims=(32, 64),
-                                                           hidden_sizes=(16, 32), mlp_ratios=2.0)),
-        "vil": ("lstmvision", "vil2_tiny", dict(patch_size=4, embed_dim=48, depth=2)),
-        "deit": ("timm", "deit_tiny_patch16_224", dict(img_size=NATIVE, patch_size=4, embed_dim=48, depth=2,
-                                                       num_heads=2)),
-        "convnext": ("timm", "convnext_atto", dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 64))),
+        "sequencer2d": ("sequencer2d_tiny", dict(layers=[1, 1], embed_dims=[32, 64], hidden_sizes=[16, 32])),
+        "vil": ("vil2_tiny", dict(patch_size=4, embed_dim=48, depth=2)),
+        "deit": ("timm:deit_tiny_patch16_224", dict(patch_size=4, embed_dim=48, depth=2, num_heads=2)),
+        "convnext": ("timm:convnext_atto", dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 64])),
     },
 }
 ERF_LAYERS = {
@@ -65,67 +69,87 @@ ERF_LAYERS = {
     "quick": {"sequencer2d": ["stages.0", "stages.1"], "vil": ["blocks.1"], "deit": ["blocks.1"],
               "convnext": ["stages.1"]},
 }
+# The recipe settings each mode overrides (engine setting -> value); every other setting is the recipe's.
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "full": dict(epochs=30, batch_size=128, img_size=NATIVE),
+    # CPU-sized: the quick models trained on more data; one epoch, so the warm-up is a tenth of it, not all of it
+    "medium": dict(epochs=1, batch_size=64, img_size=NATIVE, limit_train=8000, limit_val=1000, warmup_epochs=0.1),
+    "quick": dict(epochs=1, batch_size=64, img_size=NATIVE, limit_train=640, limit_val=200, warmup_epochs=0.1),
+}
+# Analysis sizes per mode (robustness / ERF / memory subsets); the resolution sweep uses the validation limit.
 SCALE = {
-    "full": dict(epochs=30, batch=128, train_limit=None, eval_limit=None, erf_images=64, rob_limit=2000,
-                 corruptions=None, severities=None, mem_sizes=[32, 64, 128, 256, 384], mem_batch=16, mem_iters=10),
-    # CPU-sized: the quick models trained on more data, most corruptions; a real (small) result, not the full run
-    "medium": dict(epochs=1, batch=64, train_limit=8000, eval_limit=1000, erf_images=16, rob_limit=100,
-                   corruptions=None, severities=[3], mem_sizes=[32, 64, 128], mem_batch=4, mem_iters=3),
-    "quick": dict(epochs=1, batch=64, train_limit=640, eval_limit=200, erf_images=4, rob_limit=64,
-                  corruptions=["gaussian_noise", "contrast"], severities=[3], mem_sizes=[32, 64], mem_batch=2,
-                  mem_iters=1),
+    "full": dict(erf_images=64, rob_limit=2000, corruptions=None, severities=None, mem_sizes=[32, 64, 128, 256, 384],
+                 mem_batch=16, mem_iters=10),
+    "medium": dict(erf_images=16, rob_limit=100, corruptions=None, severities=[3], mem_sizes=[32, 64, 128],
+                   mem_batch=4, mem_iters=3),
+    "quick": dict(erf_images=4, rob_limit=64, corruptions=["gaussian_noise", "contrast"], severities=[3],
+                  mem_sizes=[32, 64], mem_batch=2, mem_iters=1),
 }
 
 
-def build(kind: str, arch: str, kwargs: dict):
-    if kind == "lstmvision":
-        from lstmvision.models import create_model
-
-        model = create_model(arch, num_classes=10, in_chans=1, img_size=NATIVE, **kwargs)
-    else:
-        import timm
-
-        kw = dict(kwargs, num_classes=10, in_chans=1)
-        dyn = {"dynamic_img_size": True} if "patch_size" in kw else {}
-        model = timm.create_model(arch, pretrained=False, **kw, **dyn)
-        model.model_name = C.TIMM_PREFIX + arch
-        model.model_kwargs = {k: v for k, v in kw.items() if k != "num_classes"}
-    model.pretrained_cfg = {**dict(getattr(model, "pretrained_cfg", {}) or {}), **CFG}
-    return model
+def train_argv(arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], runs: Path, name: str,
+               data: str, device: str, workers: int) -> list[str]:
+    """`lstmvision train` arguments for one model: the recipe, the model, the mode's overrides, where to write."""
+    argv = ["train", "--recipe", RECIPE, "--model", arch]
+    if kwargs:
+        argv += ["--model-kwargs", *(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in kwargs.items())]
+    for key, value in overrides.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    return argv + ["--data", data, "--device", device, "--workers", str(workers), "--output", str(runs),
+                   "--experiment", name]
 
 
-def train(model, data: str, scale: dict, device: torch.device, workers: int = 0, seed: int = 0) -> dict:
-    """The shared recipe (module docstring). Returns a small log."""
-    from torchvision import transforms as T
-    from tqdm import tqdm
+def finished(run: Path, arch: str, kwargs: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    """Whether `run` holds a complete run of exactly this model and these settings (for --reuse)."""
+    cfg_file = run / "config.yaml"
+    if not cfg_file.is_file() or not (run / "best").is_dir():
+        return False
+    saved = yaml.safe_load(cfg_file.read_text())
+    wanted = dict(overrides, model=arch, model_kwargs=kwargs, recipe=RECIPE)
+    differ = [k for k, v in wanted.items() if saved.get(k) != v]
+    if differ:
+        raise SystemExit(f"{run} is a run with other settings ({', '.join(differ)}); remove it or use another --out")
+    return len(read_summary(run)) >= overrides["epochs"]
 
-    torch.manual_seed(seed)
-    ds = C.open_dataset(data, "train")
-    idx = C.subset_indices(len(ds), scale["train_limit"], seed)
-    aug = T.Compose([T.RandomResizedCrop(NATIVE, scale=(0.75, 1.0), ratio=(0.9, 1.1),
-                                         interpolation=T.InterpolationMode.BILINEAR), T.RandomHorizontalFlip()])
-    tds = C.MappedDataset(ds, idx, lambda img, i: (C.to_model_tensor(aug(img), 1) - 0.5) / 0.5)
-    dl = torch.utils.data.DataLoader(tds, batch_size=scale["batch"], shuffle=True, drop_last=True,
-                                     num_workers=workers, persistent_workers=workers > 0)
-    steps = scale["epochs"] * len(dl)
-    warm = min(len(dl), steps // 10 + 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(steps - warm, 1))))
-    model.train()
-    t0, step, loss_ema = time.time(), 0, None
-    for epoch in range(scale["epochs"]):
-        for x, y in tqdm(dl, desc=f"{model.model_name} epoch {epoch + 1}/{scale['epochs']}", leave=False):
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
-    model.eval()
-    return dict(steps=step, final_loss=round(loss_ema or float("nan"), 4), seconds=round(time.time() - t0, 1))
+
+def train_model(name: str, arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], out: Path, args,
+                device: str, workers: int) -> dict[str, Any]:
+    """Train `name` through `lstmvision train` (or reuse / resume its run with --reuse); record it in OUT/training."""
+    run, record = out / "runs" / name, out / "training" / name
+    argv = train_argv(arch, kwargs, overrides, out / "runs", name, args.data, device, workers)
+    reused = args.reuse and finished(run, arch, kwargs, overrides)
+    record.mkdir(parents=True, exist_ok=True)
+    if not reused:
+        resumed = (run / "last").exists()
+        if resumed and not args.reuse:
+            raise SystemExit(f"{run} already holds a run: pass --reuse to reuse or finish it, or remove it")
+        if resumed:
+            argv += ["--resume", str(run)]
+        t0 = time.time()
+        rc = cli.main(argv)
+        if rc:
+            raise SystemExit(f"training {name} failed with exit status {rc}")
+        C.write_json(record / "train.json", dict(command=shlex.join(["lstmvision", *argv]), resumed=resumed,
+                                                 seconds=round(time.time() - t0, 1)))
+    for f in ("summary.csv", "config.yaml", "curves.png"):
+        if (run / f).is_file():
+            shutil.copy2(run / f, record / f)
+    return describe(name, arch, kwargs, run, record, reused)
+
+
+def describe(name: str, arch: str, kwargs: dict[str, Any], run: Path, record: Path, reused: bool) -> dict[str, Any]:
+    """The summary entry of a trained model, read back from its run folder (best/ checkpoint and summary.csv)."""
+    model = C.load_model(str(run))
+    saved_arch = json.loads((checkpoint_folder(run) / "config.json").read_text())["architecture"]
+    if saved_arch != arch:  # the label is the checkpoint's own architecture name, never a hand-typed one
+        raise SystemExit(f"{run}/best holds {saved_arch!r}, not {arch!r}")
+    rows = read_summary(run)
+    best = max(rows, key=lambda r: r["top1"])
+    log = json.loads((record / "train.json").read_text()) if (record / "train.json").is_file() else {}
+    return dict(name=name, architecture=saved_arch, model_kwargs=kwargs,
+                params=sum(p.numel() for p in model.parameters()), top1=round(best["top1"], 2),
+                best_epoch=best["epoch"], epochs=len(rows), final_train_loss=round(rows[-1]["train_loss"], 4),
+                train_s=log.get("seconds"), command=log.get("command"), run=str(run), reused=reused)
 
 
 def main(argv=None) -> int:
@@ -133,16 +157,17 @@ def main(argv=None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="CI scale (tiny models and subsets, CPU minutes)")
     g.add_argument("--medium", action="store_true", help="the quick models on more data (~10 min on 2 CPU cores)")
-    p.add_argument("--reuse-checkpoints", action="store_true",
-                   help="skip training where OUT/checkpoints/NAME holds a model and its train_log.json")
+    p.add_argument("--reuse", "--reuse-checkpoints", dest="reuse", action="store_true",
+                   help="skip training where OUT/runs/NAME holds a finished run of the same settings; resume an "
+                        "unfinished one")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--out", help="output folder (default results/fashion_mnist/{full,quick})")
-    p.add_argument("--device", help="cpu or cuda for the analyses (training runs on the same device)")
+    p.add_argument("--out", help="output folder (default results/fashion_mnist/{full,medium,quick})")
+    p.add_argument("--device", help="cpu or cuda for training and the analyses (default: cuda if available)")
     p.add_argument("--workers", type=int,
-                   help="data-loading processes for training and the analyses (default 0 quick, 4 full)")
+                   help="data-loading processes for training and the analyses (default 0 quick/medium, 4 full)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "medium" if args.medium else "full"
-    scale = SCALE[mode]
+    scale, overrides = SCALE[mode], OVERRIDES[mode]
     arch_mode = "full" if mode == "full" else "quick"  # medium trains the quick architectures
     out = Path(args.out or ROOT / "results" / "fashion_mnist" / mode)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,25 +176,16 @@ def main(argv=None) -> int:
     dev = ["--device", str(device)]
     jobs = ["--workers", str(workers)]
     t_start = time.time()
-    timings, trained = {}, {}
+    timings: dict[str, float] = {}
 
-    ckpts = {}
-    for name, (kind, arch, kw) in MODELS[arch_mode].items():
-        ckpts[name] = out / "checkpoints" / name
-        log_file = ckpts[name] / "train_log.json"
-        if args.reuse_checkpoints and log_file.is_file():
-            model = C.load_model(str(ckpts[name]))
-            log = dict(json.loads(log_file.read_text()), reused=True)
-        else:
-            torch.manual_seed(0)  # the same initialisation stream for every model, every run
-            model = build(kind, arch, kw).to(device)
-            log = train(model, args.data, scale, device, workers)
-            save_pretrained(model.cpu(), ckpts[name])
-            log_file.write_text(json.dumps(log))
-        trained[name] = dict(architecture=arch, kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
-                             params=sum(p.numel() for p in model.parameters()), **log)
-        print(f"trained {name}: {trained[name]}")
+    models = []
+    for name, (arch, kw) in MODELS[arch_mode].items():
+        models.append(train_model(name, arch, kw, overrides, out, args, str(device), workers))
+        print(f"trained {name}: {models[-1]}")
     timings["train"] = round(time.time() - t_start, 1)
+    ckpts = {m["name"]: m["run"] for m in models}
+    if device.type == "cpu":  # the analyses run in this process too: the project's thread rule, as for training
+        torch.set_num_threads(cpu_threads(workers))
 
     def step(key, argv):
         t = time.time()
@@ -178,12 +194,12 @@ def main(argv=None) -> int:
         if rc:
             raise SystemExit(f"{key} failed with exit status {rc}")
 
-    lim = ["--limit", str(scale["eval_limit"])] if scale["eval_limit"] else []
-    step("resolution", ["resolution-sweep", "--checkpoint", *map(str, ckpts.values()), "--data", args.data,
+    lim = ["--limit", str(overrides["limit_val"])] if overrides.get("limit_val") else []
+    step("resolution", ["resolution-sweep", "--checkpoint", *ckpts.values(), "--data", args.data,
                         "--factors", "0.5", "1", "1.5", "2", "--interpolation", "bilinear", *lim,
                         "-o", str(out / "resolution"), *dev, *jobs])
     layers = [f"{n}={l}" for n, ls in ERF_LAYERS[arch_mode].items() for l in ls]
-    step("erf", ["erf", "--checkpoint", *map(str, ckpts.values()), "--layers", *layers, "--data", args.data,
+    step("erf", ["erf", "--checkpoint", *ckpts.values(), "--layers", *layers, "--data", args.data,
                  "--images", str(scale["erf_images"]), "--interpolation", "bilinear", "-o", str(out / "erf"), *dev, *jobs])
     rob = ["--limit", str(scale["rob_limit"])]
     if scale["corruptions"]:
@@ -191,20 +207,21 @@ def main(argv=None) -> int:
     if scale["severities"]:
         rob += ["--severities", *map(str, scale["severities"])]
     for name, ck in ckpts.items():
-        extra = [] if name == "convnext" else ["--baseline", str(ckpts["convnext"])]
-        step(f"robustness_{name}", ["robustness", "--checkpoint", str(ck), "--data", args.data, *rob, *extra,
+        extra = [] if name == "convnext" else ["--baseline", ckpts["convnext"]]
+        step(f"robustness_{name}", ["robustness", "--checkpoint", ck, "--data", args.data, *rob, *extra,
                                     "--attack", "fgsm", "--eps", "1/255", "--interpolation", "bilinear",
                                     "-o", str(out / "robustness" / name), *dev, *jobs])
-    step("memory", ["memory", "--checkpoint", *map(str, ckpts.values()), "--sizes", *map(str, scale["mem_sizes"]),
+    step("memory", ["memory", "--checkpoint", *ckpts.values(), "--sizes", *map(str, scale["mem_sizes"]),
                     "--batch-size", str(scale["mem_batch"]), "--iters", str(scale["mem_iters"]), "--warmup", "1",
                     "-o", str(out / "memory"), *dev])
-    step("memory_vil_chunkwise", ["memory", "--checkpoint", str(ckpts["vil"]), "--mlstm-backend", "chunkwise",
+    step("memory_vil_chunkwise", ["memory", "--checkpoint", ckpts["vil"], "--mlstm-backend", "chunkwise",
                                   "--sizes", *map(str, scale["mem_sizes"]), "--batch-size", str(scale["mem_batch"]),
                                   "--no-throughput", "-o", str(out / "memory_vil_chunkwise"), *dev])
     timings["total"] = round(time.time() - t_start, 1)
-    summary = dict(mode=mode, device=C.device_description(device), timings_s=timings, models=trained,
-                   recipe="AdamW 2e-3, wd 0.05, cosine + 1 warm-up epoch, label smoothing 0.1, RRC(0.75-1)+flip, 32 px",
-                   epochs=scale["epochs"], batch=scale["batch"], train_images=scale["train_limit"] or "all")
+    for m in models:  # relative paths in the record: the folder may be moved or committed
+        m["run"] = str(Path(m["run"]).relative_to(out))
+    summary = dict(mode=mode, device=C.device_description(device), timings_s=timings, recipe=RECIPE,
+                   recipe_overrides=overrides, models=models)
     C.write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(summary_md(out, summary))
     print((out / "summary.md").read_text())
@@ -216,21 +233,28 @@ def summary_md(out: Path, s: dict) -> str:
         "quick": "CI-scale QUICK run (pipeline check only; numbers mean nothing)",
         "medium": "MEDIUM CPU run (tiny models, 1 epoch on 8000 images, subsets; not the full reproduction)",
         "full": "full run"}[s["mode"]] + "\n\n")
-    reused = any(m.get("reused") for m in s["models"].values())
-    train_s = round(sum(m["seconds"] for m in s["models"].values()), 1)
-    timing = (f"analyses {round(s['timings_s']['total'] - s['timings_s']['train'], 1)} s in this invocation; training "
-              f"{train_s} s in an earlier one (checkpoints reused)" if reused else
-              f"{s['timings_s']['total']} s (training {s['timings_s']['train']} s)")
-    lines = [head, f"- device: {s['device']}\n- total time: {timing}\n- recipe: {s['recipe']}; {s['epochs']} epoch(s), batch "
-             f"{s['batch']}, train images: {s['train_images']}\n\n## Models\n\n",
-             C.markdown_table(["model", "architecture", "params", "train steps", "final train loss", "train s"],
-                              [[n, m["architecture"], m["params"], m["steps"], m["final_loss"], m["seconds"]]
-                               for n, m in s["models"].items()]),
+    models = s["models"]
+    timing = f"{s['timings_s']['total']} s (training {s['timings_s']['train']} s)"
+    reused = [m["name"] for m in models if m["reused"]]
+    if reused:
+        timing += f"; the training of {', '.join(reused)} was reused from an earlier invocation"
+    recipe = get_recipe(s["recipe"])
+    rest = ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in s["recipe_overrides"] and k not in ("model", "workers"))
+    overrides = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in s["recipe_overrides"].items())
+    val = s["recipe_overrides"].get("limit_val") or "all 10000"
+    lines = [head, f"- device: {s['device']}\n- total time: {timing}\n",
+             f"- training: the engine (`lstmvision train`), recipe `{s['recipe']}` for every model, with this mode's "
+             f"overrides `{overrides}`; the rest of the recipe: {rest}. Per-model commands in summary.json; "
+             "per-epoch logs in training/NAME/summary.csv\n\n## Models\n\n",
+             C.markdown_table(["model", "architecture", "model kwargs", "params", f"best top-1 % ({val} test images)",
+                               "best epoch", "final train loss", "train s"],
+                              [[m["name"], m["architecture"], _kwargs(m["model_kwargs"]), m["params"], m["top1"],
+                                m["best_epoch"], m["final_train_loss"], m["train_s"]] for m in models]),
              "\n## Claims, as this run measured them\n\n", claims_md(out, s),
              "\n## Resolution sweep\n\n", (out / "resolution" / "resolution.md").read_text(),
              "\n![resolution](resolution/resolution.png)\n\n## ERF\n\n", (out / "erf" / "erf.md").read_text(),
              "\n![erf](erf/erf.png)\n\n## Robustness\n\n"]
-    for name in s["models"]:
+    for name in (m["name"] for m in models):
         r = json.loads((out / "robustness" / name / "robustness.json").read_text())
         adv = r.get("adversarial", {})
         lines.append(f"- {name}: clean {r['clean_top1']:.2f}%, mean corruption error {r['mean_error']:.2f}%"
@@ -241,6 +265,10 @@ def summary_md(out: Path, s: dict) -> str:
               "\n![memory](memory/memory.png)\n\nViL with the chunkwise mLSTM at every size (the default switches "
               "from parallel to chunkwise above 256 tokens):\n\n", (out / "memory_vil_chunkwise" / "memory.md").read_text()]
     return "".join(lines)
+
+
+def _kwargs(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "(as registered)"
 
 
 def _fmt(v) -> str:
@@ -289,7 +317,7 @@ def claims_md(out: Path, s: dict) -> str:
             lines.append(f"- ViL with the chunkwise mLSTM forced at every size: peak memory at {hi} px / at {lo} px = "
                          f"{r[hi]['peak_mib'] / r[lo]['peak_mib']:.1f}x for {(int(hi) / int(lo)) ** 2:.0f}x the tokens "
                          "(linear scaling would be about the token ratio).")
-    rob = {n: json.loads((out / "robustness" / n / "robustness.json").read_text()) for n in s["models"]}
+    rob = {n: json.loads((out / "robustness" / n / "robustness.json").read_text()) for n in (m["name"] for m in s["models"])}
     lines.append("- Robustness (not a paper claim on Fashion-MNIST; reported): mean corruption error "
                  + ", ".join(f"{n} {r['mean_error']:.1f}%" for n, r in rob.items()) + ".")
     if s["mode"] == "quick":
