@@ -2,8 +2,8 @@
 
 A checkpoint folder is written as `.<name>.new/`, then swapped in by renames (`<name>` → `.<name>.old`,
 `.<name>.new` → `<name>`, remove `.old`); every file inside is written atomically and fsynced. A crash at any
-point leaves either the previous or the new checkpoint complete: `find_checkpoint` falls back to `.<name>.old`
-when the swap was interrupted.
+point leaves either the previous or the new checkpoint complete: `lstmvision.runtime.find_checkpoint` falls back to
+`.<name>.old` when the swap was interrupted.
 """
 from __future__ import annotations
 
@@ -50,21 +50,6 @@ def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, state: dic
     if old.exists():
         shutil.rmtree(old)
     return final
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint folder for `path`: a checkpoint folder, its state.pth, or a run folder (→ its `last`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_file():
-        path = path.parent
-    if (path / STATE_NAME).is_file():
-        return path
-    for name in ("last", ".last.old"):
-        if (path / name / STATE_NAME).is_file():
-            return path / name
-    raise FileNotFoundError(f"no resumable checkpoint in {path} (expected last/{STATE_NAME})")
 
 
 def load_state(folder: Path) -> dict[str, Any]:

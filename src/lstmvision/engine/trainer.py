@@ -22,9 +22,9 @@ import torch.nn as nn
 import yaml
 
 from lstmvision.data import BadImageCounter, DataError, build_loader, create_eval_transform, limit, resolve_dataset
-from lstmvision.engine.checkpoint import find_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
+from lstmvision.engine.checkpoint import load_state, rng_state, save_checkpoint, set_rng_state
 from lstmvision.engine.evaluate import autocast_context, evaluate
-from lstmvision.runtime import cpu_threads, resolve_device
+from lstmvision.runtime import cpu_threads, find_checkpoint, resolve_device
 from lstmvision.weights import atomic_write
 
 SUMMARY_FIELDS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "img_s"]
