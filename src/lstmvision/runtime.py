@@ -172,8 +172,8 @@ def _load_folder(folder: Path, num_classes: int | None, kwargs: dict[str, Any]) 
     return model
 
 
-def _load_named(name: str, pretrained: str | os.PathLike | None, num_classes: int | None, in_chans: int | None,
-                img_size: int | None, kwargs: dict[str, Any]) -> nn.Module:
+def _load_named(name: str, pretrained: str | os.PathLike | None, num_classes: int | None, img_size: int | None,
+                kwargs: dict[str, Any]) -> nn.Module:
     """A registered or `timm:` architecture, with weights from a file or a (run/checkpoint) folder if given."""
     from lstmvision.models import create_model, get_pretrained_cfg
     from lstmvision.weights import convert_state_dict, load_state_dict_into, read_state_dict
@@ -187,21 +187,19 @@ def _load_named(name: str, pretrained: str | os.PathLike | None, num_classes: in
         if weights.is_dir():
             weights = find_checkpoint(weights, prefer="best")
     if timm_name is None and (weights is None or weights.is_dir()):
-        kw = {**kwargs, **({"in_chans": in_chans} if in_chans else {})}
-        return create_model(name, pretrained=weights, num_classes=num_classes, **kw)
+        return create_model(name, pretrained=weights, num_classes=num_classes, **kwargs)
     state = read_state_dict(weights) if weights is not None else None
     if timm_name is not None:
         import timm
 
-        cfg = timm.get_pretrained_cfg(timm_name) if timm.is_model(timm_name) else None
         if num_classes is None and state is not None:
+            cfg = timm.get_pretrained_cfg(timm_name) if timm.is_model(timm_name) else None
             num_classes = _head_classes(state, getattr(cfg, "classifier", None))
-        model = create_timm_model(timm_name, num_classes, in_chans, img_size, kwargs)
+        model = create_timm_model(timm_name, num_classes, None, img_size, kwargs)
     else:
         if num_classes is None:
             num_classes = _head_classes(state, get_pretrained_cfg(name).get("classifier"))
-        kw = {**kwargs, **({"in_chans": in_chans} if in_chans else {})}
-        model = create_model(name, num_classes=num_classes, **kw)
+        model = create_model(name, num_classes=num_classes, **kwargs)
     if state is not None:
         load_state_dict_into(model, convert_state_dict(state, model), source=str(weights))
     return model
@@ -222,6 +220,8 @@ def load_model(spec: str | os.PathLike, pretrained: str | os.PathLike | None = N
     from lstmvision.models import is_model
 
     spec = str(spec)
+    if in_chans:
+        kwargs = {**kwargs, "in_chans": in_chans}
     if not (spec.startswith(TIMM_PREFIX) or is_model(spec)) and _is_path(spec):
         path = Path(spec)
         if path.is_file():
@@ -231,11 +231,9 @@ def load_model(spec: str | os.PathLike, pretrained: str | os.PathLike | None = N
             raise ValueError(f"{path} is a saved model with its own weights: give either it or pretrained weights "
                              "for a model name, not both")
         folder = find_checkpoint(path, prefer="best")
-        if in_chans:
-            kwargs = {**kwargs, "in_chans": in_chans}
         model = _load_folder(folder, num_classes, kwargs)
         model.label = _label(folder)
     else:
-        model = _load_named(spec, pretrained, num_classes, in_chans, img_size, kwargs)
+        model = _load_named(spec, pretrained, num_classes, img_size, kwargs)
         model.label = spec[len(TIMM_PREFIX):] if spec.startswith(TIMM_PREFIX) else spec
     return model.eval()

@@ -187,6 +187,29 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
+def write_report(out: Path, name: str, report: dict, markdown: str) -> None:
+    """`out/name.json` (the report) and `out/name.md` (its table)."""
+    write_json(out / f"{name}.json", report)
+    (out / f"{name}.md").write_text(markdown)
+
+
+@contextlib.contextmanager
+def figure(path: Path, *args: Any, **subplots_kw: Any) -> Iterator[tuple[Any, Any]]:
+    """`plt.subplots(*args, **subplots_kw)` as (fig, axes); laid out and saved to `path` (PNG, 120 dpi) on exit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*args, **subplots_kw)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.2f}" if isinstance(v, float) else str(v)

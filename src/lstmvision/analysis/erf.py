@@ -247,8 +247,7 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], i
     report = dict(data=data.name, images=images, train_aug=train_aug, centre="(H//2-1, W//2-1)",
                   seconds=round(time.time() - t0, 1),
                   maps=[{k: v for k, v in e.items() if k != "map"} for e in entries])
-    C.write_json(out / "erf.json", report)
-    (out / "erf.md").write_text(table(report))
+    C.write_report(out, "erf", report, table(report))
     return report
 
 
@@ -259,20 +258,12 @@ def table(report: dict) -> str:
 
 
 def plot_grid(entries: list[dict], scaled: list[np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = list(dict.fromkeys(e["model"] for e in entries))
     ncol = max(sum(e["model"] == m for e in entries) for m in models)
-    fig, axes = plt.subplots(len(models), ncol, figsize=(2.2 * ncol, 2.3 * len(models)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, m in enumerate(models):
-        for c, (e, s) in enumerate([(e, s) for e, s in zip(entries, scaled) if e["model"] == m]):
-            axes[r][c].imshow(s, cmap="pink", vmin=0, vmax=1)
-            axes[r][c].set_title(f"{m}\n{e['layer']}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with C.figure(path, len(models), ncol, figsize=(2.2 * ncol, 2.3 * len(models)), squeeze=False) as (_, axes):
+        for ax in axes.flat:
+            ax.axis("off")
+        for r, m in enumerate(models):
+            for c, (e, s) in enumerate([(e, s) for e, s in zip(entries, scaled) if e["model"] == m]):
+                axes[r][c].imshow(s, cmap="pink", vmin=0, vmax=1)
+                axes[r][c].set_title(f"{m}\n{e['layer']}", fontsize=7)

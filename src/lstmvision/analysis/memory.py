@@ -120,8 +120,7 @@ def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | P
                   iters=iters, mlstm_backend=os.environ.get("LSTMVISION_MLSTM_BACKEND", "auto"),
                   method="cuda max_memory_allocated" if device.type == "cuda" else "live tensor bytes (dispatch mode)",
                   seconds=round(time.time() - t0, 1), models=results)
-    C.write_json(out / "memory.json", report)
-    (out / "memory.md").write_text(table(report))
+    C.write_report(out, "memory", report, table(report))
     plot(report, out / "memory.png")
     return report
 
@@ -142,27 +141,19 @@ def table(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     has_tp = any(v.get("images_per_s") for m in r["models"] for v in m["results"].values())
-    fig, axes = plt.subplots(1, 2 if has_tp else 1, figsize=(10 if has_tp else 5.5, 4), squeeze=False)
-    for m in r["models"]:
-        pts = sorted((int(s), v) for s, v in m["results"].items() if v.get("peak_mib") is not None)
-        if not pts:
-            continue
-        axes[0][0].plot([s for s, _ in pts], [v["peak_mib"] for _, v in pts], marker="o", label=m["model"])
+    with C.figure(path, 1, 2 if has_tp else 1, figsize=(10 if has_tp else 5.5, 4), squeeze=False) as (_, axes):
+        for m in r["models"]:
+            pts = sorted((int(s), v) for s, v in m["results"].items() if v.get("peak_mib") is not None)
+            if not pts:
+                continue
+            axes[0][0].plot([s for s, _ in pts], [v["peak_mib"] for _, v in pts], marker="o", label=m["model"])
+            if has_tp:
+                tp = [(s, v["images_per_s"]) for s, v in pts if v.get("images_per_s")]
+                axes[0][1].plot([s for s, _ in tp], [v for _, v in tp], marker="o", label=m["model"])
+        axes[0][0].set(xlabel="input size (px)", ylabel="peak forward memory (MiB)", title="Peak memory", yscale="log")
         if has_tp:
-            tp = [(s, v["images_per_s"]) for s, v in pts if v.get("images_per_s")]
-            axes[0][1].plot([s for s, _ in tp], [v for _, v in tp], marker="o", label=m["model"])
-    axes[0][0].set(xlabel="input size (px)", ylabel="peak forward memory (MiB)", title="Peak memory", yscale="log")
-    if has_tp:
-        axes[0][1].set(xlabel="input size (px)", ylabel="images / s", title="Throughput", yscale="log")
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            axes[0][1].set(xlabel="input size (px)", ylabel="images / s", title="Throughput", yscale="log")
+        for ax in axes.flat:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)

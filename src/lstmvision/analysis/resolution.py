@@ -73,8 +73,7 @@ def resolution_sweep(models: Iterable[nn.Module], data: C.EvalImages, output: st
     report = dict(data=data.name, split=data.split, images=len(data.dataset), crop_pct=data.crop_pct,
                   interpolation=data.interpolation, device=C.device_description(device),
                   seconds=round(time.time() - t0, 1), results=results)
-    C.write_json(out / "resolution.json", report)
-    (out / "resolution.md").write_text(table(report))
+    C.write_report(out, "resolution", report, table(report))
     plot(report, out / "resolution.png")
     return report
 
@@ -97,23 +96,15 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in report["results"]:
-        pts = sorted((int(k), v) for k, v in r["top1"].items() if v is not None)
-        if pts:
-            xs = [k / r["native_size"] for k, _ in pts]
-            ax.plot(xs, [v for _, v in pts], marker="o", label=f"{r['model']} (train {r['native_size']}px)")
-    ax.axvline(1.0, color="gray", lw=0.5)
-    ax.set_xlabel("test resolution / training resolution")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title("Resolution adaptability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with C.figure(path, figsize=(6, 4)) as (_, ax):
+        for r in report["results"]:
+            pts = sorted((int(k), v) for k, v in r["top1"].items() if v is not None)
+            if pts:
+                xs = [k / r["native_size"] for k, _ in pts]
+                ax.plot(xs, [v for _, v in pts], marker="o", label=f"{r['model']} (train {r['native_size']}px)")
+        ax.axvline(1.0, color="gray", lw=0.5)
+        ax.set_xlabel("test resolution / training resolution")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("Resolution adaptability")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)

@@ -198,8 +198,7 @@ def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
         report["adversarial"] = dict(attack=attack, eps=eps, top1=acc, max_abs_perturbation=max_delta,
                                      **({"steps": pgd_steps, "step_size": pgd_step_size} if attack == "pgd" else {}))
     report["seconds"] = round(time.time() - t0, 1)
-    C.write_json(out / "robustness.json", report)
-    (out / "robustness.md").write_text(table(report))
+    C.write_report(out, "robustness", report, table(report))
     if "top1" in report:
         plot(report, out / "robustness.png")
     return report
@@ -239,26 +238,18 @@ def table(r: dict) -> str:
 
 def plot(r: dict, path: Path) -> None:
     """Top-1 per corruption (mean over the severities run) for the model and the baseline, clean as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(r["top1"])
     series = [(r["model"], r["top1"], r["clean_top1"])]
     if "baseline" in r:
         b = r["baseline"]
         series.append((b["model"] + " (baseline)", b["top1"], b["clean_top1"]))
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
-    width = 0.8 / len(series)
-    for i, (label, top1, clean) in enumerate(series):
-        vals = [float(np.mean(list(top1[c].values()))) for c in names]
-        bars = ax.bar(np.arange(len(names)) + i * width, vals, width, label=label)
-        ax.axhline(clean, color=bars.patches[0].get_facecolor(), ls="--", lw=1)
-    ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("top-1 (%), mean over severities; dashed = clean")
-    ax.set_title(f"Corruption robustness of {r['model']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with C.figure(path, figsize=(max(5, 0.6 * len(names) + 2), 4)) as (_, ax):
+        width = 0.8 / len(series)
+        for i, (label, top1, clean) in enumerate(series):
+            vals = [float(np.mean(list(top1[c].values()))) for c in names]
+            bars = ax.bar(np.arange(len(names)) + i * width, vals, width, label=label)
+            ax.axhline(clean, color=bars.patches[0].get_facecolor(), ls="--", lw=1)
+        ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("top-1 (%), mean over severities; dashed = clean")
+        ax.set_title(f"Corruption robustness of {r['model']}")
+        ax.legend(fontsize=7)
