@@ -48,7 +48,9 @@ class Prediction:
                     top_k=[dict(label=lab, index=i, score=s) for lab, i, s in self.top_k])
 
 
-def _in_chans(model: nn.Module) -> int:
+def model_in_chans(model: nn.Module) -> int:
+    """Input channels of `model`: those of its first conv (`pretrained_cfg['first_conv']`, else the first
+    Conv2d), else the cfg's `input_size`."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     first = cfg.get("first_conv")
     if isinstance(first, str):
@@ -58,7 +60,8 @@ def _in_chans(model: nn.Module) -> int:
                 return int(conv.in_channels)
         except AttributeError:
             pass
-    return int(cfg.get("input_size", (3,))[0])
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(conv.in_channels) if conv is not None else int(cfg.get("input_size", (3,))[0])
 
 
 def data_config(
@@ -69,7 +72,7 @@ def data_config(
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
-    chans = _in_chans(model)
+    chans = model_in_chans(model)
     if img_size:
         cfg["input_size"] = (chans, img_size, img_size)
     if crop_pct:

@@ -20,14 +20,8 @@ import torch.nn as nn
 from PIL import Image
 
 from lstmvision.data import limit, resolve_dataset
+from lstmvision.inference import model_in_chans
 from lstmvision.runtime import fit_channels
-
-
-def model_in_chans(model: nn.Module) -> int:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return int(dict(getattr(model, "pretrained_cfg", {}) or {}).get("input_size", (3,))[0])
 
 
 def model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -89,7 +83,7 @@ def parse_fraction(text: str) -> float:
 # --------------------------------------------------------------------------------------------- data
 @dataclass
 class EvalImages:
-    """The images an analysis runs on (items (PIL image, label); a fixed random subset with `open_images(limit=)`)
+    """The images an analysis runs on (items (PIL image, label); a fixed random subset with `open_images(limit_to=)`)
     and how they are read: resized to each size by `crop_pct` / `interpolation`, loaded in batches."""
 
     dataset: Any
