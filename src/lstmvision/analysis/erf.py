@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from lstmvision.analysis import common as C
 from lstmvision.data import limit
+from lstmvision.runtime import resolve_device
 
 
 # ------------------------------------------------------------------------------------------ core
@@ -182,7 +183,8 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _image_batches(model: nn.Module, data: C.EvalImages, size: int, train_aug: bool, seed: int):
+def _image_batches(model: nn.Module, data: C.EvalImages, size: int, train_aug: bool, seed: int,
+                   device: torch.device):
     from torchvision import transforms as T
 
     mean, std = C.model_norm(model)
@@ -200,7 +202,7 @@ def _image_batches(model: nn.Module, data: C.EvalImages, size: int, train_aug: b
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     for x, _ in data.batches(fn):
-        yield (x - m) / s
+        yield ((x - m) / s).to(device)
 
 
 def layers_for(model: nn.Module, layers: list[str]) -> list[str]:
@@ -213,7 +215,8 @@ def layers_for(model: nn.Module, layers: list[str]) -> list[str]:
 
 
 def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], images: int, output: str | Path,
-               img_size: int | None = None, layout: str = "auto", train_aug: bool = False, seed: int = 0) -> dict:
+               img_size: int | None = None, layout: str = "auto", train_aug: bool = False, seed: int = 0,
+               device: torch.device | None = None) -> dict:
     """ERF maps of `layers` of each model (with `.label`, from `runtime.load_model`) over exactly `images` random
     images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to `output` and returns the report."""
     from tqdm import tqdm
@@ -223,6 +226,7 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], i
     if images > len(data.dataset):
         raise ValueError(f"--images {images} but the {data.split} set has only {len(data.dataset)} images")
     data = replace(data, dataset=limit(data.dataset, images, seed))
+    device = device or resolve_device(None)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -231,7 +235,8 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], i
         chosen = layers_for(model, layers)
         size = img_size or C.model_native_size(model)
         grids: dict[str, tuple[int, int]] = {}
-        maps, n = erf_maps(model, chosen, _image_batches(model, data, size, train_aug, seed), layout, grids)
+        batches = _image_batches(model.to(device), data, size, train_aug, seed, device)
+        maps, n = erf_maps(model, chosen, batches, layout, grids)
         if n != images:
             raise RuntimeError(f"summed {n} images, expected {images}")
         for l in chosen:

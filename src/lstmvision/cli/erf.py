@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lstmvision.analysis.common import open_images
     from lstmvision.analysis.erf import erf_report, table
-    from lstmvision.runtime import load_model
+    from lstmvision.runtime import load_model, resolve_device
 
     specs = analysis_specs(args)
     if args.images < 1:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     # all loaded first: a bad spec fails before any work
     models = [load_model(spec, pretrained, args.num_classes, args.in_chans) for spec, pretrained in specs]
     report = erf_report(models, data, args.layers, args.images, args.output, args.img_size, args.layout,
-                        args.train_aug, args.seed)
+                        args.train_aug, args.seed, resolve_device(args.device))
     print(table(report))
     print(f"wrote {len(report['maps'])} maps (.npy), erf.png and erf.json to {args.output}")
     return 0
