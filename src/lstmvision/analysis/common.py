@@ -181,10 +181,13 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def write_report(out: Path, name: str, report: dict, markdown: str) -> None:
-    """`out/name.json` (the report) and `out/name.md` (its table)."""
+def write_report(out: Path, name: str, report: dict, markdown: str,
+                 plot: Callable[[dict, Path], None] | None = None) -> None:
+    """`out/name.json` (the report), `out/name.md` (its table) and, with `plot(report, path)`, `out/name.png`."""
     write_json(out / f"{name}.json", report)
     (out / f"{name}.md").write_text(markdown)
+    if plot is not None:
+        plot(report, out / f"{name}.png")
 
 
 @contextlib.contextmanager

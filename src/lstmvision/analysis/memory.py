@@ -120,8 +120,7 @@ def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | P
                   iters=iters, mlstm_backend=os.environ.get("LSTMVISION_MLSTM_BACKEND", "auto"),
                   method="cuda max_memory_allocated" if device.type == "cuda" else "live tensor bytes (dispatch mode)",
                   seconds=round(time.time() - t0, 1), models=results)
-    C.write_report(out, "memory", report, table(report))
-    plot(report, out / "memory.png")
+    C.write_report(out, "memory", report, table(report), plot)
     return report
 
 

@@ -73,8 +73,7 @@ def resolution_sweep(models: Iterable[nn.Module], data: C.EvalImages, output: st
     report = dict(data=data.name, split=data.split, images=len(data.dataset), crop_pct=data.crop_pct,
                   interpolation=data.interpolation, device=C.device_description(device),
                   seconds=round(time.time() - t0, 1), results=results)
-    C.write_report(out, "resolution", report, table(report))
-    plot(report, out / "resolution.png")
+    C.write_report(out, "resolution", report, table(report), plot)
     return report
 
 

@@ -198,9 +198,7 @@ def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
         report["adversarial"] = dict(attack=attack, eps=eps, top1=acc, max_abs_perturbation=max_delta,
                                      **({"steps": pgd_steps, "step_size": pgd_step_size} if attack == "pgd" else {}))
     report["seconds"] = round(time.time() - t0, 1)
-    C.write_report(out, "robustness", report, table(report))
-    if "top1" in report:
-        plot(report, out / "robustness.png")
+    C.write_report(out, "robustness", report, table(report), plot if "top1" in report else None)
     return report
 
 
