@@ -39,10 +39,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
 from lstmvision.analysis import common as C  # noqa: E402
-from lstmvision.cli._common import checkpoint_folder  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
 from lstmvision.engine.trainer import read_summary  # noqa: E402
-from lstmvision.runtime import cpu_threads  # noqa: E402
+from lstmvision.runtime import cpu_threads, find_checkpoint, load_model, resolve_device  # noqa: E402
 
 RECIPE = "sequencer-small"
 NATIVE = 32
@@ -139,8 +138,8 @@ def train_model(name: str, arch: str, kwargs: dict[str, Any], overrides: dict[st
 
 def describe(name: str, arch: str, kwargs: dict[str, Any], run: Path, record: Path, reused: bool) -> dict[str, Any]:
     """The summary entry of a trained model, read back from its run folder (best/ checkpoint and summary.csv)."""
-    model = C.load_model(str(run))
-    saved_arch = json.loads((checkpoint_folder(run) / "config.json").read_text())["architecture"]
+    model = load_model(str(run))
+    saved_arch = json.loads((find_checkpoint(run, prefer="best") / "config.json").read_text())["architecture"]
     if saved_arch != arch:  # the label is the checkpoint's own architecture name, never a hand-typed one
         raise SystemExit(f"{run}/best holds {saved_arch!r}, not {arch!r}")
     rows = read_summary(run)
@@ -171,7 +170,7 @@ def main(argv=None) -> int:
     arch_mode = "full" if mode == "full" else "quick"  # medium trains the quick architectures
     out = Path(args.out or ROOT / "results" / "fashion_mnist" / mode)
     out.mkdir(parents=True, exist_ok=True)
-    device = C.resolve_device(args.device)
+    device = resolve_device(args.device)
     workers = args.workers if args.workers is not None else (4 if mode == "full" else 0)
     dev = ["--device", str(device)]
     jobs = ["--workers", str(workers)]

@@ -1,4 +1,4 @@
-"""Official constructor arguments -> lstmvision models, and checkpoint conversion to a saved folder.
+"""Official constructor arguments -> lstmvision models (test-only: builds the model an official checkpoint fits).
 
 Each official family (the `family` metadata of the reference fixtures) maps to one function that turns the
 official constructor's keyword arguments into `create_model(name, **kwargs)` arguments. Weights then load

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from lstmvision.cli import main
 from lstmvision.analysis import common as C
+from lstmvision.runtime import load_model
 from lstmvision.weights import save_pretrained
 from lstmvision.analysis import corruptions as K
 from lstmvision.analysis import erf as E
@@ -142,7 +143,7 @@ def test_attacks_bounded_and_effective():
 
 
 def test_attack_on_sequencer_keeps_modes_and_bounds(ckpt):
-    model = C.load_model(str(ckpt))
+    model = load_model(str(ckpt))
     net = C.Normalized(model, (0.5,), (0.5,)).eval()
     x, y = torch.rand(2, 1, 32, 32), torch.tensor([1, 2])
     acc, max_delta = R.adversarial_top1(net, [(x, y)], torch.device("cpu"), "pgd", 2 / 255, 2, 1 / 255)

@@ -19,48 +19,23 @@ FLOP counters skip it; sequencer2d_s at 224 = 8.33 G).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import platform
 import resource
 import statistics
-import sys
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lstmvision.ops.rnn2d import BACKENDS, use_kernels
+from lstmvision.ops.rnn2d import use_kernels
 from lstmvision.flops import count_macs, count_params
+from lstmvision.runtime import TIMM_PREFIX, load_model, resolve_device, time_steps
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="NAME",
-                   help="model to measure (repeatable): NAME, ref:NAME (official formulation) or timm:NAME")
-    p.add_argument("--compare", action="append", default=[], metavar="SPEC",
-                   help="baseline measured in the same process (repeatable), e.g. timm:sequencer2d_s or ref:NAME")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--precision", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--mode", choices=["infer", "train"], default="infer")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and model")
-    p.add_argument("--compile", action="store_true", help="torch.compile every model")
-    p.add_argument("--kernels", choices=BACKENDS, default=None,
-                   help="kernels of lstmvision models (default: LSTMVISION_KERNELS, else auto); ref: models ignore it")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=40, help="timed iterations per round")
-    p.add_argument("--repeats", type=int, default=1, help="rounds (throughput is the median)")
-    p.add_argument("--no-macs", action="store_true", help="skip counting MACs")
-    p.add_argument("--no-check", action="store_true", help="skip the logits comparison against baselines")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
 
 
 @dataclass
@@ -87,19 +62,16 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     raise ValueError(f"model spec {spec!r}: use NAME, ref:NAME or timm:NAME")
 
 
-def build(spec: str, default_kernels: str | None) -> Entry:
+def build(spec: str, default_kernels: str | None, img_size: int | None = None) -> Entry:
     source, name, forced = parse_spec(spec)
     if source == "timm":
-        import timm
+        return Entry(spec, source, name, None, load_model(TIMM_PREFIX + name, img_size=img_size))
+    from lstmvision.models import is_model
 
-        model = timm.create_model(name, pretrained=False)
-        return Entry(spec, source, name, None, model)
-    from lstmvision.models import create_model, list_models
-
-    if name not in list_models():
+    if not is_model(name):
         raise ValueError(f"unknown lstmvision model {name!r} (see `lstmvision models`)")
     return Entry(spec, source, name, forced or default_kernels or os.environ.get("LSTMVISION_KERNELS") or "auto",
-                 create_model(name))
+                 load_model(name))
 
 
 @contextlib.contextmanager
@@ -138,17 +110,13 @@ def _share_weights(src: nn.Module, dst: nn.Module) -> bool:
     return True
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def make_step(e: Entry, x: torch.Tensor, args: argparse.Namespace, device: torch.device) -> Callable[[], Any]:
+def make_step(e: Entry, x: torch.Tensor, precision: str, mode: str, compile: bool,
+              device: torch.device) -> Callable[[], Any]:
     model = e.model
-    dtype = DTYPES[args.precision]
+    dtype = DTYPES[precision]
     amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    fn = torch.compile(model) if args.compile else model
-    if args.mode == "infer":
+    fn = torch.compile(model) if compile else model
+    if mode == "infer":
         model.eval()
 
         def step():
@@ -193,91 +161,90 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but CUDA is not available")
-    if args.batch_size < 1 or args.iters < 1 or args.repeats < 1 or args.warmup < 0:
+def benchmark(models: list[str], compare: Sequence[str] = (), batch_size: int = 8, img_size: int = 224,
+              precision: str = "fp32", mode: str = "infer", device: str | None = None, channels_last: bool = False,
+              compile: bool = False, kernels: str | None = None, warmup: int = 10, iters: int = 40,
+              repeats: int = 1, macs: bool = True, check: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Measure every spec of `models` and `compare` (see the module docstring); the report as a dict."""
+    dev = resolve_device(device)
+    if batch_size < 1 or iters < 1 or repeats < 1 or warmup < 0:
         raise ValueError("--batch-size, --iters and --repeats must be >= 1, --warmup >= 0")
-    entries = [build(s, args.kernels) for s in args.model]
-    baselines = [build(s, args.kernels) for s in args.compare]
+    entries = [build(s, kernels, img_size) for s in models]
+    baselines = [build(s, kernels, img_size) for s in compare]
     everyone = entries + baselines
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
-    if args.channels_last:
+    x = torch.randn(batch_size, 3, img_size, img_size, device=dev)
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     # logits check: baselines get the first model's weights when the layouts match
     if entries:
         _randomise_head(entries[0].model)
     for e in everyone:
         e.result = dict(spec=e.spec, source=e.source, model=e.name, kernels=e.kernels, params=count_params(e.model))
-        if not args.no_macs:
+        if macs:
             with kernels_ctx(e.kernels):
-                macs = count_macs(e.model, (3, args.img_size, args.img_size))
-            e.result.update(gmacs=round(macs["total"] / 1e9, 3), gmacs_rnn=round(macs["rnn"] / 1e9, 3))
+                counted = count_macs(e.model, (3, img_size, img_size))
+            e.result.update(gmacs=round(counted["total"] / 1e9, 3), gmacs_rnn=round(counted["rnn"] / 1e9, 3))
     shared = {b.spec: _share_weights(entries[0].model, b.model) for b in baselines} if entries else {}
     for e in everyone:
-        e.model.to(device)
-        if args.channels_last:
+        e.model.to(dev)
+        if channels_last:
             e.model.to(memory_format=torch.channels_last)
-    if not args.no_check and entries:
-        with torch.no_grad():
-            outs = {}
-            for e in [entries[0]] + [b for b in baselines if shared[b.spec]]:
-                e.model.eval()
-                dtype = DTYPES[args.precision]
-                amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-                with kernels_ctx(e.kernels), amp:
-                    outs[e.spec] = e.model(x).float()
-            ref = outs[entries[0].spec]
-            for b in baselines:
-                if b.spec in outs:
-                    b.result["max_abs_logit_diff_vs_" + entries[0].spec] = float((outs[b.spec] - ref).abs().max())
-    # warm-up (compiles when --compile), then interleaved timed rounds
+    if check and entries:
+        _check_logits(entries[0], [b for b in baselines if shared[b.spec]], x, precision, dev)
+    # warm-up (compiles when compile=True), then interleaved timed rounds
     for e in everyone:
-        e.step = make_step(e, x, args, device)
-        for _ in range(args.warmup):
-            e.step()
-        _sync(device)
+        e.step = make_step(e, x, precision, mode, compile, dev)
+        time_steps(e.step, warmup, dev)  # the warm-up's time is not used
     peak = {}
-    for r in range(args.repeats):
+    for _ in range(repeats):
         for e in everyone:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.iters):
-                e.step()
-            _sync(device)
-            e.runs.append(time.perf_counter() - t0)
-            if device.type == "cuda":
-                peak[e.spec] = max(peak.get(e.spec, 0), torch.cuda.max_memory_allocated(device) // 2**20)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            e.runs.append(time_steps(e.step, iters, dev))
+            if dev.type == "cuda":
+                peak[e.spec] = max(peak.get(e.spec, 0), torch.cuda.max_memory_allocated(dev) // 2**20)
             else:
                 peak[e.spec] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     for e in everyone:
         sec = statistics.median(e.runs)
         e.result.update(
-            img_per_s=round(args.batch_size * args.iters / sec, 2),
-            ms_per_iter=round(sec / args.iters * 1e3, 2),
-            img_per_s_runs=[round(args.batch_size * args.iters / s, 2) for s in e.runs],
+            img_per_s=round(batch_size * iters / sec, 2),
+            ms_per_iter=round(sec / iters * 1e3, 2),
+            img_per_s_runs=[round(batch_size * iters / s, 2) for s in e.runs],
         )
-        e.result["peak_mem_mib" if device.type == "cuda" else "cpu_rss_mib"] = peak[e.spec]
+        e.result["peak_mem_mib" if dev.type == "cuda" else "cpu_rss_mib"] = peak[e.spec]
     ratios = {
         f"{e.spec} / {b.spec}": round(e.result["img_per_s"] / b.result["img_per_s"], 3)
         for e in entries for b in baselines
     }
-    settings = {k: getattr(args, k) for k in (
-        "batch_size", "img_size", "precision", "mode", "device", "channels_last", "compile", "kernels",
-        "warmup", "iters", "repeats")}
+    settings = dict(batch_size=batch_size, img_size=img_size, precision=precision, mode=mode, device=str(dev),
+                    channels_last=channels_last, compile=compile, kernels=kernels, warmup=warmup, iters=iters,
+                    repeats=repeats)
     return dict(
-        command="lstmvision " + " ".join(getattr(args, "argv", None) or ["benchmark", "..."]),
-        device=device_name(device), versions=versions(), settings=settings,
+        command=command or "lstmvision benchmark ...",
+        device=device_name(dev), versions=versions(), settings=settings,
         results=[e.result for e in entries], baselines=[b.result for b in baselines], ratios=ratios,
-        notes=("cpu_rss_mib is the process peak RSS (ru_maxrss), not a per-model figure" if device.type != "cuda"
+        notes=("cpu_rss_mib is the process peak RSS (ru_maxrss), not a per-model figure" if dev.type != "cuda"
                else "peak_mem_mib = torch.cuda.max_memory_allocated after the warm-up"),
     )
 
 
-def _table(report: dict[str, Any]) -> str:
+def _check_logits(first: Entry, baselines: list[Entry], x: torch.Tensor, precision: str,
+                  device: torch.device) -> None:
+    """Max |logit difference| of each baseline (sharing `first`'s weights) against `first`, into its result."""
+    dtype = DTYPES[precision]
+    outs = {}
+    with torch.no_grad():
+        for e in [first] + baselines:
+            e.model.eval()
+            amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+            with kernels_ctx(e.kernels), amp:
+                outs[e.spec] = e.model(x).float()
+    for b in baselines:
+        b.result["max_abs_logit_diff_vs_" + first.spec] = float((outs[b.spec] - outs[first.spec]).abs().max())
+
+
+def table(report: dict[str, Any]) -> str:
     rows = report["results"] + report["baselines"]
     mem = "peak_mem_mib" if any("peak_mem_mib" in r for r in rows) else "cpu_rss_mib"
     head = f"{'model':32} {'kernels':10} {'img/s':>10} {'ms/iter':>9} {mem:>12} {'params':>12} {'GMACs':>7}"
@@ -292,13 +259,3 @@ def _table(report: dict[str, Any]) -> str:
             if k.startswith("max_abs_logit_diff"):
                 lines.append(f"{r['spec']}: {k} = {v:.3g}")
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    report = benchmark(args)
-    print(_table(report))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    return 0

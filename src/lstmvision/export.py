@@ -15,12 +15,10 @@ The model's preprocessing (`pretrained_cfg`) and class names are stored in the f
 """
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -67,32 +65,7 @@ class ExportResult:
         return bool(self.checks) and self.max_abs_diff <= self.tolerance
 
 
-# ------------------------------------------------------------------------------------------ loading
-def load_model(model: str | None = None, checkpoint: str | Path | None = None) -> nn.Module:
-    """The model to export, in eval mode: by name, from a `save_pretrained` folder, or a weights file + name."""
-    from lstmvision.models import create_model
-    from lstmvision.weights import read_state_dict
-
-    if checkpoint is None:
-        if model is None:
-            raise ExportError("give --model NAME, --checkpoint FOLDER, or --checkpoint FILE with --model NAME")
-        warnings.warn(f"exporting {model} with random weights (no --checkpoint given)", stacklevel=2)
-        return create_model(model).eval()
-    checkpoint = Path(checkpoint)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    if checkpoint.is_dir():
-        if not (checkpoint / "config.json").is_file():
-            raise ExportError(f"{checkpoint} is a folder without config.json (not written by save_pretrained)")
-        return create_model(model, pretrained=checkpoint).eval()
-    if model is None:
-        raise ExportError(f"{checkpoint} is a weights file: say which architecture it holds with --model NAME")
-    state = read_state_dict(checkpoint)
-    head = next((state[k] for k in ("head.fc.weight", "head.weight") if k in state), None)
-    num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else None
-    return create_model(model, pretrained=checkpoint, num_classes=num_classes).eval()
-
-
+# --------------------------------------------------------------------------------------------- shapes
 def export_size(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> tuple[int, int, int]:
     """(C, H, W) to export at: `img_size` or the model's `pretrained_cfg['input_size']`."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -278,41 +251,3 @@ def export(
         export_torchscript(model, output)
     checks = verify(output, fmt, model, size, batch_size, dynamic_batch, dynamic_size)
     return ExportResult(output, fmt, checks, tolerance)
-
-
-# --------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="registered model name (random weights unless --checkpoint)")
-    p.add_argument("--checkpoint", default=None,
-                   help="folder written by save_pretrained, or a weights file together with --model")
-    p.add_argument("--format", choices=FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
-    p.add_argument("--output", "-o", required=True, help="file to write")
-    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
-    p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
-    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset ({MIN_OPSET}..20, default {DEFAULT_OPSET})")
-    p.add_argument("--img-size", type=int, default=None, help="export resolution (default: the model's input_size)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the export (default 1)")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max |Δ| allowed (default {TOLERANCE:g})")
-
-
-def run(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="exporting .* with random weights")
-        if args.checkpoint is None and args.model is not None:
-            print(f"note: no --checkpoint given, exporting {args.model} with random weights")
-        model = load_model(args.model, args.checkpoint)
-    result = export(
-        model, args.output, args.format, args.img_size, args.batch_size, args.dynamic_batch, args.dynamic_size,
-        args.opset, args.tolerance,
-    )
-    size_mb = result.path.stat().st_size / 2**20
-    name = getattr(model, "model_name", "model")
-    print(f"exported {name} to {result.path} ({result.format}, {size_mb:.1f} MB)")
-    engine = "onnxruntime" if result.format == "onnx" else "torch.jit.load"
-    for check in result.checks:
-        print(f"  verified with {engine}: {check}")
-    if not result.ok:
-        print(f"lstmvision export: error: max |Δ| {result.max_abs_diff:.2e} exceeds the tolerance {result.tolerance:g}")
-        return 1
-    print(f"ok: max |Δ| {result.max_abs_diff:.2e} <= {result.tolerance:g}")
-    return 0

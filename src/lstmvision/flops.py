@@ -62,3 +62,22 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_rows(names: list[str], img_size: int | None = None, macs: bool = True) -> list[dict]:
+    """Per registered model: parameters, input size, paper top-1 and (with `macs`) GMACs at `img_size` (default:
+    each model's own)."""
+    from tqdm import tqdm
+
+    from lstmvision.models import create_model, get_pretrained_cfg
+
+    rows = []
+    for name in tqdm(names, desc="measuring", disable=len(names) < 3, leave=False):
+        cfg = get_pretrained_cfg(name)
+        size = img_size or cfg["input_size"][-1]
+        model = create_model(name)
+        row = dict(model=name, params=count_params(model), img_size=size, paper_top1=cfg.get("paper_top1"))
+        if macs:
+            row["gmacs"] = round(count_macs(model, (cfg["input_size"][0], size, size))["total"] / 1e9, 2)
+        rows.append(row)
+    return rows

@@ -19,6 +19,7 @@ Labels: `model.class_names` (saved in config.json by `save_pretrained`), else th
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lstmvision.runtime import fit_channels
+from lstmvision.runtime import fit_channels, load_model, resolve_device
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -47,7 +48,9 @@ class Prediction:
                     top_k=[dict(label=lab, index=i, score=s) for lab, i, s in self.top_k])
 
 
-def _in_chans(model: nn.Module) -> int:
+def model_in_chans(model: nn.Module) -> int:
+    """Input channels of `model`: those of its first conv (`pretrained_cfg['first_conv']`, else the first
+    Conv2d), else the cfg's `input_size`."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     first = cfg.get("first_conv")
     if isinstance(first, str):
@@ -57,7 +60,8 @@ def _in_chans(model: nn.Module) -> int:
                 return int(conv.in_channels)
         except AttributeError:
             pass
-    return int(cfg.get("input_size", (3,))[0])
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(conv.in_channels) if conv is not None else int(cfg.get("input_size", (3,))[0])
 
 
 def data_config(
@@ -68,7 +72,7 @@ def data_config(
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
-    chans = _in_chans(model)
+    chans = model_in_chans(model)
     if img_size:
         cfg["input_size"] = (chans, img_size, img_size)
     if crop_pct:
@@ -103,9 +107,7 @@ class Classifier:
 
         if not int(getattr(model, "num_classes", 0) or 0):
             raise ValueError("Classifier needs a model with a classification head (num_classes > 0)")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(None if device is None else str(device))
         self.model = model.eval().to(self.device)
         self.data_config = data_config(model, **data_overrides)
         self.transform = create_transform(**self.data_config, is_training=False)
@@ -117,18 +119,16 @@ class Classifier:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         model_name: str | None = None, **kwargs: Any) -> "Classifier":
-        """From a folder written by `save_pretrained`, or a weights file together with `model_name`."""
-        from lstmvision.models import create_model
-
+        """From a folder written by `save_pretrained` or a training run folder, or a weights file together with
+        `model_name` (as `lstmvision.runtime.load_model`)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no model at {path}")
         if path.is_file() and model_name is None:
             raise ValueError(f"{path} is a weights file: give model_name= (the architecture it holds)")
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise ValueError(f"{path} has no config.json: expected a folder written by save_pretrained")
-        model = create_model(model_name, pretrained=path, **kwargs)
-        return cls(model, device=device)
+        if model_name is None:
+            return cls(load_model(path, **kwargs), device=device)
+        return cls(load_model(model_name, pretrained=path, **kwargs), device=device)
 
     # ---------------------------------------------------------------------------------- preprocessing
     def _image(self, item: Any) -> Image.Image:
@@ -201,6 +201,38 @@ class Classifier:
         return out[0] if single else out
 
     __call__ = predict
+
+    def predict_files(self, files: Sequence[str | os.PathLike], top_k: int = 5, batch_size: int = 64,
+                      strict: bool = False) -> tuple[list[dict[str, Any]], int]:
+        """Top-`top_k` of each image file, read and classified `batch_size` at a time: ([{file, predictions}],
+        number of unreadable files skipped); with `strict` an unreadable file is a ValueError."""
+        results: list[dict[str, Any]] = []
+        skipped = 0
+        batch: list[tuple[Path, Image.Image]] = []
+
+        def flush() -> None:
+            if batch:
+                for (path, _), pred in zip(batch, self.predict([img for _, img in batch], top_k=top_k)):
+                    results.append(dict(file=str(path), predictions=[
+                        dict(label=label, index=i, prob=round(prob, 6)) for label, i, prob in pred.top_k]))
+                batch.clear()
+
+        for f in map(Path, files):
+            try:
+                with Image.open(f) as im:
+                    img = im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode)
+            except Exception as e:  # PIL raises many error types for broken files
+                if strict:
+                    raise ValueError(f"unreadable image {f} ({type(e).__name__}); drop --strict-images to skip "
+                                     "it") from None
+                skipped += 1
+                warnings.warn(f"skipping unreadable image {f} ({type(e).__name__})", stacklevel=2)
+                continue
+            batch.append((f, img))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        return results, skipped
 
     def __repr__(self) -> str:
         name = getattr(self.model, "model_name", type(self.model).__name__)

@@ -29,10 +29,10 @@ an ERF too compact to have a shape). Compare the maps, not only the number.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +40,8 @@ import torch
 import torch.nn as nn
 
 from lstmvision.analysis import common as C
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH", help="trained model folders")
-    p.add_argument("--model", nargs="+", default=[], metavar="NAME",
-                   help="registered names or timm:NAME (random init unless --pretrained)")
-    p.add_argument("--pretrained", help="weights for a single --model")
-    p.add_argument("--layers", nargs="+", required=True,
-                   help="dotted module names (e.g. stages.1 blocks.3); 'MODEL=LAYER' restricts a layer to a model")
-    p.add_argument("--images", "-n", type=int, default=32, help="number of images summed (exactly N)")
-    p.add_argument("--img-size", type=int, help="input size (default: each model's training size)")
-    p.add_argument("--layout", choices=["auto", "nhwc", "nchw"], default="auto", help="layout of 4-D outputs")
-    p.add_argument("--train-aug", action="store_true", help="random-resized crop + flip instead of eval resize")
-    C.add_common_arguments(p)
-    p.set_defaults(batch_size=8)
+from lstmvision.data import limit
+from lstmvision.runtime import resolve_device
 
 
 # ------------------------------------------------------------------------------------------ core
@@ -195,59 +182,64 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-# ------------------------------------------------------------------------------------------- CLI
-def _image_batches(model, ds, indices, size: int, args):
+# ---------------------------------------------------------------------------------------------- report
+def _image_batches(model: nn.Module, data: C.EvalImages, size: int, train_aug: bool, seed: int,
+                   device: torch.device):
     from torchvision import transforms as T
 
     mean, std = C.model_norm(model)
     in_chans = C.model_in_chans(model)
-    if args.train_aug:
-        torch.manual_seed(args.seed)
+    if train_aug:
+        torch.manual_seed(seed)
         aug = T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0)), T.RandomHorizontalFlip()])
 
         def fn(img, _i):
             return C.to_model_tensor(aug(img.convert("RGB")), in_chans)
     else:
         def fn(img, _i):
-            return C.to_model_tensor(C.resize_image(img, size, args.crop_pct, args.interpolation), in_chans)
+            return C.to_model_tensor(data.resize(img, size), in_chans)
 
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
-    for x, _ in C.loader(C.MappedDataset(ds, indices, fn), args.batch_size, args.workers):
-        yield (x - m) / s
+    for x, _ in data.batches(fn):
+        yield ((x - m) / s).to(device)
 
 
-def run(args: argparse.Namespace) -> int:
+def layers_for(model: nn.Module, layers: list[str]) -> list[str]:
+    """The entries of `layers` that apply to `model`: 'LAYER' for every model, 'LABEL=LAYER' for one."""
+    label = getattr(model, "label", "")
+    chosen = [l.split("=", 1)[-1] for l in layers if "=" not in l or l.split("=", 1)[0] == label]
+    if not chosen:
+        raise ValueError(f"no --layers apply to {label} (use 'LAYER' or '{label}=LAYER')")
+    return chosen
+
+
+def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], images: int, output: str | Path,
+               img_size: int | None = None, layout: str = "auto", train_aug: bool = False, seed: int = 0,
+               device: torch.device | None = None) -> dict:
+    """ERF maps of `layers` of each model (with `.label`, from `runtime.load_model`) over exactly `images` random
+    images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to `output` and returns the report."""
     from tqdm import tqdm
 
-    specs = list(args.checkpoint) + list(args.model)
-    if not specs:
-        raise ValueError("give at least one --checkpoint PATH or --model NAME")
-    if args.pretrained and len(args.model) != 1:
-        raise ValueError("--pretrained goes with exactly one --model")
-    if args.images < 1:
-        raise ValueError(f"--images must be at least 1, got {args.images}")
-    ds = C.open_dataset(args.data, args.split)
-    if args.images > len(ds):
-        raise ValueError(f"--images {args.images} but the {args.split} set has only {len(ds)} images")
-    indices = C.subset_indices(len(ds), args.images, args.seed)
-    out = Path(args.output)
+    if images < 1:
+        raise ValueError(f"--images must be at least 1, got {images}")
+    if images > len(data.dataset):
+        raise ValueError(f"--images {images} but the {data.split} set has only {len(data.dataset)} images")
+    data = replace(data, dataset=limit(data.dataset, images, seed))
+    device = device or resolve_device(None)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     entries = []
-    models = [C.load_model(spec, args.pretrained if spec in args.model else None, args.num_classes, args.in_chans)
-              for spec in specs]  # all loaded first: a bad spec fails before any work
-    for spec, model in tqdm(list(zip(specs, models)), desc="models"):
-        layers = [l.split("=", 1)[-1] for l in args.layers
-                  if "=" not in l or l.split("=", 1)[0] in (model.label, spec)]
-        if not layers:
-            raise ValueError(f"no --layers apply to {model.label} (use 'LAYER' or '{model.label}=LAYER')")
-        size = args.img_size or C.model_native_size(model)
+    for model in tqdm(models, desc="models"):
+        chosen = layers_for(model, layers)
+        size = img_size or C.model_native_size(model)
         grids: dict[str, tuple[int, int]] = {}
-        maps, n = erf_maps(model, layers, _image_batches(model, ds, indices, size, args), args.layout, grids)
-        if n != args.images:
-            raise RuntimeError(f"summed {n} images, expected {args.images}")
-        for l in layers:
+        batches = _image_batches(model.to(device), data, size, train_aug, seed, device)
+        maps, n = erf_maps(model, chosen, batches, layout, grids)
+        if n != images:
+            raise RuntimeError(f"summed {n} images, expected {images}")
+        for l in chosen:
             lm = log_map(maps[l])
             fname = f"{_safe(model.label)}__{_safe(l)}.npy"
             np.save(out / fname, lm)
@@ -257,33 +249,26 @@ def run(args: argparse.Namespace) -> int:
                                 map=lm))
     scaled = joint_minmax([e["map"] for e in entries])
     plot_grid(entries, scaled, out / "erf.png")
-    report = dict(data=str(args.data), images=args.images, train_aug=args.train_aug, centre="(H//2-1, W//2-1)",
+    report = dict(data=data.name, images=images, train_aug=train_aug, centre="(H//2-1, W//2-1)",
                   seconds=round(time.time() - t0, 1),
                   maps=[{k: v for k, v in e.items() if k != "map"} for e in entries])
-    C.write_json(out / "erf.json", report)
-    rows = [[e["model"], e["layer"], e["size"], e["images"], e["cross_ratio"]] for e in entries]
-    md = C.markdown_table(["model", "layer", "input px", "images", "cross ratio (on/off cross, equal distance)"], rows)
-    (out / "erf.md").write_text(md)
-    print(md)
-    print(f"wrote {len(entries)} maps (.npy), erf.png and erf.json to {out}")
-    return 0
+    C.write_report(out, "erf", report, table(report))
+    return report
+
+
+def table(report: dict) -> str:
+    rows = [[e["model"], e["layer"], e["size"], e["images"], e["cross_ratio"]] for e in report["maps"]]
+    return C.markdown_table(["model", "layer", "input px", "images", "cross ratio (on/off cross, equal distance)"],
+                            rows)
 
 
 def plot_grid(entries: list[dict], scaled: list[np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = list(dict.fromkeys(e["model"] for e in entries))
     ncol = max(sum(e["model"] == m for e in entries) for m in models)
-    fig, axes = plt.subplots(len(models), ncol, figsize=(2.2 * ncol, 2.3 * len(models)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, m in enumerate(models):
-        for c, (e, s) in enumerate([(e, s) for e, s in zip(entries, scaled) if e["model"] == m]):
-            axes[r][c].imshow(s, cmap="pink", vmin=0, vmax=1)
-            axes[r][c].set_title(f"{m}\n{e['layer']}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with C.figure(path, len(models), ncol, figsize=(2.2 * ncol, 2.3 * len(models)), squeeze=False) as (_, axes):
+        for ax in axes.flat:
+            ax.axis("off")
+        for r, m in enumerate(models):
+            for c, (e, s) in enumerate([(e, s) for e, s in zip(entries, scaled) if e["model"] == m]):
+                axes[r][c].imshow(s, cmap="pink", vmin=0, vmax=1)
+                axes[r][c].set_title(f"{m}\n{e['layer']}", fontsize=7)

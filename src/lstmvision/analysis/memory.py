@@ -15,11 +15,11 @@ Measurement (model in eval mode, `torch.no_grad()`, random input of `--batch-siz
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import weakref
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -27,25 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from lstmvision.analysis import common as C
-
-DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "timm:convnext_tiny"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", nargs="+", default=[], metavar="SPEC",
-                   help=f"names, timm:NAME or checkpoint folders (default: {' '.join(DEFAULT_MODELS)})")
-    p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH", help="trained model folders")
-    p.add_argument("--sizes", nargs="+", type=int, default=[224, 320, 448], help="input sizes in pixels")
-    p.add_argument("--batch-size", "-b", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--no-throughput", action="store_true", help="measure peak memory only")
-    p.add_argument("--in-chans", type=int, help="input channels for names / timm: specs")
-    p.add_argument("--num-classes", type=int, help="classes for names / timm: specs")
-    p.add_argument("--mlstm-backend", choices=["auto", "parallel", "chunkwise", "recurrent"],
-                   help="mLSTM backend for ViL (sets $LSTMVISION_MLSTM_BACKEND for this run)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--output", "-o", required=True, help="output folder")
+from lstmvision.runtime import resolve_device, time_steps
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -99,76 +81,47 @@ def peak_forward_bytes(model: nn.Module, x: torch.Tensor) -> int:
 def throughput(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> float:
     """Images/s of inference forwards (the timing of `lstmvision benchmark`, which offers more: repeats, kernels,
     precision, compile; use it for speed claims at one resolution)."""
-    from lstmvision.benchmark import _sync
-
-    def sync():
-        _sync(x.device)
-
-    for _ in range(warmup):
-        model(x)
-    sync()
-    t = time.perf_counter()
-    for _ in range(iters):
-        model(x)
-    sync()
-    return x.shape[0] * iters / (time.perf_counter() - t)
+    return x.shape[0] * iters / time_steps(lambda: model(x), iters, x.device, warmup)
 
 
-def run(args: argparse.Namespace) -> int:
+def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | Path, batch_size: int = 1,
+                  warmup: int = 2, iters: int = 5, measure_throughput: bool = True,
+                  device: torch.device | None = None) -> dict:
+    """Peak forward memory (and throughput) of each model (with `.label`, from `runtime.load_model`; an iterable,
+    so they can be loaded one at a time) at each input size; writes memory.json, .md and .png to `output` and
+    returns the report."""
     from tqdm import tqdm
 
-    specs = list(args.checkpoint) + list(args.model) or list(DEFAULT_MODELS)
-    if any(s < 8 for s in args.sizes):
-        raise ValueError(f"--sizes must be at least 8 px, got {args.sizes}")
-    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
+    if any(s < 8 for s in sizes):
+        raise ValueError(f"--sizes must be at least 8 px, got {sizes}")
+    if batch_size < 1 or iters < 1 or warmup < 0:
         raise ValueError("--batch-size and --iters must be >= 1 and --warmup >= 0")
-    old = os.environ.get("LSTMVISION_MLSTM_BACKEND")
-    if args.mlstm_backend:
-        os.environ["LSTMVISION_MLSTM_BACKEND"] = args.mlstm_backend
-    try:
-        return _run(args, specs)
-    finally:  # the backend choice is for this command only (it may run inside a longer process)
-        if old is None:
-            os.environ.pop("LSTMVISION_MLSTM_BACKEND", None)
-        else:
-            os.environ["LSTMVISION_MLSTM_BACKEND"] = old
-
-
-def _run(args: argparse.Namespace, specs: list[str]) -> int:
-    from tqdm import tqdm
-
-    device = C.resolve_device(args.device)
-    out = Path(args.output)
+    device = device or resolve_device(None)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results = []
-    for spec in specs:
-        model = C.load_model(spec, None, args.num_classes, args.in_chans).to(device)
+    for model in models:
+        model.to(device)
         in_chans = C.model_in_chans(model)
         params = sum(p.numel() for p in model.parameters())
         rows = {}
-        for s in tqdm(args.sizes, desc=model.label):
-            x = torch.randn(args.batch_size, in_chans, s, s, device=device)
+        for s in tqdm(sizes, desc=model.label):
+            x = torch.randn(batch_size, in_chans, s, s, device=device)
             try:
                 mib = peak_forward_bytes(model, x) / 2**20
-                ips = None if args.no_throughput else throughput(model, x, args.warmup, args.iters)
+                ips = throughput(model, x, warmup, iters) if measure_throughput else None
             except (RuntimeError, ValueError, AssertionError) as e:
                 print(f"{model.label} @ {s}px: failed ({str(e).splitlines()[0][:120]})")
                 mib = ips = None
             rows[str(s)] = dict(peak_mib=mib, images_per_s=ips)
         results.append(dict(model=model.label, params_m=params / 1e6, results=rows))
-        del model
-    report = dict(device=C.device_description(device), batch_size=args.batch_size, warmup=args.warmup,
-                  iters=args.iters, mlstm_backend=os.environ.get("LSTMVISION_MLSTM_BACKEND", "auto"),
+    report = dict(device=C.device_description(device), batch_size=batch_size, warmup=warmup,
+                  iters=iters, mlstm_backend=os.environ.get("LSTMVISION_MLSTM_BACKEND", "auto"),
                   method="cuda max_memory_allocated" if device.type == "cuda" else "live tensor bytes (dispatch mode)",
                   seconds=round(time.time() - t0, 1), models=results)
-    C.write_json(out / "memory.json", report)
-    md = table(report)
-    (out / "memory.md").write_text(md)
-    plot(report, out / "memory.png")
-    print(md)
-    print(f"wrote {out / 'memory.json'}, memory.md, memory.png")
-    return 0
+    C.write_report(out, "memory", report, table(report), plot)
+    return report
 
 
 def table(r: dict) -> str:
@@ -187,27 +140,19 @@ def table(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     has_tp = any(v.get("images_per_s") for m in r["models"] for v in m["results"].values())
-    fig, axes = plt.subplots(1, 2 if has_tp else 1, figsize=(10 if has_tp else 5.5, 4), squeeze=False)
-    for m in r["models"]:
-        pts = sorted((int(s), v) for s, v in m["results"].items() if v.get("peak_mib") is not None)
-        if not pts:
-            continue
-        axes[0][0].plot([s for s, _ in pts], [v["peak_mib"] for _, v in pts], marker="o", label=m["model"])
+    with C.figure(path, 1, 2 if has_tp else 1, figsize=(10 if has_tp else 5.5, 4), squeeze=False) as (_, axes):
+        for m in r["models"]:
+            pts = sorted((int(s), v) for s, v in m["results"].items() if v.get("peak_mib") is not None)
+            if not pts:
+                continue
+            axes[0][0].plot([s for s, _ in pts], [v["peak_mib"] for _, v in pts], marker="o", label=m["model"])
+            if has_tp:
+                tp = [(s, v["images_per_s"]) for s, v in pts if v.get("images_per_s")]
+                axes[0][1].plot([s for s, _ in tp], [v for _, v in tp], marker="o", label=m["model"])
+        axes[0][0].set(xlabel="input size (px)", ylabel="peak forward memory (MiB)", title="Peak memory", yscale="log")
         if has_tp:
-            tp = [(s, v["images_per_s"]) for s, v in pts if v.get("images_per_s")]
-            axes[0][1].plot([s for s, _ in tp], [v for _, v in tp], marker="o", label=m["model"])
-    axes[0][0].set(xlabel="input size (px)", ylabel="peak forward memory (MiB)", title="Peak memory", yscale="log")
-    if has_tp:
-        axes[0][1].set(xlabel="input size (px)", ylabel="images / s", title="Throughput", yscale="log")
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            axes[0][1].set(xlabel="input size (px)", ylabel="images / s", title="Throughput", yscale="log")
+        for ax in axes.flat:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)

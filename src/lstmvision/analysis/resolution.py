@@ -12,24 +12,15 @@ which is the meaningful comparison for small images (e.g. Fashion-MNIST trained 
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn as nn
 
 from lstmvision.analysis import common as C
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH",
-                   help="trained model folders (save_pretrained / training run / best/)")
-    p.add_argument("--model", nargs="+", default=[], metavar="NAME",
-                   help="registered names or timm:NAME (random init unless --pretrained)")
-    p.add_argument("--pretrained", help="weights for a single --model")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--sizes", nargs="+", type=int, help="absolute test sizes in pixels")
-    g.add_argument("--factors", nargs="+", type=float, help="test sizes relative to each model's training size")
-    p.add_argument("--native-size", type=int, help="training size used with --factors (default: the model's)")
-    C.add_common_arguments(p)
+from lstmvision.runtime import resolve_device
 
 
 def sweep_sizes(native: int, sizes: list[int] | None, factors: list[float] | None) -> list[int]:
@@ -45,60 +36,45 @@ def sweep_sizes(native: int, sizes: list[int] | None, factors: list[float] | Non
     return sorted({max(1, round(f * native)) for f in factors})
 
 
-def model_specs(args: argparse.Namespace) -> list[str]:
-    specs = list(args.checkpoint) + list(args.model)
-    if not specs:
-        raise ValueError("give at least one --checkpoint PATH or --model NAME")
-    if args.pretrained and len(args.model) != 1:
-        raise ValueError("--pretrained goes with exactly one --model")
-    return specs
-
-
-def evaluate_at(model, ds, indices, size: int, args, device) -> float:
+def evaluate_at(model: nn.Module, data: C.EvalImages, size: int, device: torch.device) -> float:
+    """Top-1 (%) of `model` on `data` resized to `size` px."""
     mean, std = C.model_norm(model)
     in_chans = C.model_in_chans(model)
     net = C.Normalized(model, mean, std).to(device).eval()
 
     def fn(img, _i):
-        return C.to_model_tensor(C.resize_image(img, size, args.crop_pct, args.interpolation), in_chans)
+        return C.to_model_tensor(data.resize(img, size), in_chans)
 
-    batches = C.loader(C.MappedDataset(ds, indices, fn), args.batch_size, args.workers)
-    return C.top1(net, batches, device, desc=f"{model.label} @ {size}px")
+    return C.top1(net, data.batches(fn), device, desc=f"{model.label} @ {size}px")
 
 
-def run(args: argparse.Namespace) -> int:
-    specs = model_specs(args)
-    device = C.resolve_device(args.device)
-    ds = C.open_dataset(args.data, args.split)
-    indices = C.subset_indices(len(ds), args.limit, args.seed)
-    out = Path(args.output)
+def resolution_sweep(models: Iterable[nn.Module], data: C.EvalImages, output: str | Path,
+                     sizes: list[int] | None = None, factors: list[float] | None = None,
+                     native_size: int | None = None, device: torch.device | None = None) -> dict:
+    """Top-1 of each model (with `.label`, from `runtime.load_model`; an iterable, so they can be loaded one at a
+    time) at each size (see the module docstring); writes resolution.json, .md and .png to `output` and returns
+    the report."""
+    device = device or resolve_device(None)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results = []
-    for spec in specs:
-        pretrained = args.pretrained if spec in args.model else None
-        model = C.load_model(spec, pretrained, args.num_classes, args.in_chans)
-        native = args.native_size or C.model_native_size(model)
-        sizes = sweep_sizes(native, args.sizes, args.factors)
+    for model in models:
+        native = native_size or C.model_native_size(model)
         accs = {}
-        for s in sizes:
+        for s in sweep_sizes(native, sizes, factors):
             try:
-                accs[s] = evaluate_at(model, ds, indices, s, args, device)
+                accs[s] = evaluate_at(model, data, s, device)
             except (RuntimeError, ValueError, AssertionError) as e:  # e.g. too small for the patch grid
                 print(f"{model.label} @ {s}px: not evaluated ({str(e).splitlines()[0][:120]})")
                 accs[s] = None
             print(f"{model.label} @ {s}px: " + ("n/a" if accs[s] is None else f"{accs[s]:.2f}%"))
-        results.append(dict(model=model.label, spec=spec, native_size=native,
-                             top1={str(k): v for k, v in accs.items()}))
-    report = dict(data=str(args.data), split=args.split, images=len(indices), crop_pct=args.crop_pct,
-                  interpolation=args.interpolation, device=C.device_description(device),
+        results.append(dict(model=model.label, native_size=native, top1={str(k): v for k, v in accs.items()}))
+    report = dict(data=data.name, split=data.split, images=len(data.dataset), crop_pct=data.crop_pct,
+                  interpolation=data.interpolation, device=C.device_description(device),
                   seconds=round(time.time() - t0, 1), results=results)
-    C.write_json(out / "resolution.json", report)
-    (out / "resolution.md").write_text(table(report))
-    plot(report, out / "resolution.png")
-    print(table(report))
-    print(f"wrote {out / 'resolution.json'}, resolution.md, resolution.png")
-    return 0
+    C.write_report(out, "resolution", report, table(report), plot)
+    return report
 
 
 def table(report: dict) -> str:
@@ -119,23 +95,15 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in report["results"]:
-        pts = sorted((int(k), v) for k, v in r["top1"].items() if v is not None)
-        if pts:
-            xs = [k / r["native_size"] for k, _ in pts]
-            ax.plot(xs, [v for _, v in pts], marker="o", label=f"{r['model']} (train {r['native_size']}px)")
-    ax.axvline(1.0, color="gray", lw=0.5)
-    ax.set_xlabel("test resolution / training resolution")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title("Resolution adaptability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with C.figure(path, figsize=(6, 4)) as (_, ax):
+        for r in report["results"]:
+            pts = sorted((int(k), v) for k, v in r["top1"].items() if v is not None)
+            if pts:
+                xs = [k / r["native_size"] for k, _ in pts]
+                ax.plot(xs, [v for _, v in pts], marker="o", label=f"{r['model']} (train {r['native_size']}px)")
+        ax.axvline(1.0, color="gray", lw=0.5)
+        ax.set_xlabel("test resolution / training resolution")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("Resolution adaptability")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)

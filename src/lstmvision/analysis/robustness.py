@@ -19,7 +19,6 @@ model is in eval mode with its RNNs in train mode, as their backward needs (the 
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -30,25 +29,7 @@ import torch.nn.functional as F
 
 from lstmvision.analysis import common as C
 from lstmvision.analysis.corruptions import ALEXNET_ERR, CORRUPTIONS, SEVERITIES, corrupt
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="PATH", help="trained model folder")
-    p.add_argument("--model", metavar="NAME", help="registered name or timm:NAME (random init unless --pretrained)")
-    p.add_argument("--pretrained", help="weights for --model")
-    p.add_argument("--baseline", metavar="SPEC", help="model (folder, name or timm:NAME) to normalise CE against")
-    p.add_argument("--imagenet", choices=["auto", "yes", "no"], default="auto",
-                   help="use the AlexNet constants (auto: when the model has 1000 classes)")
-    p.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), metavar="NAME",
-                   help="subset of the 15 corruptions (default all)")
-    p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), help="subset of 1..5")
-    p.add_argument("--no-corruptions", action="store_true", help="skip ImageNet-C (e.g. attacks only)")
-    p.add_argument("--img-size", type=int, help="input size (default: the model's training size)")
-    p.add_argument("--attack", choices=["fgsm", "pgd"], help="also measure adversarial top-1")
-    p.add_argument("--eps", type=C.parse_fraction, default=1 / 255, help="L-inf budget in [0, 1] (default 1/255)")
-    p.add_argument("--pgd-steps", type=int, default=5)
-    p.add_argument("--pgd-step-size", type=C.parse_fraction, default=0.5 / 255)
-    C.add_common_arguments(p)
+from lstmvision.runtime import resolve_device
 
 
 # ------------------------------------------------------------------------------------------ scores
@@ -120,102 +101,105 @@ def adversarial_top1(net: nn.Module, batches, device, attack: str, eps: float, s
     return 100.0 * correct / max(total, 1), max_delta
 
 
-# --------------------------------------------------------------------------------------------- CLI
-def _corrupted_batches(ds, indices, size, in_chans, name, severity, args):
+# ------------------------------------------------------------------------------------------- report
+def _corrupted_batches(data: C.EvalImages, size: int, in_chans: int, name: str | None, severity: int, seed: int):
     def fn(img, i):
-        img = C.resize_image(img.convert("RGB"), size, args.crop_pct, args.interpolation)
+        img = data.resize(img.convert("RGB"), size)
         if name is not None:
-            img = corrupt(np.asarray(img), name, severity, seed=args.seed * 1_000_003 + i)
+            img = corrupt(np.asarray(img), name, severity, seed=seed * 1_000_003 + i)
         return C.to_model_tensor(img, in_chans)
 
-    return C.loader(C.MappedDataset(ds, indices, fn), args.batch_size, args.workers)
+    return data.batches(fn)
 
 
-def corruption_errors(model, ds, indices, size, args, device) -> tuple[float, dict[str, dict[int, float]]]:
+def corruption_errors(model: nn.Module, data: C.EvalImages, size: int, corruptions: list[str], severities: list[int],
+                      device: torch.device, seed: int = 0) -> tuple[float, dict[str, dict[int, float]]]:
     """(clean error, {corruption: {severity: error}}) in [0, 1]."""
     from tqdm import tqdm
 
     mean, std = C.model_norm(model)
     in_chans = C.model_in_chans(model)
     net = C.Normalized(model, mean, std).to(device).eval()
-    clean = 1 - C.top1(net, _corrupted_batches(ds, indices, size, in_chans, None, 0, args), device, "clean") / 100
+    clean = 1 - C.top1(net, _corrupted_batches(data, size, in_chans, None, 0, seed), device, "clean") / 100
     err: dict[str, dict[int, float]] = {}
-    jobs = [(c, s) for c in args.corruptions for s in args.severities]
+    jobs = [(c, s) for c in corruptions for s in severities]
     for c, s in tqdm(jobs, desc=f"{model.label} ImageNet-C"):
-        acc = C.top1(net, _corrupted_batches(ds, indices, size, in_chans, c, s, args), device, f"{c} s{s}",
-                     progress=False)
+        acc = C.top1(net, _corrupted_batches(data, size, in_chans, c, s, seed), device, f"{c} s{s}", progress=False)
         err.setdefault(c, {})[s] = 1 - acc / 100
     return clean, err
 
 
-def _check(args) -> None:
-    if bool(args.checkpoint) == bool(args.model):
-        raise ValueError("give exactly one of --checkpoint PATH or --model NAME")
-    bad = [c for c in args.corruptions if c not in CORRUPTIONS]
+def check_settings(corruptions: list[str], severities: list[int], eps: float, pgd_steps: int) -> None:
+    bad = [c for c in corruptions if c not in CORRUPTIONS]
     if bad:
         raise ValueError(f"unknown corruption {bad[0]!r}; choose from {', '.join(CORRUPTIONS)}")
-    bad_s = [s for s in args.severities if s not in SEVERITIES]
+    bad_s = [s for s in severities if s not in SEVERITIES]
     if bad_s:
         raise ValueError(f"severities must be in 1..5, got {bad_s}")
-    if not 0 < args.eps <= 1:
-        raise ValueError(f"--eps must be in (0, 1] (pixel range [0, 1]; e.g. 1/255), got {args.eps}")
-    if args.pgd_steps < 1:
+    if not 0 < eps <= 1:
+        raise ValueError(f"--eps must be in (0, 1] (pixel range [0, 1]; e.g. 1/255), got {eps}")
+    if pgd_steps < 1:
         raise ValueError("--pgd-steps must be at least 1")
-    if args.no_corruptions and not args.attack:
-        raise ValueError("--no-corruptions leaves nothing to do without --attack")
 
 
-def run(args: argparse.Namespace) -> int:
-    _check(args)
-    device = C.resolve_device(args.device)
-    model = C.load_model(args.checkpoint or args.model, args.pretrained, args.num_classes, args.in_chans)
-    ds = C.open_dataset(args.data, args.split)
-    indices = C.subset_indices(len(ds), args.limit, args.seed)
-    size = args.img_size or C.model_native_size(model)
-    out = Path(args.output)
+def _corruption_report(model: nn.Module, data: C.EvalImages, size: int, corruptions: list[str],
+                       severities: list[int], baseline: nn.Module | None, imagenet: str, baseline_size: int | None,
+                       device: torch.device, seed: int) -> dict:
+    clean, err = corruption_errors(model, data, size, corruptions, severities, device, seed)
+    report: dict = dict(clean_top1=100 * (1 - clean),
+                        top1={c: {str(s): 100 * (1 - e) for s, e in d.items()} for c, d in err.items()},
+                        mean_error=mean_pct({c: float(np.mean(list(d.values()))) for c, d in err.items()}))
+    if imagenet == "yes" or (imagenet == "auto" and getattr(model, "num_classes", 0) == 1000):
+        if set(severities) != set(SEVERITIES):
+            print("note: the AlexNet constants average all 5 severities; this mCE uses a subset")
+        ce = ce_alexnet(err)
+        report.update(normalisation="AlexNet (ImageNet-C)", ce={c: 100 * v for c, v in ce.items()}, mce=mean_pct(ce))
+    if baseline is not None:
+        bsize = baseline_size or C.model_native_size(baseline)
+        bclean, berr = corruption_errors(baseline, data, bsize, corruptions, severities, device, seed)
+        ce, rce = ce_baseline(err, berr, clean, bclean)
+        report.update(baseline=dict(model=baseline.label, clean_top1=100 * (1 - bclean),
+                                    top1={c: {str(s): 100 * (1 - e) for s, e in d.items()} for c, d in berr.items()}),
+                      ce_vs_baseline={c: 100 * v for c, v in ce.items()}, mce_vs_baseline=mean_pct(ce),
+                      relative_ce_vs_baseline={c: 100 * v for c, v in rce.items()},
+                      relative_mce_vs_baseline=mean_pct(rce))
+    return report
+
+
+def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
+                      corruptions: list[str] | None = None, severities: list[int] | None = None,
+                      baseline: nn.Module | None = None, imagenet: str = "auto", img_size: int | None = None,
+                      attack: str | None = None, eps: float = 1 / 255, pgd_steps: int = 5,
+                      pgd_step_size: float = 0.5 / 255, device: torch.device | None = None, seed: int = 0) -> dict:
+    """Corruption errors (all 15 x 5 unless `corruptions` / `severities` say; none with `corruptions=[]`), CE
+    against AlexNet (`imagenet`: 'yes', 'no', 'auto' = 1000 classes) and/or `baseline`, and with `attack` the
+    adversarial top-1 of `model` (with `.label`, from `runtime.load_model`) on `data` (see the module docstring);
+    writes robustness.json, .md (and .png) to `output` and returns the report."""
+    corruptions = list(CORRUPTIONS) if corruptions is None else list(corruptions)
+    severities = list(SEVERITIES) if severities is None else list(severities)
+    check_settings(corruptions, severities, eps, pgd_steps)
+    if not corruptions and not attack:
+        raise ValueError("no corruptions and no attack: nothing to do")
+    device = device or resolve_device(None)
+    size = img_size or C.model_native_size(model)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    report: dict = dict(model=model.label, data=str(args.data), split=args.split, images=len(indices), img_size=size,
+    report: dict = dict(model=model.label, data=data.name, split=data.split, images=len(data.dataset), img_size=size,
                         device=C.device_description(device))
-    if not args.no_corruptions:
-        clean, err = corruption_errors(model, ds, indices, size, args, device)
-        imagenet = args.imagenet == "yes" or (args.imagenet == "auto" and getattr(model, "num_classes", 0) == 1000)
-        report.update(clean_top1=100 * (1 - clean), top1={c: {str(s): 100 * (1 - e) for s, e in d.items()}
-                                                         for c, d in err.items()},
-                      mean_error=mean_pct({c: float(np.mean(list(d.values()))) for c, d in err.items()}))
-        if imagenet:
-            if set(args.severities) != set(SEVERITIES):
-                print("note: the AlexNet constants average all 5 severities; this mCE uses a subset")
-            ce = ce_alexnet(err)
-            report.update(normalisation="AlexNet (ImageNet-C)", ce={c: 100 * v for c, v in ce.items()}, mce=mean_pct(ce))
-        if args.baseline:
-            base = C.load_model(args.baseline, None, args.num_classes, args.in_chans)
-            bclean, berr = corruption_errors(base, ds, indices, args.img_size or C.model_native_size(base), args, device)
-            ce, rce = ce_baseline(err, berr, clean, bclean)
-            report.update(baseline=dict(model=base.label, clean_top1=100 * (1 - bclean),
-                                        top1={c: {str(s): 100 * (1 - e) for s, e in d.items()} for c, d in berr.items()}),
-                          ce_vs_baseline={c: 100 * v for c, v in ce.items()}, mce_vs_baseline=mean_pct(ce),
-                          relative_ce_vs_baseline={c: 100 * v for c, v in rce.items()},
-                          relative_mce_vs_baseline=mean_pct(rce))
-    if args.attack:
+    if corruptions:
+        report.update(_corruption_report(model, data, size, corruptions, severities, baseline, imagenet, img_size,
+                                         device, seed))
+    if attack:
         mean, std = C.model_norm(model)
-        in_chans = C.model_in_chans(model)
         net = C.Normalized(model, mean, std).to(device).eval()
-        batches = _corrupted_batches(ds, indices, size, in_chans, None, 0, args)
-        acc, max_delta = adversarial_top1(net, batches, device, args.attack, args.eps, args.pgd_steps,
-                                          args.pgd_step_size, args.seed)
-        report["adversarial"] = dict(attack=args.attack, eps=args.eps, top1=acc, max_abs_perturbation=max_delta,
-                                     **({"steps": args.pgd_steps, "step_size": args.pgd_step_size}
-                                        if args.attack == "pgd" else {}))
+        batches = _corrupted_batches(data, size, C.model_in_chans(model), None, 0, seed)
+        acc, max_delta = adversarial_top1(net, batches, device, attack, eps, pgd_steps, pgd_step_size, seed)
+        report["adversarial"] = dict(attack=attack, eps=eps, top1=acc, max_abs_perturbation=max_delta,
+                                     **({"steps": pgd_steps, "step_size": pgd_step_size} if attack == "pgd" else {}))
     report["seconds"] = round(time.time() - t0, 1)
-    C.write_json(out / "robustness.json", report)
-    md = table(report)
-    (out / "robustness.md").write_text(md)
-    if "top1" in report:
-        plot(report, out / "robustness.png")
-    print(md)
-    print(f"wrote {out / 'robustness.json'}, robustness.md" + (", robustness.png" if "top1" in report else ""))
-    return 0
+    C.write_report(out, "robustness", report, table(report), plot if "top1" in report else None)
+    return report
 
 
 def table(r: dict) -> str:
@@ -252,26 +236,18 @@ def table(r: dict) -> str:
 
 def plot(r: dict, path: Path) -> None:
     """Top-1 per corruption (mean over the severities run) for the model and the baseline, clean as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(r["top1"])
     series = [(r["model"], r["top1"], r["clean_top1"])]
     if "baseline" in r:
         b = r["baseline"]
         series.append((b["model"] + " (baseline)", b["top1"], b["clean_top1"]))
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
-    width = 0.8 / len(series)
-    for i, (label, top1, clean) in enumerate(series):
-        vals = [float(np.mean(list(top1[c].values()))) for c in names]
-        bars = ax.bar(np.arange(len(names)) + i * width, vals, width, label=label)
-        ax.axhline(clean, color=bars.patches[0].get_facecolor(), ls="--", lw=1)
-    ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("top-1 (%), mean over severities; dashed = clean")
-    ax.set_title(f"Corruption robustness of {r['model']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with C.figure(path, figsize=(max(5, 0.6 * len(names) + 2), 4)) as (_, ax):
+        width = 0.8 / len(series)
+        for i, (label, top1, clean) in enumerate(series):
+            vals = [float(np.mean(list(top1[c].values()))) for c in names]
+            bars = ax.bar(np.arange(len(names)) + i * width, vals, width, label=label)
+            ax.axhline(clean, color=bars.patches[0].get_facecolor(), ls="--", lw=1)
+        ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("top-1 (%), mean over severities; dashed = clean")
+        ax.set_title(f"Corruption robustness of {r['model']}")
+        ax.legend(fontsize=7)

@@ -1,2 +1,41 @@
-"""`lstmvision erf`: argparse glue (the work is in `lstmvision.analysis.erf`)."""
-from lstmvision.analysis.erf import add_arguments, run  # noqa: F401
+"""`lstmvision erf`: argparse glue for `lstmvision.analysis.erf.erf_report`."""
+from __future__ import annotations
+
+import argparse
+
+from lstmvision.cli._common import add_analysis_arguments, analysis_specs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH", help="trained model folders")
+    p.add_argument("--model", nargs="+", default=[], metavar="NAME",
+                   help="registered names or timm:NAME (random init unless --pretrained)")
+    p.add_argument("--pretrained", help="weights for a single --model (file, or run / checkpoint folder)")
+    p.add_argument("--layers", nargs="+", required=True,
+                   help="dotted module names (e.g. stages.1 blocks.3); 'MODEL=LAYER' restricts a layer to the model "
+                        "labelled MODEL (its folder or model name)")
+    p.add_argument("--images", "-n", type=int, default=32, help="number of random images summed (exactly N)")
+    p.add_argument("--img-size", type=int, help="input size (default: each model's training size)")
+    p.add_argument("--layout", choices=["auto", "nhwc", "nchw"], default="auto", help="layout of 4-D outputs")
+    p.add_argument("--train-aug", action="store_true", help="random-resized crop + flip instead of eval resize")
+    add_analysis_arguments(p, limit=False)
+    p.set_defaults(batch_size=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmvision.analysis.common import open_images
+    from lstmvision.analysis.erf import erf_report, table
+    from lstmvision.runtime import load_model, resolve_device
+
+    specs = analysis_specs(args)
+    if args.images < 1:
+        raise ValueError(f"--images must be at least 1, got {args.images}")
+    data = open_images(args.data, args.split, None, args.seed, crop_pct=args.crop_pct,
+                       interpolation=args.interpolation, batch_size=args.batch_size, workers=args.workers)
+    # all loaded first: a bad spec fails before any work
+    models = [load_model(spec, pretrained, args.num_classes, args.in_chans) for spec, pretrained in specs]
+    report = erf_report(models, data, args.layers, args.images, args.output, args.img_size, args.layout,
+                        args.train_aug, args.seed, resolve_device(args.device))
+    print(table(report))
+    print(f"wrote {len(report['maps'])} maps (.npy), erf.png and erf.json to {args.output}")
+    return 0

@@ -1,2 +1,44 @@
-"""`lstmvision export`: argparse glue (the work is in `lstmvision.export`)."""
-from lstmvision.export import add_arguments, run  # noqa: F401
+"""`lstmvision export`: argparse glue for `lstmvision.export.export`."""
+from __future__ import annotations
+
+import argparse
+
+from lstmvision.cli._common import add_weights_arguments
+from lstmvision.export import DEFAULT_OPSET, FORMATS, MIN_OPSET, TOLERANCE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_weights_arguments(p, model_help="registered model name or timm:NAME (random weights unless --pretrained; "
+                                        "optional with --checkpoint)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
+    p.add_argument("--output", "-o", required=True, help="file to write")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
+    p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
+    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset ({MIN_OPSET}..20, default {DEFAULT_OPSET})")
+    p.add_argument("--img-size", type=int, default=None, help="export resolution (default: the model's input_size)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the export (default 1)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max |Δ| allowed (default {TOLERANCE:g})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmvision import export as ex
+    from lstmvision.cli._common import model_from_args
+
+    model = model_from_args(args)
+    if not (args.checkpoint or args.pretrained):
+        print(f"note: no --checkpoint or --pretrained given, exporting {args.model} with random weights")
+    result = ex.export(
+        model, args.output, args.format, args.img_size, args.batch_size, args.dynamic_batch, args.dynamic_size,
+        args.opset, args.tolerance,
+    )
+    size_mb = result.path.stat().st_size / 2**20
+    name = getattr(model, "model_name", "model")
+    print(f"exported {name} to {result.path} ({result.format}, {size_mb:.1f} MB)")
+    engine = "onnxruntime" if result.format == "onnx" else "torch.jit.load"
+    for check in result.checks:
+        print(f"  verified with {engine}: {check}")
+    if not result.ok:
+        print(f"lstmvision export: error: max |Δ| {result.max_abs_diff:.2e} exceeds the tolerance {result.tolerance:g}")
+        return 1
+    print(f"ok: max |Δ| {result.max_abs_diff:.2e} <= {result.tolerance:g}")
+    return 0

@@ -1,2 +1,51 @@
-"""`lstmvision memory`: argparse glue (the work is in `lstmvision.analysis.memory`)."""
-from lstmvision.analysis.memory import add_arguments, run  # noqa: F401
+"""`lstmvision memory`: argparse glue for `lstmvision.analysis.memory.memory_report`."""
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "timm:convnext_tiny"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", nargs="+", default=[], metavar="SPEC",
+                   help=f"names, timm:NAME or checkpoint folders (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH", help="trained model folders")
+    p.add_argument("--sizes", nargs="+", type=int, default=[224, 320, 448], help="input sizes in pixels")
+    p.add_argument("--batch-size", "-b", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--no-throughput", action="store_true", help="measure peak memory only")
+    p.add_argument("--in-chans", type=int, help="input channels for names / timm: specs")
+    p.add_argument("--num-classes", type=int, help="classes for names / timm: specs")
+    p.add_argument("--mlstm-backend", choices=["auto", "parallel", "chunkwise", "recurrent"],
+                   help="mLSTM backend for ViL (sets $LSTMVISION_MLSTM_BACKEND for this run)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--output", "-o", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = list(args.checkpoint) + list(args.model) or list(DEFAULT_MODELS)
+    old = os.environ.get("LSTMVISION_MLSTM_BACKEND")
+    if args.mlstm_backend:
+        os.environ["LSTMVISION_MLSTM_BACKEND"] = args.mlstm_backend
+    try:
+        return _run(args, specs)
+    finally:  # the backend choice is for this command only (it may run inside a longer process)
+        if old is None:
+            os.environ.pop("LSTMVISION_MLSTM_BACKEND", None)
+        else:
+            os.environ["LSTMVISION_MLSTM_BACKEND"] = old
+
+
+def _run(args: argparse.Namespace, specs: list[str]) -> int:
+    from lstmvision.analysis.memory import memory_report, table
+    from lstmvision.runtime import load_model, resolve_device
+
+    device = resolve_device(args.device)
+    models = (load_model(spec, None, args.num_classes, args.in_chans) for spec in specs)
+    report = memory_report(models, args.sizes, args.output, args.batch_size, args.warmup, args.iters,
+                           not args.no_throughput, device)
+    print(table(report))
+    print(f"wrote {args.output}/memory.json, memory.md, memory.png")
+    return 0

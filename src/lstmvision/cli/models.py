@@ -1,13 +1,12 @@
-"""`lstmvision models [PATTERN]`: registered models with parameters, MACs and paper top-1."""
+"""`lstmvision models [PATTERN]`: registered models with parameters, MACs and paper top-1 (argparse glue for
+`lstmvision.flops.model_rows`)."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from tqdm import tqdm
-
-from lstmvision.models import create_model, get_pretrained_cfg, list_models
-from lstmvision.flops import count_macs, count_params
+from lstmvision.flops import model_rows
+from lstmvision.models import list_models
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,19 +14,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=None, help="resolution for MACs (default: each model's own)")
     p.add_argument("--no-macs", action="store_true", help="skip the MAC count (faster)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def model_rows(names: list[str], img_size: int | None = None, macs: bool = True) -> list[dict]:
-    rows = []
-    for name in tqdm(names, desc="measuring", disable=len(names) < 3, leave=False):
-        cfg = get_pretrained_cfg(name)
-        size = img_size or cfg["input_size"][-1]
-        model = create_model(name)
-        row = dict(model=name, params=count_params(model), img_size=size, paper_top1=cfg.get("paper_top1"))
-        if macs:
-            row["gmacs"] = round(count_macs(model, (cfg["input_size"][0], size, size))["total"] / 1e9, 2)
-        rows.append(row)
-    return rows
 
 
 def run(args: argparse.Namespace) -> int:

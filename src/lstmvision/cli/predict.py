@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 
@@ -20,11 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
+    from lstmvision.cli._common import model_from_args
     from lstmvision.data import IMAGE_EXTENSIONS, list_images
     from lstmvision.inference import Classifier
-    from lstmvision.cli._common import device_of, load_model
+    from lstmvision.runtime import choose_device
 
     if args.topk < 1:
         raise ValueError("--topk must be at least 1")
@@ -39,33 +37,9 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no such image or folder: {p}")
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
-    clf = Classifier(load_model(args), device=device_of(args), img_size=args.img_size, crop_pct=args.crop_pct,
-                     interpolation=args.interpolation)
-    results, skipped = [], 0
-    batch: list[tuple[Path, Image.Image]] = []
-
-    def flush() -> None:
-        if batch:
-            preds = clf.predict([img for _, img in batch], top_k=args.topk)
-            for (path, _), pred in zip(batch, preds):
-                results.append(dict(file=str(path), predictions=[
-                    dict(label=label, index=i, prob=round(prob, 6)) for label, i, prob in pred.top_k]))
-            batch.clear()
-
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                img = im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode)
-        except Exception as e:
-            if args.strict_images:
-                raise ValueError(f"unreadable image {f} ({type(e).__name__}); drop --strict-images to skip it") from None
-            skipped += 1
-            warnings.warn(f"skipping unreadable image {f} ({type(e).__name__})", stacklevel=1)
-            continue
-        batch.append((f, img))
-        if len(batch) >= args.batch_size:
-            flush()
-    flush()
+    clf = Classifier(model_from_args(args), device=choose_device(args.device, args.workers), img_size=args.img_size,
+                     crop_pct=args.crop_pct, interpolation=args.interpolation)
+    results, skipped = clf.predict_files(files, args.topk, args.batch_size, args.strict_images)
     if skipped:
         print(f"predict: skipped {skipped} unreadable image(s)", file=sys.stderr)
     if args.json:

@@ -1,2 +1,50 @@
-"""`lstmvision robustness`: argparse glue (the work is in `lstmvision.analysis.robustness`)."""
-from lstmvision.analysis.robustness import add_arguments, run  # noqa: F401
+"""`lstmvision robustness`: argparse glue for `lstmvision.analysis.robustness.robustness_report`."""
+from __future__ import annotations
+
+import argparse
+
+from lstmvision.analysis.common import parse_fraction
+from lstmvision.analysis.corruptions import CORRUPTIONS, SEVERITIES
+from lstmvision.cli._common import add_analysis_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", metavar="PATH", help="trained model folder (a run folder: its best/)")
+    p.add_argument("--model", metavar="NAME", help="registered name or timm:NAME (random init unless --pretrained)")
+    p.add_argument("--pretrained", help="weights for --model (file, or run / checkpoint folder)")
+    p.add_argument("--baseline", metavar="SPEC", help="model (folder, name or timm:NAME) to normalise CE against")
+    p.add_argument("--imagenet", choices=["auto", "yes", "no"], default="auto",
+                   help="use the AlexNet constants (auto: when the model has 1000 classes)")
+    p.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), metavar="NAME",
+                   help="subset of the 15 corruptions (default all)")
+    p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), help="subset of 1..5")
+    p.add_argument("--no-corruptions", action="store_true", help="skip ImageNet-C (e.g. attacks only)")
+    p.add_argument("--img-size", type=int, help="input size (default: the model's training size)")
+    p.add_argument("--attack", choices=["fgsm", "pgd"], help="also measure adversarial top-1")
+    p.add_argument("--eps", type=parse_fraction, default=1 / 255, help="L-inf budget in [0, 1] (default 1/255)")
+    p.add_argument("--pgd-steps", type=int, default=5)
+    p.add_argument("--pgd-step-size", type=parse_fraction, default=0.5 / 255)
+    add_analysis_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmvision.analysis.common import open_images
+    from lstmvision.analysis.robustness import check_settings, robustness_report, table
+    from lstmvision.runtime import load_model, resolve_device
+
+    if bool(args.checkpoint) == bool(args.model):
+        raise ValueError("give exactly one of --checkpoint PATH or --model NAME")
+    check_settings(args.corruptions, args.severities, args.eps, args.pgd_steps)
+    if args.no_corruptions and not args.attack:
+        raise ValueError("--no-corruptions leaves nothing to do without --attack")
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint or args.model, args.pretrained, args.num_classes, args.in_chans)
+    baseline = load_model(args.baseline, None, args.num_classes, args.in_chans) if args.baseline else None
+    data = open_images(args.data, args.split, args.limit, args.seed, crop_pct=args.crop_pct,
+                       interpolation=args.interpolation, batch_size=args.batch_size, workers=args.workers)
+    report = robustness_report(model, data, args.output, [] if args.no_corruptions else args.corruptions,
+                               args.severities, baseline, args.imagenet, args.img_size, args.attack, args.eps,
+                               args.pgd_steps, args.pgd_step_size, device, args.seed)
+    print(table(report))
+    print(f"wrote {args.output}/robustness.json, robustness.md" + (", robustness.png" if "top1" in report else ""))
+    return 0

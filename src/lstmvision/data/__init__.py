@@ -269,7 +269,7 @@ def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, w
 
 
 class Subset(Dataset):
-    """The first `n` samples (a class-balanced-enough slice for quick runs: idx data is shuffled)."""
+    """The samples `indices` of `dataset` (made by `limit`: a fixed random subset)."""
 
     def __init__(self, dataset: Dataset, indices: Sequence[int]):
         self.dataset, self.indices = dataset, list(indices)

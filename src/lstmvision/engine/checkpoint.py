@@ -131,21 +131,6 @@ def recover(run_dir: Path) -> None:
             tmp.unlink()
 
 
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint folder for `path`: a checkpoint folder, its state.pth, or a run folder (→ its `last`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_file():
-        path = path.parent
-    if (path / STATE_NAME).is_file():
-        return path
-    for name in ("last", ".last.old"):
-        if (path / name / STATE_NAME).is_file():
-            return path / name
-    raise FileNotFoundError(f"no resumable checkpoint in {path} (expected last/{STATE_NAME})")
-
-
 def load_state(folder: Path) -> dict[str, Any]:
     try:
         return torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)

@@ -134,7 +134,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     resume_cfg: dict[str, Any] = {}
     resume = explicit.get("resume") or file_cfg.get("resume")
     if resume:
-        from lstmvision.engine.checkpoint import find_checkpoint
+        from lstmvision.runtime import find_checkpoint
 
         run_yaml = find_checkpoint(resume).parent / "config.yaml"
         if run_yaml.is_file():

@@ -35,9 +35,9 @@ import yaml
 from lstmvision.data import BadImageCounter, DataError, build_loader, create_eval_transform, limit, resolve_dataset
 from lstmvision.engine import checkpoint as ckpt
 from lstmvision.engine.callbacks import Callback
-from lstmvision.engine.checkpoint import find_checkpoint, load_state, rng_state, set_rng_state
+from lstmvision.engine.checkpoint import load_state, rng_state, set_rng_state
 from lstmvision.engine.evaluate import autocast_context, evaluate
-from lstmvision.runtime import TIMM_PREFIX, cpu_threads, create_timm_model, fit_channels, resolve_device
+from lstmvision.runtime import TIMM_PREFIX, cpu_threads, create_timm_model, find_checkpoint, fit_channels, resolve_device
 from lstmvision.weights import atomic_write
 
 SUMMARY_FIELDS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "img_s"]
