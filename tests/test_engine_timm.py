@@ -18,7 +18,7 @@ def test_train_timm_resnet18_and_reload(tmp_path):
     saved = json.loads((run / "best" / "config.json").read_text())
     assert saved["architecture"] == "timm:resnet18" and saved["kwargs"]["in_chans"] == 1
 
-    from lstmvision.analysis.common import load_model
+    from lstmvision.runtime import load_model
     from lstmvision.data import build_loader, create_eval_transform, limit, resolve_dataset
     from lstmvision.engine.evaluate import evaluate
 
@@ -31,6 +31,10 @@ def test_train_timm_resnet18_and_reload(tmp_path):
     m = evaluate(model, build_loader(ds, tf, 16, training=False), torch.device("cpu"))
     row = next(csv.DictReader(open(run / "summary.csv")))
     assert m["count"] == 32 and abs(m["top1"] - float(row["top1"])) < 1e-3  # the weights the trainer validated
+    results = run / "val.json"  # and the CLI's validate loads a timm run folder the same way
+    assert main(["validate", "--checkpoint", str(run), "--data", str(data), "--limit-val", "32",
+                 "--results-file", str(results)]) == 0
+    assert abs(json.loads(results.read_text())["top1"] - float(row["top1"])) < 1e-3
 
     # a timm run resumes like any other: one more epoch on top of its last/
     assert main([*argv[:-6], "--epochs", "2", "--resume", str(run), "--workers", "0"]) == 0
