@@ -1,7 +1,8 @@
 """`lstmvision benchmark`: throughput, peak memory, parameters and MACs of models, side by side.
 
-Models are named `NAME` (lstmvision, kernels chosen per device, or as `--kernels` says), `ref:NAME`
-(lstmvision with every fast path off: the official formulation, nn.LSTM modules) or `timm:NAME`
+Models are named `NAME` (lstmvision, rnn2d backend as `--kernels` says, else the active choice), `ref:NAME`
+(lstmvision in the official formulation: rnn2d backend `module`, i.e. the nn.LSTM modules on cuDNN/oneDNN,
+and the PyTorch mLSTM of `auto`) or `timm:NAME`
 (`timm.create_model(NAME)`, random weights). `--compare SPEC` adds reference models; every `--model` gets a
 throughput ratio against every `--compare`, measured in the same process with the runs interleaved.
 
@@ -35,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lstmvision.ops.rnn2d import BACKENDS, use_kernels
+from lstmvision.ops.dispatch import RNN2D_BACKENDS, get_backend, use_backend
 from lstmvision.flops import count_macs, count_params
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,7 +44,7 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME",
-                   help="model to measure (repeatable): NAME, ref:NAME (official formulation) or timm:NAME")
+                   help="model to measure (repeatable): NAME, ref:NAME (official formulation: nn.LSTM modules) or timm:NAME")
     p.add_argument("--compare", action="append", default=[], metavar="SPEC",
                    help="baseline measured in the same process (repeatable), e.g. timm:sequencer2d_s or ref:NAME")
     p.add_argument("--batch-size", type=int, default=8)
@@ -53,8 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and model")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
-    p.add_argument("--kernels", choices=BACKENDS, default=None,
-                   help="kernels of lstmvision models (default: LSTMVISION_KERNELS, else auto); ref: models ignore it")
+    p.add_argument("--kernels", choices=RNN2D_BACKENDS, default=None,
+                   help="rnn2d backend of lstmvision models: module = nn.LSTM (cuDNN/oneDNN), reference = the "
+                        "step-by-step math loop, fused, triton (default: LSTMVISION_KERNELS, else auto = module); "
+                        "ref: models ignore it")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=40, help="timed iterations per round")
     p.add_argument("--repeats", type=int, default=1, help="rounds (throughput is the median)")
@@ -83,7 +86,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     if prefix == "timm":
         return "timm", rest, None
     if prefix == "ref":
-        return "lstmvision", rest, "reference"
+        return "lstmvision", rest, "module"
     raise ValueError(f"model spec {spec!r}: use NAME, ref:NAME or timm:NAME")
 
 
@@ -98,26 +101,18 @@ def build(spec: str, default_kernels: str | None) -> Entry:
 
     if name not in list_models():
         raise ValueError(f"unknown lstmvision model {name!r} (see `lstmvision models`)")
-    return Entry(spec, source, name, forced or default_kernels or os.environ.get("LSTMVISION_KERNELS") or "auto",
+    return Entry(spec, source, name, forced or default_kernels or get_backend().rnn2d,
                  create_model(name))
 
 
 @contextlib.contextmanager
 def kernels_ctx(kernels: str | None):
-    """Force lstmvision's kernels (our ops read use_kernels; LSTMVISION_KERNELS for any op that reads the env)."""
+    """Force lstmvision's rnn2d backend; `module` (ref:) also takes the PyTorch mLSTM (`auto`)."""
     if kernels is None:
         yield
         return
-    old = os.environ.get("LSTMVISION_KERNELS")
-    os.environ["LSTMVISION_KERNELS"] = kernels
-    try:
-        with use_kernels(kernels):
-            yield
-    finally:
-        if old is None:
-            os.environ.pop("LSTMVISION_KERNELS", None)
-        else:
-            os.environ["LSTMVISION_KERNELS"] = old
+    with use_backend(rnn2d=kernels, mlstm="auto" if kernels == "module" else None):
+        yield
 
 
 def _randomise_head(model: nn.Module, seed: int = 0) -> None:

@@ -16,7 +16,6 @@ Measurement (model in eval mode, `torch.no_grad()`, random input of `--batch-siz
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import weakref
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from lstmvision.analysis import common as C
+from lstmvision.ops.dispatch import get_backend, use_backend
 
 DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "timm:convnext_tiny"]
 
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-chans", type=int, help="input channels for names / timm: specs")
     p.add_argument("--num-classes", type=int, help="classes for names / timm: specs")
     p.add_argument("--mlstm-backend", choices=["auto", "parallel", "chunkwise", "recurrent"],
-                   help="mLSTM backend for ViL (sets $LSTMVISION_MLSTM_BACKEND for this run)")
+                   help="mLSTM backend for ViL for this run (default: $LSTMVISION_MLSTM_BACKEND, else auto)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--output", "-o", required=True, help="output folder")
 
@@ -122,16 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sizes must be at least 8 px, got {args.sizes}")
     if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
         raise ValueError("--batch-size and --iters must be >= 1 and --warmup >= 0")
-    old = os.environ.get("LSTMVISION_MLSTM_BACKEND")
-    if args.mlstm_backend:
-        os.environ["LSTMVISION_MLSTM_BACKEND"] = args.mlstm_backend
-    try:
+    with use_backend(mlstm=args.mlstm_backend):  # for this command only (it may run inside a longer process)
         return _run(args, specs)
-    finally:  # the backend choice is for this command only (it may run inside a longer process)
-        if old is None:
-            os.environ.pop("LSTMVISION_MLSTM_BACKEND", None)
-        else:
-            os.environ["LSTMVISION_MLSTM_BACKEND"] = old
 
 
 def _run(args: argparse.Namespace, specs: list[str]) -> int:
@@ -159,7 +151,7 @@ def _run(args: argparse.Namespace, specs: list[str]) -> int:
         results.append(dict(model=model.label, params_m=params / 1e6, results=rows))
         del model
     report = dict(device=C.device_description(device), batch_size=args.batch_size, warmup=args.warmup,
-                  iters=args.iters, mlstm_backend=os.environ.get("LSTMVISION_MLSTM_BACKEND", "auto"),
+                  iters=args.iters, mlstm_backend=get_backend().mlstm,
                   method="cuda max_memory_allocated" if device.type == "cuda" else "live tensor bytes (dispatch mode)",
                   seconds=round(time.time() - t0, 1), models=results)
     C.write_json(out / "memory.json", report)
