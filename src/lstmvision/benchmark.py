@@ -44,7 +44,8 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME",
-                   help="model to measure (repeatable): NAME, ref:NAME (official formulation: nn.LSTM modules) or timm:NAME")
+                   help="model to measure (repeatable): NAME, ref:NAME (official formulation: nn.LSTM modules) "
+                        "or timm:NAME")
     p.add_argument("--compare", action="append", default=[], metavar="SPEC",
                    help="baseline measured in the same process (repeatable), e.g. timm:sequencer2d_s or ref:NAME")
     p.add_argument("--batch-size", type=int, default=8)

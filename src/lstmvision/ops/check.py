@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from lstmvision.ops._triton_common import can_run, interpret
+from lstmvision.ops._triton_common import can_run
 from lstmvision.ops.mlstm import mlstm
 from lstmvision.ops.rnn2d import rnn2d, rnn2d_reference
 
