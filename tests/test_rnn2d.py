@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lstmvision.models.sequencer import RNN2DMixer
-from lstmvision.ops.dispatch import reload_environment, use_backend
+from lstmvision.ops.dispatch import get_backend, reload_environment, set_backend, use_backend
 from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d, rnn2d_reference
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -73,6 +73,29 @@ def test_backend_selection(monkeypatch):
         reload_environment({"LSTMVISION_KERNELS": "bogus"})
         with pytest.raises(ValueError, match="LSTMVISION_KERNELS"):
             resolve_backend(x)
+
+
+def test_set_backend_is_process_wide_validated_and_undone_by_use_backend():
+    before = get_backend()
+    with use_backend():
+        previous = set_backend(rnn2d="fused", mlstm="chunkwise")
+        assert previous == before and get_backend() == ("fused", "chunkwise")
+        assert resolve_backend(torch.zeros(1)) == "fused"
+        with pytest.raises(ValueError, match="unknown rnn2d backend 'cudnn'"):
+            set_backend(rnn2d="cudnn")
+        with pytest.raises(ValueError, match="unknown mLSTM backend 'fused'"):
+            set_backend(rnn2d="module", mlstm="fused")
+        assert get_backend() == ("fused", "chunkwise")  # a rejected call changes nothing
+    assert get_backend() == before
+
+
+def test_no_module_writes_the_environment():
+    """Backend choices go through lstmvision.ops.dispatch; nothing in the package sets environment variables."""
+    import re
+
+    pattern = re.compile(r"os\.environ\[[^]]+\]\s*=|os\.environ\.(pop|setdefault|update)\(|os\.putenv")
+    offenders = [str(p) for p in Path(SRC, "lstmvision").rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders
 
 
 def test_env_var_forces_module_path(monkeypatch):

@@ -73,9 +73,9 @@ def get_backend() -> Backends:
 def set_backend(rnn2d: str | None = None, mlstm: str | None = None) -> Backends:
     """Choose the backends of the ops for the whole process (None keeps one); returns the previous choices."""
     previous = get_backend()
-    for op, name in (("rnn2d", rnn2d), ("mlstm", mlstm)):
-        if name is not None:
-            _active[op] = (check(op, name.strip().lower(), "set_backend argument"), "set_backend")
+    wanted = {op: check(op, name.strip().lower(), "set_backend argument")  # all checked before any is set
+              for op, name in (("rnn2d", rnn2d), ("mlstm", mlstm)) if name is not None}
+    _active.update({op: (name, "set_backend") for op, name in wanted.items()})
     return previous
 
 
