@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CPU suite (fp32 inference, batch 8, 224): ours (auto = nn.LSTM on CPU), the fused path and the official
-# formulation against timm's sequencer2d_s, plus the per-layer comparison fused vs nn.LSTM.
+# CPU suite (fp32 inference, batch 8, 224): ours (auto = module: nn.LSTM on oneDNN) and the official
+# formulation (ref:) against timm's sequencer2d_s, plus the per-layer comparison fused vs module.
 # Usage: bash benchmarks/cpu_suite.sh [ITERS] [REPEATS]   (from the repository root)
 set -euo pipefail
 ITERS=${1:-2}; REPEATS=${2:-5}

@@ -19,7 +19,7 @@ import time
 import torch
 
 from lstmvision.models.sequencer import RNN2DMixer
-from lstmvision.ops.rnn2d import use_kernels
+from lstmvision.ops.dispatch import use_backend
 
 SHAPES = [("stage1", 192, 48, 32, 32), ("stage2-4", 384, 96, 16, 16), ("non-square", 384, 96, 12, 20)]
 
@@ -41,14 +41,14 @@ def _make_fn(m, x, backend, mode):
         m.eval()
 
         def fn():
-            with use_kernels(backend), torch.no_grad():
+            with use_backend(rnn2d=backend), torch.no_grad():
                 m(x)
     else:
         m.train()
         xg = x.clone().requires_grad_(True)
 
         def fn():
-            with use_kernels(backend):
+            with use_backend(rnn2d=backend):
                 m(xg).sum().backward()
     return fn
 
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mode", choices=["infer", "train"], default="infer")
-    p.add_argument("--backends", nargs="+", default=["reference", "fused"])
+    p.add_argument("--backends", nargs="+", default=["module", "fused"],
+                   help="rnn2d backends: module (nn.LSTM: cuDNN/oneDNN), fused, triton, reference (math loop)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     dev = torch.device(args.device)
@@ -82,10 +83,10 @@ def main(argv=None) -> int:
                 runs[be].append(_time(fns[be], args.iters, 1, sync))
         for be in args.backends:
             row[f"{be}_ms"] = round(statistics.median(runs[be]) * 1e3, 2)
-        if "reference_ms" in row:
+        if "module_ms" in row:
             for be in args.backends:
-                if be != "reference":
-                    row[f"speedup_{be}_vs_reference"] = round(row["reference_ms"] / row[f"{be}_ms"], 3)
+                if be != "module":
+                    row[f"speedup_{be}_vs_module"] = round(row["module_ms"] / row[f"{be}_ms"], 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -6,18 +6,48 @@ import lstmvision
 from deploy_helpers import SIZE, tiny_model
 from lstmvision.models.rnn import GRU, LSTM, RNN
 
-# one model per distinct code path: BiLSTM2D (cat, add, single direction, no fc), GRU/RNN mixers, vanilla 1-D
-# mixer, the position-embedded vanilla model, and ViL v2 / v1 / stride 8
+# one model per distinct code path: BiLSTM2D (cat, add, vertical / horizontal only, single direction, no fc),
+# GRU/RNN mixers, vanilla 1-D mixer, the position-embedded vanilla model, and ViL v2 / v1 / stride 8
 REPRESENTATIVE = [
-    "sequencer2d_s", "sequencer2d_s_add", "sequencer2d_s_horizontal", "sequencer2d_s_unidirectional",
+    "sequencer2d_s", "sequencer2d_s_add", "sequencer2d_s_horizontal", "sequencer2d_vertical",
+    "sequencer2d_s_unidirectional", "sequencer2d_s_without_fc",
     "gru_sequencer2d_s", "rnn_sequencer2d_s", "v_sequencer_s", "v_sequencer_s_pe",
     "vil2_tiny", "vil_tiny", "vil_tinyplus_stride8",
 ]
 
 
-def test_representatives_cover_every_family_and_exist():
-    assert set(REPRESENTATIVE) <= set(lstmvision.list_models())
-    assert {n.split("_")[0].rstrip("2") for n in REPRESENTATIVE} >= {"sequencer2d", "vil"}
+# attributes that select a different forward path (the rest, like widths and depths, do not)
+_PATH_ATTRS = ("union", "mode", "bidirectional", "batch_first", "global_pool", "direction", "shuffle_tokens")
+
+
+def _code_path(name: str) -> frozenset:
+    """What decides which Python/ATen path a model's forward takes: its module classes and their switches."""
+    with torch.device("meta"):
+        model = lstmvision.create_model(name)
+    path = set()
+    for m in model.modules():
+        switches = tuple((a, getattr(m, a)) for a in _PATH_ATTRS if isinstance(getattr(m, a, None), (str, bool, int)))
+        optional = tuple((a, getattr(m, a) is None) for a in ("fc", "pos_embed") if hasattr(m, a))
+        path.add((type(m).__name__, switches, optional))
+    return frozenset(path)
+
+
+def test_every_registered_model_shares_its_code_path_with_a_representative():
+    """A model whose forward path no representative takes would escape the graph-break test below."""
+    covered = {_code_path(n) for n in REPRESENTATIVE}
+    missing = [n for n in lstmvision.list_models() if _code_path(n) not in covered]
+    assert not missing, f"add a representative for {missing} (their forward path is not compiled by this file)"
+
+
+def test_sequencer_fused_backend_compiles_without_graph_breaks():
+    """The backend kwarg path (one rnn2d call per mixer, PyTorch loop) traces as one graph too."""
+    torch._dynamo.reset()
+    model = tiny_model("sequencer2d_s", rnn_backend="fused")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, [str(r.reason)[:200] for r in explanation.break_reasons]
+    assert explanation.graph_count == 1
 
 
 @pytest.mark.parametrize("name", REPRESENTATIVE)

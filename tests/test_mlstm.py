@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from lstmvision.ops.dispatch import reload_environment, use_backend
 from lstmvision.ops.mlstm import ENV_VAR, PARALLEL_MAX_LEN, PYTORCH_BACKENDS, mlstm, resolve_backend
 
 
@@ -146,21 +147,32 @@ def test_gate_math_stays_fp32_under_autocast(monkeypatch):
     assert seen and all(dt == torch.float32 for dt in seen)
 
 
+def _setenv(monkeypatch, value):
+    """Set the variable as if at import (it is read once then); callers run inside `use_backend()`."""
+    monkeypatch.setenv(ENV_VAR, value)
+    reload_environment()
+
+
 def test_backend_resolution(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    assert resolve_backend(None, PARALLEL_MAX_LEN) == "parallel"
-    assert resolve_backend(None, PARALLEL_MAX_LEN + 1) == "chunkwise"
-    assert resolve_backend("recurrent", 10_000) == "recurrent"
-    monkeypatch.setenv(ENV_VAR, "recurrent")
-    assert resolve_backend(None, 10) == "recurrent"
-    assert resolve_backend("chunkwise", 10) == "chunkwise"  # the explicit argument wins over the environment
-    monkeypatch.setenv(ENV_VAR, "auto")
+    with use_backend():  # undoes the reloads
+        reload_environment()
+        assert resolve_backend(None, PARALLEL_MAX_LEN) == "parallel"
+        assert resolve_backend(None, PARALLEL_MAX_LEN + 1) == "chunkwise"
+        assert resolve_backend("recurrent", 10_000) == "recurrent"
+        _setenv(monkeypatch, "recurrent")
+        assert resolve_backend(None, 10) == "recurrent"
+        assert resolve_backend("chunkwise", 10) == "chunkwise"  # the explicit argument wins over the environment
+        _setenv(monkeypatch, "auto")
+        assert resolve_backend(None, 10) == "parallel"
+        with pytest.raises(ValueError, match="unknown mLSTM backend 'tritn'"):
+            resolve_backend("tritn", 10)
+        _setenv(monkeypatch, "nope")
+        with pytest.raises(ValueError, match=ENV_VAR):
+            mlstm(*(t.detach() for t in _inputs(1, 1, 4, 4)))
+    with use_backend(mlstm="recurrent"):  # the public setter, for a block
+        assert resolve_backend(None, 10) == "recurrent"
     assert resolve_backend(None, 10) == "parallel"
-    with pytest.raises(ValueError, match="unknown mLSTM backend 'tritn'"):
-        resolve_backend("tritn", 10)
-    monkeypatch.setenv(ENV_VAR, "nope")
-    with pytest.raises(ValueError, match=ENV_VAR):
-        mlstm(*(t.detach() for t in _inputs(1, 1, 4, 4)))
 
 
 def test_shape_errors():

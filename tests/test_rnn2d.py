@@ -1,4 +1,4 @@
-"""Fused 2-D RNN paths against nn.LSTM/GRU/RNN (outputs and gradients), backend selection, Triton kernels
+"""rnn2d backends against nn.LSTM/GRU/RNN (outputs and gradients), backend selection, Triton kernels
 under TRITON_INTERPRET=1 (in a subprocess, so the variable does not leak)."""
 import os
 import subprocess
@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from lstmvision.models.sequencer import RNN2DMixer
-from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d, rnn2d_reference, use_kernels
+from lstmvision.ops.dispatch import get_backend, reload_environment, set_backend, use_backend
+from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d, rnn2d_reference
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _grads(mixer, x, backend):
     x = x.clone().requires_grad_(True)
-    with use_kernels(backend):
+    with use_backend(rnn2d=backend):
         y = mixer(x)
     g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
     grads = torch.autograd.grad(y, [x, *mixer.parameters()], g)
@@ -29,7 +30,7 @@ def _grads(mixer, x, backend):
 def test_fused_matches_modules_outputs_and_grads(cell, hw):
     mixer = RNN2DMixer(12, 7, rnn_type=cell)
     x = torch.randn(2, *hw, 12)
-    y_ref, g_ref = _grads(mixer, x, "reference")
+    y_ref, g_ref = _grads(mixer, x, "module")
     y, g = _grads(mixer, x, "fused")
     assert (y - y_ref).abs().max() < 1e-5
     for a, b in zip(g, g_ref):
@@ -43,7 +44,7 @@ def test_fused_mixer_variants(kw):
     kw = {"hidden_size": 5, **kw}
     mixer = RNN2DMixer(16, kw.pop("hidden_size"), **kw)
     x = torch.randn(1, 4, 3, 16)
-    y_ref, g_ref = _grads(mixer, x, "reference")
+    y_ref, g_ref = _grads(mixer, x, "module")
     y, g = _grads(mixer, x, "fused")
     assert (y - y_ref).abs().max() < 1e-5
     assert max((a - b).abs().max() for a, b in zip(g, g_ref)) < 1e-5
@@ -58,37 +59,98 @@ def test_reference_function_matches_fused_in_float64():
 
 def test_backend_selection(monkeypatch):
     x = torch.zeros(1)
-    monkeypatch.delenv("LSTMVISION_KERNELS", raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert resolve_backend(x) == "reference"  # CPU default: nn.LSTM (see benchmarks/results)
-    assert resolve_backend(x, backend="triton") == "fused"  # no CUDA, no interpreter: fallback
-    monkeypatch.setenv("LSTMVISION_KERNELS", "fused")
-    assert resolve_backend(x) == "fused"
-    assert resolve_backend(x, "gru") == "fused"
-    with use_kernels("reference"):
-        assert resolve_backend(x) == "reference"  # the context wins over the variable
-    monkeypatch.setenv("LSTMVISION_KERNELS", "bogus")
-    with pytest.raises(ValueError, match="LSTMVISION_KERNELS"):
-        resolve_backend(x)
+    with use_backend():  # undoes the reloads below
+        reload_environment({})
+        assert resolve_backend(x) == "module"  # auto: nn.LSTM on every device (see benchmarks/results)
+        assert resolve_backend(x, backend="triton") == "fused"  # no CUDA, no interpreter: fallback
+        reload_environment({"LSTMVISION_KERNELS": "fused"})  # the variable, as read at import
+        assert resolve_backend(x) == "fused"
+        assert resolve_backend(x, "gru") == "fused"
+        with use_backend(rnn2d="module"):
+            assert resolve_backend(x) == "module"  # the context wins over the variable
+        assert resolve_backend(x, backend="reference") == "reference"  # and the argument over both
+        reload_environment({"LSTMVISION_KERNELS": "bogus"})
+        with pytest.raises(ValueError, match="LSTMVISION_KERNELS"):
+            resolve_backend(x)
+
+
+def test_set_backend_is_process_wide_validated_and_undone_by_use_backend():
+    before = get_backend()
+    with use_backend():
+        previous = set_backend(rnn2d="fused", mlstm="chunkwise")
+        assert previous == before and get_backend() == ("fused", "chunkwise")
+        assert resolve_backend(torch.zeros(1)) == "fused"
+        with pytest.raises(ValueError, match="unknown rnn2d backend 'cudnn'"):
+            set_backend(rnn2d="cudnn")
+        with pytest.raises(ValueError, match="unknown mLSTM backend 'fused'"):
+            set_backend(rnn2d="module", mlstm="fused")
+        assert get_backend() == ("fused", "chunkwise")  # a rejected call changes nothing
+    assert get_backend() == before
+
+
+def test_no_module_writes_the_environment():
+    """Backend choices go through lstmvision.ops.dispatch; nothing in the package sets environment variables."""
+    import re
+
+    pattern = re.compile(r"os\.environ\[[^]]+\]\s*=|os\.environ\.(pop|setdefault|update)\(|os\.putenv")
+    offenders = [str(p) for p in Path(SRC, "lstmvision").rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders
 
 
 def test_env_var_forces_module_path(monkeypatch):
-    """LSTMVISION_KERNELS=reference: the mixer calls its nn.LSTM modules (their hooks fire)."""
+    """LSTMVISION_KERNELS=module: the mixer calls its nn.LSTM modules (their hooks fire)."""
     mixer = RNN2DMixer(8, 4)
     calls = []
     mixer.rnn_v.register_forward_hook(lambda *a: calls.append(1))
-    monkeypatch.setenv("LSTMVISION_KERNELS", "reference")
-    mixer(torch.randn(1, 3, 3, 8))
-    assert calls == [1]
-    monkeypatch.setenv("LSTMVISION_KERNELS", "fused")
-    mixer(torch.randn(1, 3, 3, 8))
-    assert calls == [1]
+    with use_backend():
+        monkeypatch.setenv("LSTMVISION_KERNELS", "module")
+        reload_environment()
+        mixer(torch.randn(1, 3, 3, 8))
+        assert calls == [1]
+        monkeypatch.setenv("LSTMVISION_KERNELS", "fused")
+        reload_environment()
+        mixer(torch.randn(1, 3, 3, 8))
+        assert calls == [1]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_backend_of_the_function_matches_the_reference_loop(cell):
+    mixer = RNN2DMixer(6, 3, rnn_type=cell).double()
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    wv, wh = module_weights(mixer.rnn_v), module_weights(mixer.rnn_h)
+    ref = rnn2d_reference(x, wv, wh, cell)
+    for backend in ("auto", "module", "fused", "reference"):
+        torch.testing.assert_close(rnn2d(x, wv, wh, cell, backend=backend), ref, rtol=0, atol=1e-12)
+
+
+def test_model_kwarg_picks_the_mixer_backend():
+    """Sequencer(rnn_backend=...) reaches every 2-D mixer and wins over the active choice."""
+    from lstmvision.models import create_model
+
+    model = create_model("sequencer2d_tiny", rnn_backend="fused").eval()
+    mixers = [m for m in model.modules() if isinstance(m, RNN2DMixer)]
+    assert mixers and all(m.backend == "fused" for m in mixers)
+    calls = []
+    for m in mixers:
+        m.rnn_v.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(1, 3, 32, 32)
+    with use_backend(rnn2d="module"), torch.no_grad():
+        y = model(x)
+    assert calls == []  # fused: the modules were not called
+    ref = create_model("sequencer2d_tiny", rnn_backend="module").eval()
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown rnn2d backend 'cudnn'"):
+        create_model("sequencer2d_tiny", rnn_backend="cudnn")
 
 
 TRITON_CHECK = textwrap.dedent("""
     import torch
     from lstmvision.models.sequencer import RNN2DMixer
-    from lstmvision.ops.rnn2d import lstm_scan, resolve_backend, use_kernels
+    from lstmvision.ops.dispatch import use_backend
+    from lstmvision.ops.rnn2d import lstm_scan, resolve_backend
     torch.manual_seed(0)
     assert resolve_backend(torch.zeros(1), backend="triton") == "triton"
     worst = 0.0
@@ -96,13 +158,13 @@ TRITON_CHECK = textwrap.dedent("""
         m = RNN2DMixer(C, D, bidirectional=bidir)
         x = torch.randn(B, H, W, C)
         outs = {}
-        for be in ("reference", "triton"):
+        for be in ("module", "triton"):
             xx = x.clone().requires_grad_(True)
-            with use_kernels(be):
+            with use_backend(rnn2d=be):
                 y = m(xx)
             g = torch.autograd.grad(y, [xx, *m.parameters()], torch.ones_like(y))
             outs[be] = (y.detach(), g)
-        (y0, g0), (y1, g1) = outs["reference"], outs["triton"]
+        (y0, g0), (y1, g1) = outs["module"], outs["triton"]
         worst = max(worst, float((y0 - y1).abs().max()), *[float((a - b).abs().max()) for a, b in zip(g0, g1)])
     # half inputs, fp32 state: close to the fp32 result. fp16 only: the interpreter mishandles bf16 dots
     # (numpy has no bf16), the same kernel code path in bf16 must be checked on a GPU.

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import perturb_
 from lstmvision import create_model
 from lstmvision.models.vil import GridConv2d, VisionLSTM, _from_scan, _to_scan, convert_official_vil
+from lstmvision.ops.dispatch import reload_environment, use_backend
 from lstmvision.weights import WeightsError, save_pretrained
 
 SMALL = dict(embed_dim=32, depth=4, patch_size=16, img_size=64, num_classes=7)
@@ -104,9 +105,11 @@ def test_backends_give_the_same_model_output(monkeypatch):
             outs[backend] = m(x)
     for backend in ("chunkwise", "recurrent"):
         torch.testing.assert_close(outs[backend], outs["parallel"], rtol=0, atol=1e-5)
-    monkeypatch.setenv("LSTMVISION_MLSTM_BACKEND", "bogus")
-    with pytest.raises(ValueError, match="unknown mLSTM backend"):
-        model(x)
+    with use_backend():  # the variable is read once (at import): re-read it, and undo that afterwards
+        monkeypatch.setenv("LSTMVISION_MLSTM_BACKEND", "bogus")
+        reload_environment()
+        with pytest.raises(ValueError, match="unknown mLSTM backend"):
+            model(x)
     with pytest.raises(ValueError, match="unknown mLSTM backend"):
         create_model("vil2_tiny", **SMALL, mlstm_backend="fused")
 

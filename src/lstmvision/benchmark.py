@@ -1,7 +1,8 @@
 """`lstmvision benchmark`: throughput, peak memory, parameters and MACs of models, side by side.
 
-Models are named `NAME` (lstmvision, kernels chosen per device, or as `--kernels` says), `ref:NAME`
-(lstmvision with every fast path off: the official formulation, nn.LSTM modules) or `timm:NAME`
+Models are named `NAME` (lstmvision, rnn2d backend as `--kernels` says, else the active choice), `ref:NAME`
+(lstmvision in the official formulation: rnn2d backend `module`, i.e. the nn.LSTM modules on cuDNN/oneDNN,
+and the PyTorch mLSTM of `auto`) or `timm:NAME`
 (`timm.create_model(NAME)`, random weights). `--compare SPEC` adds reference models; every `--model` gets a
 throughput ratio against every `--compare`, measured in the same process with the runs interleaved.
 
@@ -31,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lstmvision.ops.rnn2d import use_kernels
+from lstmvision.ops.dispatch import get_backend, use_backend
 from lstmvision.flops import count_macs, count_params
 from lstmvision.runtime import TIMM_PREFIX, load_model, resolve_device, time_steps
 
@@ -58,7 +59,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     if prefix == "timm":
         return "timm", rest, None
     if prefix == "ref":
-        return "lstmvision", rest, "reference"
+        return "lstmvision", rest, "module"
     raise ValueError(f"model spec {spec!r}: use NAME, ref:NAME or timm:NAME")
 
 
@@ -70,26 +71,18 @@ def build(spec: str, default_kernels: str | None, img_size: int | None = None) -
 
     if not is_model(name):
         raise ValueError(f"unknown lstmvision model {name!r} (see `lstmvision models`)")
-    return Entry(spec, source, name, forced or default_kernels or os.environ.get("LSTMVISION_KERNELS") or "auto",
+    return Entry(spec, source, name, forced or default_kernels or get_backend().rnn2d,
                  load_model(name))
 
 
 @contextlib.contextmanager
 def kernels_ctx(kernels: str | None):
-    """Force lstmvision's kernels (our ops read use_kernels; LSTMVISION_KERNELS for any op that reads the env)."""
+    """Force lstmvision's rnn2d backend; `module` (ref:) also takes the PyTorch mLSTM (`auto`)."""
     if kernels is None:
         yield
         return
-    old = os.environ.get("LSTMVISION_KERNELS")
-    os.environ["LSTMVISION_KERNELS"] = kernels
-    try:
-        with use_kernels(kernels):
-            yield
-    finally:
-        if old is None:
-            os.environ.pop("LSTMVISION_KERNELS", None)
-        else:
-            os.environ["LSTMVISION_KERNELS"] = old
+    with use_backend(rnn2d=kernels, mlstm="auto" if kernels == "module" else None):
+        yield
 
 
 def _randomise_head(model: nn.Module, seed: int = 0) -> None:

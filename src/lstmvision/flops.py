@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lstmvision.models.rnn import RNN_GATES, is_rnn
-from lstmvision.ops.rnn2d import use_kernels
+from lstmvision.ops.dispatch import use_backend
 
 
 def rnn_macs(module: nn.RNNBase, batch: int, steps: int) -> int:
@@ -44,7 +44,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         param = next(model.parameters())
         x = torch.zeros(batch, *input_size, device=param.device, dtype=param.dtype)
         # the module path, so that the hooks see every recurrence whatever backend would run otherwise
-        with use_kernels("reference"), FlopCounterMode(display=False) as counter:
+        with use_backend(rnn2d="module"), FlopCounterMode(display=False) as counter:
             model(x)
         # Some RNN kernels (GRU/RNN on CPU) decompose into matmuls the counter sees: drop those, the
         # analytic count above replaces them.

@@ -15,7 +15,6 @@ Measurement (model in eval mode, `torch.no_grad()`, random input of `--batch-siz
 """
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils._pytree import tree_flatten
 
 from lstmvision.analysis import common as C
 from lstmvision.runtime import resolve_device, time_steps
+from lstmvision.ops.dispatch import get_backend
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -117,7 +117,7 @@ def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | P
             rows[str(s)] = dict(peak_mib=mib, images_per_s=ips)
         results.append(dict(model=model.label, params_m=params / 1e6, results=rows))
     report = dict(device=C.device_description(device), batch_size=batch_size, warmup=warmup,
-                  iters=iters, mlstm_backend=os.environ.get("LSTMVISION_MLSTM_BACKEND", "auto"),
+                  iters=iters, mlstm_backend=get_backend().mlstm,
                   method="cuda max_memory_allocated" if device.type == "cuda" else "live tensor bytes (dispatch mode)",
                   seconds=round(time.time() - t0, 1), models=results)
     C.write_report(out, "memory", report, table(report), plot)

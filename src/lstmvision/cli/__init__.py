@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "erf": ("lstmvision.cli.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),
     "robustness": ("lstmvision.cli.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
     "memory": ("lstmvision.cli.memory", "peak forward memory and throughput vs input resolution"),
+    "check-kernels": ("lstmvision.cli.check_kernels", "every rnn2d/mLSTM backend on a device vs the math reference"),
 }
 
 

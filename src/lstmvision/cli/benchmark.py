@@ -8,10 +8,11 @@ import os
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from lstmvision.benchmark import DTYPES
-    from lstmvision.ops.rnn2d import BACKENDS
+    from lstmvision.ops.dispatch import RNN2D_BACKENDS
 
     p.add_argument("--model", action="append", required=True, metavar="NAME",
-                   help="model to measure (repeatable): NAME, ref:NAME (official formulation) or timm:NAME")
+                   help="model to measure (repeatable): NAME, ref:NAME (official formulation: nn.LSTM modules) "
+                        "or timm:NAME")
     p.add_argument("--compare", action="append", default=[], metavar="SPEC",
                    help="baseline measured in the same process (repeatable), e.g. timm:sequencer2d_s or ref:NAME")
     p.add_argument("--batch-size", type=int, default=8)
@@ -21,8 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and model")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
-    p.add_argument("--kernels", choices=BACKENDS, default=None,
-                   help="kernels of lstmvision models (default: LSTMVISION_KERNELS, else auto); ref: models ignore it")
+    p.add_argument("--kernels", choices=RNN2D_BACKENDS, default=None,
+                   help="rnn2d backend of lstmvision models: module = nn.LSTM (cuDNN/oneDNN), reference = the "
+                        "step-by-step math loop, fused, triton (default: LSTMVISION_KERNELS, else auto = module); "
+                        "ref: models ignore it")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=40, help="timed iterations per round")
     p.add_argument("--repeats", type=int, default=1, help="rounds (throughput is the median)")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "timm:convnext_tiny"]
 
@@ -19,23 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-chans", type=int, help="input channels for names / timm: specs")
     p.add_argument("--num-classes", type=int, help="classes for names / timm: specs")
     p.add_argument("--mlstm-backend", choices=["auto", "parallel", "chunkwise", "recurrent"],
-                   help="mLSTM backend for ViL (sets $LSTMVISION_MLSTM_BACKEND for this run)")
+                   help="mLSTM backend for ViL for this run (default: $LSTMVISION_MLSTM_BACKEND, else auto)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--output", "-o", required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
     specs = list(args.checkpoint) + list(args.model) or list(DEFAULT_MODELS)
-    old = os.environ.get("LSTMVISION_MLSTM_BACKEND")
-    if args.mlstm_backend:
-        os.environ["LSTMVISION_MLSTM_BACKEND"] = args.mlstm_backend
-    try:
+    from lstmvision.ops import use_backend
+
+    with use_backend(mlstm=args.mlstm_backend):  # for this command only (it may run inside a longer process)
         return _run(args, specs)
-    finally:  # the backend choice is for this command only (it may run inside a longer process)
-        if old is None:
-            os.environ.pop("LSTMVISION_MLSTM_BACKEND", None)
-        else:
-            os.environ["LSTMVISION_MLSTM_BACKEND"] = old
 
 
 def _run(args: argparse.Namespace, specs: list[str]) -> int:

@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.registry import make_cfg, register_model
 from lstmvision.models.rnn import GRU, LSTM, RNN
+from lstmvision.ops import dispatch
 from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d
 
 # nn.RNNBase layers with torch's LSTM/GRU/RNN weights and kernels that torch.compile traces without graph breaks
@@ -40,9 +41,9 @@ class RNN2DMixer(nn.Module):
     """BiLSTM2D (or GRU/RNN): vertical and horizontal RNNs over an NHWC map, fused by a Linear.
 
     Output channels of the union are ordered [vertical fwd | vertical bwd | horizontal fwd | horizontal bwd].
-    The recurrences run through `lstmvision.ops.rnn2d` (one fused call for all directions) unless the
-    backend resolves to "reference" (LSTMVISION_KERNELS=reference, or the CPU default), which calls the
-    nn.LSTM/GRU/RNN modules themselves, exactly as the official code does.
+    `backend` (None: the active choice of `lstmvision.ops.dispatch`, default "auto"): "module" (what "auto"
+    resolves to) calls the nn.LSTM/GRU/RNN modules themselves, exactly as the official code does; the other
+    backends of `lstmvision.ops.rnn2d` run all directions in one `rnn2d` call.
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class RNN2DMixer(nn.Module):
         bidirectional: bool = True,
         union: str = "cat",
         with_fc: bool = True,
+        backend: str | None = None,
     ):
         super().__init__()
+        self.backend = None if backend is None else dispatch.check("rnn2d", backend)
         if union not in UNIONS:
             raise ValueError(f"union must be one of {UNIONS}, got {union!r}")
         self.union = union
@@ -89,7 +92,8 @@ class RNN2DMixer(nn.Module):
     def _forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
         rnn = self.rnn_v if self.rnn_v is not None else self.rnn_h
         cell = _CELLS[rnn.mode]
-        if resolve_backend(x, cell) == "reference":
+        backend = resolve_backend(x, cell, self.backend)
+        if backend == "module":
             parts = self._forward_modules(x)
         else:
             y = rnn2d(
@@ -98,6 +102,7 @@ class RNN2DMixer(nn.Module):
                 module_weights(self.rnn_h) if self.rnn_h is not None else None,
                 cell,
                 getattr(rnn, "nonlinearity", "tanh"),
+                backend,
             )
             parts = list(y.chunk(2, -1)) if self.union == "add" else [y]  # cat: y is already [v | h]
         return parts
@@ -190,6 +195,8 @@ class Sequencer(nn.Module):
     """Sequencer2D (`mixer='2d'`, BiLSTM2D token mixing) or the vanilla Sequencer (`mixer='1d'`).
 
     Any input height and width works: the stem and merging convs floor, and the RNNs take any length.
+    `rnn_backend`: backend of the 2-D mixers (`lstmvision.ops.dispatch`; None: the active choice); the
+    vanilla 1-D mixer always runs its nn.LSTM module.
     """
 
     output_fmt = "NHWC"
@@ -217,6 +224,7 @@ class Sequencer(nn.Module):
         drop_path_rate: float = 0.0,
         drop_path_schedule: Literal["linear", "uniform"] = "linear",
         head_bias: float = 0.0,
+        rnn_backend: str | None = None,
     ):
         super().__init__()
         n = len(layers)
@@ -259,7 +267,7 @@ class Sequencer(nn.Module):
             for _ in range(layers[i]):
                 if mixer == "2d":
                     mix: nn.Module = RNN2DMixer(
-                        embed_dims[i], hidden_sizes[i], rnn_type, bidirectional, union, with_fc
+                        embed_dims[i], hidden_sizes[i], rnn_type, bidirectional, union, with_fc, rnn_backend
                     )
                 else:
                     mix = RNN1DMixer(embed_dims[i], hidden_sizes[i], rnn_type, bidirectional)

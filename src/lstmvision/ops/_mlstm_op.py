@@ -3,7 +3,7 @@
 - ``lstmvision::mlstm_chunkwise_fwd``: pads to whole chunks, prepares the gates in fp32 (logsigmoid,
   within-chunk cumsum), then runs the two kernels of `_mlstm_triton` (chunk states, chunk outputs).
 - ``lstmvision::mlstm_chunkwise_bwd``: the backward **by recomputation**: it re-runs the PyTorch chunkwise
-  form (`ops.mlstm._chunkwise`, same math, the requested chunk size) through `torch.func.vjp`.
+  form (`_mlstm_torch.chunkwise`, same math, the requested chunk size) through `torch.func.vjp`.
   There is no Triton backward kernel yet: training with this backend runs the kernels forward, and its
   backward costs a PyTorch chunkwise forward + backward (GPU speed of either not measured yet).
 The kernels' chunk is max(16, next_pow2(min(chunk_size, S))) (tl.arange / tl.dot constraints); the chunk size
@@ -14,40 +14,13 @@ Both ops have fake (meta) implementations and the pair is tied by `torch.library
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-_KERNELS = None
+from lstmvision.ops._mlstm_torch import chunkwise
+from lstmvision.ops._triton_common import can_run, kernel_loader
 
-
-def interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:  # pragma: no cover - triton missing or broken
-        return False
-    return True
-
-
-def can_run(device: torch.device) -> bool:
-    """Where the kernels can run: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; Triton importable."""
-    return (device.type == "cuda" or (device.type == "cpu" and interpret())) and triton_available()
-
-
-def _kernels():
-    global _KERNELS
-    if _KERNELS is None:
-        import triton
-
-        from lstmvision.ops import _mlstm_triton as k
-
-        _KERNELS = (triton, k.mlstm_states_kernel, k.mlstm_outputs_kernel)
-    return _KERNELS
+_kernels = kernel_loader("lstmvision.ops._mlstm_triton", "mlstm_states_kernel", "mlstm_outputs_kernel")
 
 
 def chunk_len(S: int, chunk_size: int) -> int:
@@ -101,11 +74,9 @@ def _(q, k, v, i, f, chunk_size, eps):
 def mlstm_chunkwise_bwd(dh: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor,
                         f: torch.Tensor, chunk_size: int, eps: float
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from lstmvision.ops.mlstm import _chunkwise
-
     # torch.func.vjp, not torch.autograd.grad: a custom op's body runs below the Autograd dispatch key, where
     # ordinary autograd records nothing; functorch's transform carries its own autograd level.
-    h, vjp = torch.func.vjp(lambda *xs: _chunkwise(*xs, chunk_size=chunk_size, eps=eps), q, k, v, i, f)
+    h, vjp = torch.func.vjp(lambda *xs: chunkwise(*xs, chunk_size=chunk_size, eps=eps), q, k, v, i, f)
     return tuple(g.contiguous() for g in vjp(dh.to(h.dtype)))
 
 

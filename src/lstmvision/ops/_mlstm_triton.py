@@ -1,4 +1,4 @@
-"""Triton kernels of the chunkwise mLSTM forward (imported lazily by `lstmvision.ops.mlstm`).
+"""Triton kernels of the chunkwise mLSTM forward (imported on first use by `lstmvision.ops._mlstm_op`).
 
 Written from the math of the xLSTM paper / TFLA chunkwise form (spec §2.3), not derived from mlstm_kernels.
 The caller pads the sequence at the end to a whole number of chunks of L tokens (zeros: causal outputs of the
@@ -14,6 +14,8 @@ tokens): `b`, the inclusive within-chunk cumsum of logsigmoid(f), and `ig`, the 
 """
 import triton
 import triton.language as tl
+
+from lstmvision.ops._triton_jit import dot
 
 
 @triton.jit
@@ -48,10 +50,7 @@ def mlstm_states_kernel(k_ptr, v_ptr, b_ptr, i_ptr, c_ptr, n_ptr, m_ptr, Sp, NC,
             kt = tl.load(k_ptr + (bh * Sp + tok)[:, None] * DQK + offs_k[None, :], mask=mk[None, :], other=0.0)
             vt = tl.load(v_ptr + (bh * Sp + tok)[:, None] * DV + offs_v[None, :], mask=mv[None, :], other=0.0)
             kw = kt.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
-            if IEEE:
-                upd = tl.dot(tl.trans(kw), vt.to(tl.float32), input_precision="ieee")
-            else:
-                upd = tl.dot(tl.trans(kw), vt.to(tl.float32))
+            upd = dot(tl.trans(kw), vt.to(tl.float32), IEEE)
             decay = tl.exp(g + m - m_new)
             c = decay * c + upd
             n = decay * n + tl.sum(kw, axis=0)
@@ -90,20 +89,13 @@ def mlstm_outputs_kernel(q_ptr, k_ptr, v_ptr, b_ptr, i_ptr, c_ptr, n_ptr, m_ptr,
                      mask=mk[:, None] & mv[None, :], other=0.0)
         nt = tl.load(n_ptr + pid * DQK + offs_k, mask=mk, other=0.0)
         qf = qt.to(tl.float32)
-        if IEEE:
-            s += tl.dot(qt, tl.trans(kt), input_precision="ieee")
-            qc += tl.dot(qf, ct, input_precision="ieee")
-        else:
-            s += tl.dot(qt, tl.trans(kt))
-            qc += tl.dot(qf, ct)
+        s += dot(qt, tl.trans(kt), IEEE)
+        qc += dot(qf, ct, IEEE)
         qn += tl.sum(qf * nt[None, :], axis=1)
     w = s * scale * tl.exp(log_d - m[:, None])  # masked entries: exp(-inf) = 0
     inter = tl.exp(m_inter - m)
     vt = tl.load(v_ptr + rows[:, None] * DV + offs_v[None, :], mask=mv[None, :], other=0.0)
-    if IEEE:
-        num = tl.dot(w, vt, input_precision="ieee")
-    else:
-        num = tl.dot(w.to(vt.dtype), vt)
+    num = dot(w.to(vt.dtype), vt, IEEE)  # fp32 inputs (IEEE): the cast is a no-op
     num += (inter * scale)[:, None] * qc
     den = tl.sum(w, axis=1) + inter * scale * qn
     den = tl.maximum(tl.abs(den), tl.exp(-m)) + eps

@@ -1,4 +1,4 @@
-"""Triton kernels of the LSTM recurrence (imported lazily by `lstmvision.ops.rnn2d`).
+"""Triton kernels of the LSTM recurrence (imported on first use by `lstmvision.ops.rnn2d`).
 
 Forward: one program per (block of BLOCK_N sequences, direction r); it loads the four (D x D) recurrent
 weight tiles once, keeps h and c in fp32 registers and loops over all T steps (persistent over time), reading
@@ -9,6 +9,7 @@ weights (nothing but c is stored), and writes the pre-activation gate gradients;
 import triton
 import triton.language as tl
 
+from lstmvision.ops._triton_jit import dot as _dot
 
 
 @triton.jit
@@ -21,16 +22,6 @@ def _load_w(w_ptr, r, k, D, offs_in, offs_out, mask_w):
     # (DP_in, DP_out) tile: [j, i] = w_hh[r, k*D + i, j]
     ptr = w_ptr + r * (4 * D * D) + (k * D + offs_out[None, :]) * D + offs_in[:, None]
     return tl.load(ptr, mask=mask_w, other=0.0)
-
-
-@triton.jit
-def _dot(a, b, IEEE: tl.constexpr):
-    # fp32 inputs ask for IEEE precision (no TF32), so the kernel matches nn.LSTM to 1e-5
-    if IEEE:
-        out = tl.dot(a, b, input_precision="ieee")
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit

@@ -1,93 +1,54 @@
-"""BiLSTM2D (and GRU/RNN 2-D) recurrences: a reference, a fused PyTorch path and a Triton path.
+"""BiLSTM2D (and GRU/RNN 2-D) recurrences: one function, `rnn2d`, with interchangeable backends.
 
 A 2-D RNN mixer runs up to four recurrences over an NHWC map x (B, H, W, C): vertical forward/backward (one
 sequence per column, length H) and horizontal forward/backward (one sequence per row, length W). Each
 direction has the weights of one direction of an `nn.LSTM`/`nn.GRU`/`nn.RNN` (`w_ih`, `w_hh`, `b_ih`,
 `b_hh`; LSTM gate order i, f, g, o; zero initial state).
 
-Backends (`rnn2d(..., backend=...)`, else `LSTMVISION_KERNELS`, else "auto"):
+Backends (`rnn2d(..., backend=...)`, else the active choice of `lstmvision.ops.dispatch`, else "auto"):
 
-- ``reference``: `rnn2d_reference`, the exact recurrence written step by step (readable ground truth). The
-  model's mixer treats "reference" as "call the nn.LSTM modules", i.e. the official formulation.
+- ``module``: torch's fused RNN kernels (cuDNN on CUDA, oneDNN on CPU), one call per axis: what the official
+  code's nn.LSTM modules run. The model's mixer calls its modules themselves for this backend.
+- ``reference``: `rnn2d_reference`, the exact recurrence written step by step (readable ground truth).
 - ``fused``: one GEMM for the input projections of all directions, then one time loop for all directions
   at once (batched matmul over stacked per-direction recurrent weights) when H == W, else one loop per
   axis. Plain PyTorch, any device, autograd through the loop. LSTM, GRU and RNN.
 - ``triton``: the same GEMM, then a persistent Triton kernel per (direction, block of sequences) that loops
   over time with the recurrent weights and the fp32 state on chip; a second kernel runs the backward in
-  reverse time (gates recomputed, not stored). LSTM only; CUDA (or CPU under ``TRITON_INTERPRET=1``).
-  Exposed as the custom op ``lstmvision::lstm_scan`` with a fake and an autograd registration, so
+  reverse time (gates recomputed, not stored). LSTM only; CUDA (or CPU under ``TRITON_INTERPRET=1``);
+  requested elsewhere (or for GRU/RNN) it falls back to ``fused``. Exposed as the custom ops
+  ``lstmvision::lstm_scan_fwd`` / ``lstmvision::lstm_scan_bwd`` tied by an autograd registration, so
   `torch.compile` sees one opaque node per mixer.
-- ``auto``: triton for LSTMs on CUDA when Triton imports, fused for GRU/RNN on CUDA; on CPU the nn.LSTM
-  modules (see `cpu_default_backend` and benchmarks/results for the measurements behind that choice).
+- ``auto``: ``module`` on every device. The fused loop measured slower than oneDNN's nn.LSTM on CPU
+  (benchmarks/results/cpu-README.md) and no GPU measurement is committed, so Triton is opt-in only.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from lstmvision.ops import dispatch
+from lstmvision.ops._triton_common import can_run, interpret, kernel_loader, triton_available
+
 __all__ = [
-    "BACKENDS", "DirWeights", "rnn2d", "rnn2d_reference", "resolve_backend", "use_kernels", "module_weights",
-    "lstm_scan", "triton_available",
+    "BACKENDS", "DirWeights", "rnn2d", "rnn2d_reference", "resolve_backend", "module_weights", "lstm_scan",
+    "triton_available",
 ]
 
-BACKENDS = ("auto", "reference", "fused", "triton")
+BACKENDS = dispatch.RNN2D_BACKENDS
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # (w_ih, w_hh, b_ih, b_hh) of one direction, shapes (G*D, C), (G*D, D), (G*D,), (G*D,)
 DirWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-_override: str | None = None
-# Measured on the 2-core CPU of the development machine (benchmarks/results/cpu-README.md): the fused
-# PyTorch loop does not beat the oneDNN nn.LSTM there, so the CPU default stays with the modules.
-CPU_DEFAULT = "reference"
-
-
-@contextlib.contextmanager
-def use_kernels(backend: str) -> Iterator[None]:
-    """Force a backend inside a `with` block (takes precedence over LSTMVISION_KERNELS)."""
-    global _override
-    if backend not in BACKENDS:
-        raise ValueError(f"kernels must be one of {BACKENDS}, got {backend!r}")
-    old, _override = _override, backend
-    try:
-        yield
-    finally:
-        _override = old
-
-
-def requested_backend() -> str:
-    want = _override or os.environ.get("LSTMVISION_KERNELS", "auto") or "auto"
-    if want not in BACKENDS:
-        raise ValueError(f"LSTMVISION_KERNELS must be one of {BACKENDS}, got {want!r}")
-    return want
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:  # pragma: no cover - triton missing or broken
-        return False
-    return True
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
 
 def resolve_backend(x: torch.Tensor, cell: str = "lstm", backend: str | None = None) -> str:
     """The backend that actually runs for this input: the request, downgraded where it cannot run."""
-    want = backend or requested_backend()
-    if want not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {want!r}")
-    triton_ok = cell == "lstm" and triton_available() and (x.is_cuda or _interpret())
+    want = dispatch.requested("rnn2d", backend)
     if want == "auto":
-        if x.is_cuda:
-            return "triton" if triton_ok else "fused"
-        return CPU_DEFAULT
-    if want == "triton" and not triton_ok:
+        return "module"
+    if want == "triton" and not (cell == "lstm" and can_run(x.device)):
         return "fused"  # fallback: GRU/RNN, no Triton, or CPU without the interpreter
     return want
 
@@ -286,6 +247,33 @@ def _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton):
     return out.flatten(-2)
 
 
+# ------------------------------------------------------------------------------ module (torch's kernels)
+def _run_torch_rnn(seq: torch.Tensor, dirs: Sequence[DirWeights], cell: str, nonlinearity: str) -> torch.Tensor:
+    """seq (N, T, C) -> (N, T, dirs * D) through torch's fused RNN op, the one nn.LSTM/GRU/RNN call."""
+    n, d = seq.shape[0], dirs[0][1].shape[1]
+    params = [t for w in dirs for t in w]
+    h0 = seq.new_zeros(len(dirs), n, d)
+    args = (params, True, 1, 0.0, torch.is_grad_enabled(), len(dirs) == 2, True)
+    if cell == "lstm":
+        return torch.lstm(seq, (h0, h0), *args)[0]
+    if cell == "gru":
+        return torch.gru(seq, h0, *args)[0]
+    fn = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
+    return fn(seq, h0, *args)[0]
+
+
+def _rnn2d_module(x, weights_v, weights_h, cell, nonlinearity):
+    B, H, W, C = x.shape
+    parts = []
+    if weights_v:
+        cols = x.permute(0, 2, 1, 3).reshape(B * W, H, C)  # one sequence per column, top to bottom
+        parts.append(_run_torch_rnn(cols, weights_v, cell, nonlinearity).reshape(B, W, H, -1).permute(0, 2, 1, 3))
+    if weights_h:
+        rows = x.reshape(B * H, W, C)  # one sequence per row, left to right
+        parts.append(_run_torch_rnn(rows, weights_h, cell, nonlinearity).reshape(B, H, W, -1))
+    return torch.cat(parts, -1)
+
+
 def rnn2d(
     x: torch.Tensor,
     weights_v: Sequence[DirWeights] | None,
@@ -296,46 +284,38 @@ def rnn2d(
 ) -> torch.Tensor:
     """All directions of a 2-D RNN layer over x (B, H, W, C) -> (B, H, W, dirs * D) as `rnn2d_reference`.
 
-    `backend`: one of BACKENDS (default: LSTMVISION_KERNELS, else "auto"); unsupported requests fall back
-    (triton -> fused). "reference" runs `rnn2d_reference`.
+    `backend`: one of BACKENDS (default: the active choice of `lstmvision.ops.dispatch`, else "auto");
+    unsupported requests fall back (triton -> fused).
     """
     if cell not in GATES:
         raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
     if not weights_v and not weights_h:
         raise ValueError("rnn2d needs vertical or horizontal weights")
     which = resolve_backend(x, cell, backend)
+    if which == "module":
+        return _rnn2d_module(x, weights_v, weights_h, cell, nonlinearity)
     if which == "reference":
         return rnn2d_reference(x, weights_v, weights_h, cell, nonlinearity)
     return _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton=which == "triton")
 
 
 # --------------------------------------------------------------------------------------------- triton
-_KERNELS = None
+_kernels = kernel_loader("lstmvision.ops._rnn2d_triton", "lstm_fwd_kernel", "lstm_bwd_kernel")
 
 
-def _kernels():
-    """Import the Triton kernels on first use (CPU-only installs never need triton)."""
-    global _KERNELS
-    if _KERNELS is None:
-        import triton
-
-        from lstmvision.ops import _rnn2d_triton as k
-
-        _KERNELS = (triton, k.lstm_fwd_kernel, k.lstm_bwd_kernel)
-    return _KERNELS
-
-
-def _launch_cfg(N: int, D: int) -> tuple[int, int, int]:
+def _launch_cfg(D: int) -> tuple[int, int, int]:
+    """(padded hidden size, sequences per program, warps). Untuned: no GPU measurement is committed yet."""
     import triton
 
     DP = max(16, triton.next_power_of_2(D))
-    block_n = 16 if _interpret() else (64 if DP <= 64 else 32)
+    block_n = 16 if interpret() else (64 if DP <= 64 else 32)
     return DP, block_n, (4 if DP <= 64 else 8)
 
 
 def _check_scan_inputs(xs: torch.Tensor, w_hh: torch.Tensor) -> None:
-    if not (xs.is_cuda or _interpret()):
-        raise RuntimeError("lstm_scan runs Triton kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1")
+    if not can_run(xs.device):
+        raise RuntimeError("lstm_scan runs Triton kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; "
+                           "Triton installed")
 
 
 @torch.library.custom_op("lstmvision::lstm_scan_fwd", mutates_args=())
@@ -348,7 +328,7 @@ def _lstm_scan_fwd(xs: torch.Tensor, w_hh: torch.Tensor, n_fwd: int, save: bool)
     w = w_hh.to(xs.dtype).contiguous()
     hs = torch.empty(T, R, N, D, device=xs.device, dtype=xs.dtype)
     cs = torch.empty(T, R, N, D, device=xs.device, dtype=torch.float32) if save else xs.new_empty(0, dtype=torch.float32)
-    DP, BN, warps = _launch_cfg(N, D)
+    DP, BN, warps = _launch_cfg(D)
     grid = (triton.cdiv(N, BN), R)
     fwd[grid](xs, w, hs, cs if save else hs, T, R, N, D, n_fwd, SAVE=save,
               IEEE=xs.dtype == torch.float32, BLOCK_N=BN, DP=DP, num_warps=warps)
@@ -372,7 +352,7 @@ def _lstm_scan_bwd(dhs: torch.Tensor, xs: torch.Tensor, w_hh: torch.Tensor, hs: 
     D = G4 // 4
     w = w_hh.to(xs.dtype).contiguous()
     dxs = torch.empty(T, R, N, G4, device=xs.device, dtype=torch.float32)
-    DP, BN, warps = _launch_cfg(N, D)
+    DP, BN, warps = _launch_cfg(D)
     grid = (triton.cdiv(N, BN), R)
     bwd[grid](dhs.contiguous(), xs.contiguous(), w, hs.contiguous(), cs, dxs, T, R, N, D, n_fwd,
               IEEE=xs.dtype == torch.float32, BLOCK_N=BN, DP=DP, num_warps=warps)

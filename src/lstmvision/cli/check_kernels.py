@@ -1,0 +1,36 @@
+"""`lstmvision check-kernels`: every rnn2d and mLSTM backend available on a device against the math reference,
+forward and gradients (the logic is `lstmvision.ops.check`). Exit status 0: all pass; 1: some row failed."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", action="append", default=None, metavar="NAME",
+                   help="check only this dtype (repeatable): fp32, bf16, and fp16 on CUDA (default: all)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmvision.ops.check import as_dicts, check_kernels, format_table
+    from lstmvision.runtime import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:  # torch.device() on a malformed name
+        raise ValueError(f"--device {args.device!r} is not a device name ({str(e).splitlines()[0]})") from None
+    rows = check_kernels(device, args.dtype)
+    print(format_table(rows))
+    failed = [r for r in rows if r.status == "fail"]
+    print(f"{len(rows) - len(failed)} of {len(rows)} rows pass or are unavailable; {len(failed)} failed")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(device=str(device), torch=torch.__version__, passed=not failed,
+                                        rows=as_dicts(rows)), indent=2))
+    return 1 if failed else 0

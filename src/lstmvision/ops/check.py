@@ -1,0 +1,202 @@
+"""Every backend of both recurrences on one device against the math reference: forward and gradients.
+
+`check_kernels(device)` runs small representative problems (rnn2d: LSTM/GRU/RNN, bidirectional and a
+unidirectional LSTM; mLSTM: a sequence that is not a whole number of chunks) through each backend in fp32
+and the device's half types (CPU: bf16; CUDA: bf16, fp16). The reference is the step-by-step math
+(`rnn2d_reference`, the mLSTM `recurrent` form) in fp64 on the same device, from the same inputs rounded to
+the checked dtype (so a row measures the backend's arithmetic, not the rounding of its inputs).
+
+Per row: `fwd_abs_err` = max |y - y_ref|, `grad_rel_err` = max over the input and weight gradients of
+max |g - g_ref| / max |g_ref|. A row passes when both are within its tolerance: fp32 1e-5 (the forward error
+relative to max(1, max |y_ref|)); bf16 5e-2 and fp16 1e-2 (8 and 11 mantissa bits through a recurrence with
+inputs, weights and outputs in that type). `ms` is the median time of one forward call.
+
+Triton rows need CUDA, or CPU under TRITON_INTERPRET=1 (otherwise "unavailable", not failed); under the
+interpreter bf16 is unavailable (its numpy backend has no bf16 dot). Triton rnn2d is LSTM only.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from lstmvision.ops._triton_common import can_run
+from lstmvision.ops.mlstm import mlstm
+from lstmvision.ops.rnn2d import rnn2d, rnn2d_reference
+
+TOLERANCES = {torch.float32: 1e-5, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+RNN2D_CHECKED = ("module", "fused", "triton")  # "reference" is the ground truth itself
+MLSTM_CHECKED = ("parallel", "chunkwise", "recurrent", "triton")
+
+
+@dataclass
+class Row:
+    op: str
+    backend: str
+    dtype: str
+    status: str  # pass | fail | unavailable
+    fwd_abs_err: float | None = None
+    grad_rel_err: float | None = None
+    tol: float | None = None
+    ms: float | None = None
+    note: str = ""
+
+
+@dataclass
+class _Case:
+    op: str  # e.g. "rnn2d lstm bidir"
+    inputs: list[torch.Tensor]  # fp64, the tensors gradients are taken for
+    run: Callable[[list[torch.Tensor], str], torch.Tensor]  # (inputs, backend) -> output
+    reference: str
+
+
+def half_dtypes(device: torch.device) -> list[torch.dtype]:
+    return [torch.bfloat16, torch.float16] if device.type == "cuda" else [torch.bfloat16]
+
+
+def dtype_names(device: torch.device | str) -> list[str]:
+    return ["fp32", *(DTYPE_NAMES[d] for d in half_dtypes(torch.device(device)))]
+
+
+def _rnn2d_case(cell: str, bidirectional: bool, device: torch.device) -> _Case:
+    g = torch.Generator().manual_seed(0)
+    B, H, W, C, D = 2, 4, 5, 8, 6
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    ndir = 2 if bidirectional else 1
+    # (w_ih, w_hh, b_ih, b_hh) per direction, vertical then horizontal, nn.LSTM's init range
+    k = D ** -0.5
+    shapes = [(G * D, C), (G * D, D), (G * D,), (G * D,)] * (2 * ndir)
+    weights = [(torch.rand(s, generator=g, dtype=torch.float64) * 2 - 1) * k for s in shapes]
+    x = torch.randn(B, H, W, C, generator=g, dtype=torch.float64)
+    inputs = [t.to(device) for t in [x, *weights]]
+
+    def run(ts: list[torch.Tensor], backend: str) -> torch.Tensor:
+        dirs = [tuple(ts[1 + 4 * j: 5 + 4 * j]) for j in range(2 * ndir)]
+        wv, wh = dirs[:ndir], dirs[ndir:]
+        if backend == "reference":
+            return rnn2d_reference(ts[0], wv, wh, cell)
+        return rnn2d(ts[0], wv, wh, cell, backend=backend)
+
+    return _Case(f"rnn2d {cell} {'bidir' if bidirectional else 'unidir'}", inputs, run, "reference")
+
+
+def _mlstm_case(device: torch.device) -> _Case:
+    g = torch.Generator().manual_seed(0)
+    B, NH, S, d = 1, 2, 37, 12
+    qkv = [torch.randn(B, NH, S, d, generator=g, dtype=torch.float64) for _ in range(3)]
+    i = torch.randn(B, NH, S, generator=g, dtype=torch.float64) * 2
+    f = torch.randn(B, NH, S, generator=g, dtype=torch.float64) + 1
+    inputs = [t.to(device) for t in [*qkv, i, f]]
+    return _Case("mlstm", inputs, lambda ts, backend: mlstm(*ts, backend=backend, chunk_size=16), "recurrent")
+
+
+def cases(device: torch.device) -> list[tuple[_Case, tuple[str, ...]]]:
+    out = [(_rnn2d_case(c, True, device), RNN2D_CHECKED) for c in ("lstm", "gru", "rnn")]
+    out.append((_rnn2d_case("lstm", False, device), RNN2D_CHECKED))
+    out.append((_mlstm_case(device), MLSTM_CHECKED))
+    return out
+
+
+def _unavailable(case: _Case, backend: str, dtype: torch.dtype, device: torch.device) -> str:
+    """Why `backend` cannot run this case here ('' when it can)."""
+    if backend != "triton":
+        return ""
+    if case.op.startswith("rnn2d") and "lstm" not in case.op:
+        return "Triton rnn2d is LSTM only (GRU/RNN fall back to fused)"
+    if not can_run(device):
+        return "needs CUDA, or TRITON_INTERPRET=1 on CPU, and Triton installed"
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        return "the Triton interpreter has no bf16 dot"
+    return ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _forward_ms(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int = 3) -> float:
+    times = []
+    with torch.no_grad():
+        fn()  # warm-up (kernel compilation, allocator)
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def _fwd_bwd(case: _Case, backend: str, dtype: torch.dtype, cotangent: torch.Tensor,
+             rounded_to: torch.dtype | None = None):
+    """Output and input gradients in fp64; inputs cast to `dtype` (after rounding them to `rounded_to`)."""
+    ts = [t.detach().to(rounded_to or dtype).to(dtype).requires_grad_() for t in case.inputs]
+    y = case.run(ts, backend)
+    grads = torch.autograd.grad(y, ts, cotangent.to(y.dtype))
+    return y.detach().double(), [g.double() for g in grads], ts
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-30)
+
+
+def check_case(case: _Case, backend: str, dtype: torch.dtype, cotangent: torch.Tensor) -> Row:
+    device = case.inputs[0].device
+    name = DTYPE_NAMES[dtype]
+    why = _unavailable(case, backend, dtype, device)
+    if why:
+        return Row(case.op, backend, name, "unavailable", note=why)
+    y_ref, g_ref = _fwd_bwd(case, case.reference, torch.float64, cotangent, rounded_to=dtype)[:2]
+    tol = TOLERANCES[dtype]
+    y, grads, ts = _fwd_bwd(case, backend, dtype, cotangent)
+    fwd = float((y - y_ref).abs().max())
+    grad = max(_max_rel(a, b) for a, b in zip(grads, g_ref))
+    ok = fwd <= tol * max(1.0, float(y_ref.abs().max())) and grad <= tol
+    ms = _forward_ms(lambda: case.run(ts, backend), device)
+    return Row(case.op, backend, name, "pass" if ok else "fail", fwd, grad, tol, round(ms, 3))
+
+
+def check_kernels(device: torch.device | str = "cpu", dtypes: list[str] | None = None) -> list[Row]:
+    """One row per (problem, backend, dtype) on `device`; see the module docstring. `dtypes`: names out of
+    `dtype_names(device)` (default: all of them)."""
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"check-kernels runs on cpu or cuda, not {device.type}")
+    available = dtype_names(device)
+    for name in dtypes or []:
+        if name not in available:
+            raise ValueError(f"dtype {name!r} is not checked on {device.type}; choose from {', '.join(available)}")
+    wanted = [d for d in [torch.float32, *half_dtypes(device)] if dtypes is None or DTYPE_NAMES[d] in dtypes]
+    rows = []
+    for case, backends in cases(device):
+        g = torch.Generator().manual_seed(1)
+        shape = case.run(case.inputs, case.reference).shape
+        cotangent = torch.randn(shape, generator=g, dtype=torch.float64).to(device)
+        for dtype in wanted:
+            rows.extend(check_case(case, b, dtype, cotangent) for b in backends)
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    def num(v: float | None, fmt: str) -> str:
+        return format(v, fmt) if v is not None else format("-", ">" + fmt.split(".")[0])
+
+    lines = [f"{'op':18} {'backend':10} {'dtype':5} {'fwd abs err':>11} {'grad rel err':>12} {'tol':>7} "
+             f"{'ms/call':>9}  result"]
+    for r in rows:
+        lines.append(f"{r.op:18} {r.backend:10} {r.dtype:5} {num(r.fwd_abs_err, '11.2e')} "
+                     f"{num(r.grad_rel_err, '12.2e')} {num(r.tol, '7.0e')} {num(r.ms, '9.3f')}  "
+                     f"{r.status}{' (' + r.note + ')' if r.note else ''}")
+    return "\n".join(lines)
+
+
+def as_dicts(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+__all__ = ["Row", "TOLERANCES", "as_dicts", "check_kernels", "dtype_names", "format_table", "half_dtypes"]
