@@ -207,9 +207,12 @@ def test_reset_classifier_and_contract_bits():
     model.reset_classifier(3, "avg")  # pooled width changes: the legacy pool norm is rebuilt for it
     with torch.no_grad():
         assert model(x).shape == (2, 3)
-    model.reset_classifier(0, "")
+    model.reset_classifier(0, "to_image")
     with torch.no_grad():
         assert model(x).shape == (2, 32, 4, 4)
+    model.reset_classifier(0, "")  # timm's feature mode: the unpooled map in the model's output_fmt (NHWC)
+    with torch.no_grad():
+        assert model(x).shape == (2, 4, 4, 32) and model.output_fmt == "NHWC"
     assert "pos_embed" in model.no_weight_decay()
     assert model.pretrained_cfg["classifier"] == "head" and model.pretrained_cfg["first_conv"] == "patch_embed.proj"
     groups = model.group_matcher()
