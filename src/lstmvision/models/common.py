@@ -6,7 +6,7 @@ model (timm's FeatureGraphNet, torchvision's create_feature_extractor) still run
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> torch.Tensor:
     Returns its input so that the call sits on the data path (a traced graph keeps it).
     """
     if x.dim() != 4 or x.shape[1] != in_chans:
-        raise ValueError(f"expected a (batch, {in_chans}, height, width) image tensor, got shape {tuple(x.shape)}")
+        raise ValueError(f"expected a (batch, {in_chans}, height, width) image tensor, got shape {list(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError("the input batch is empty (batch size 0)")
     if x.shape[-2] < min_size or x.shape[-1] < min_size:
@@ -36,9 +36,10 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> torch.Tensor:
     return x
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of a (1, h, w, C) position embedding to `grid` (unchanged if it already fits)."""
-    if tuple(pos_embed.shape[1:3]) == tuple(grid) and not torch.jit.is_tracing():  # traced: resample always
+    fits = pos_embed.shape[1] == grid[0] and pos_embed.shape[2] == grid[1]
+    if fits and not torch.jit.is_tracing():  # traced (ONNX export): resample always, so any input size works
         return pos_embed
-    pe = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=tuple(grid), mode="bicubic", align_corners=False)
+    pe = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=[grid[0], grid[1]], mode="bicubic", align_corners=False)
     return pe.to(pos_embed.dtype).permute(0, 2, 3, 1)

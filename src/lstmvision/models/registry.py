@@ -147,7 +147,11 @@ def create_model(
     if pretrained is not None:
         load_pretrained(model, pretrained)
     if features_only:
+        from timm.models._builder import pretrained_cfg_for_features
+
         model = _feature_wrapper(model, out_indices, feature_fmt, feature_cls, dict(feature_cfg or {}))
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
+        model.model_name = name
     elif feature_cls is not None or feature_cfg is not None or out_indices is not None:
         raise ValueError("out_indices, feature_cls and feature_cfg need features_only=True")
     return model
