@@ -32,7 +32,9 @@ def _create(
     name: str, pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: dict | None = None,
     cache_dir: Any = None, **kwargs: Any,
 ) -> nn.Module:
-    """timm's entrypoint call -> lstmvision.create_model; `pretrained=True` loads `pretrained_cfg_overlay['file']`."""
+    """timm's entrypoint call -> lstmvision.create_model; `pretrained=True` loads `pretrained_cfg_overlay['file']`
+    (any format `create_model(pretrained=...)` reads). `pretrained_cfg` (a tag's cfg) and `cache_dir` have no
+    use here: each lstmvision model has one cfg and no downloads."""
     overlay = dict(pretrained_cfg_overlay or {})
     weights = overlay.pop("file", None) if pretrained else None
     if pretrained and weights is None:
