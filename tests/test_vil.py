@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from conftest import perturb_
 from lstmvision import create_model
+from lstmvision import list_models as lstmvision_models
 from lstmvision.models.vil import GridConv2d, VisionLSTM, _from_scan, _to_scan, convert_official_vil
 from lstmvision.ops.dispatch import reload_environment, use_backend
 from lstmvision.weights import WeightsError, save_pretrained
@@ -210,9 +211,12 @@ def test_reset_classifier_and_contract_bits():
     model.reset_classifier(3, "avg")  # pooled width changes: the legacy pool norm is rebuilt for it
     with torch.no_grad():
         assert model(x).shape == (2, 3)
-    model.reset_classifier(0, "")
+    model.reset_classifier(0, "to_image")
     with torch.no_grad():
         assert model(x).shape == (2, 32, 4, 4)
+    model.reset_classifier(0, "")  # timm's feature mode: the unpooled map in the model's output_fmt (NHWC)
+    with torch.no_grad():
+        assert model(x).shape == (2, 4, 4, 32) and model.output_fmt == "NHWC"
     assert "pos_embed" in model.no_weight_decay()
     assert model.pretrained_cfg["classifier"] == "head" and model.pretrained_cfg["first_conv"] == "patch_embed.proj"
     groups = model.group_matcher()
@@ -297,5 +301,24 @@ def test_bf16_autocast_forward_is_finite():
     assert torch.isfinite(out).all() and out.shape == ref.shape
 
 
-def test_model_class_is_exported():
-    assert isinstance(_small(), VisionLSTM)
+@pytest.mark.parametrize("name", lstmvision_models("vil*"))
+def test_each_registered_name_builds_its_version(name):
+    """The exported class behind every vil* name, with the options of the version its name says."""
+    with torch.device("meta"):
+        model = create_model(name, embed_dim=16, depth=2)
+    assert type(model) is VisionLSTM and model.model_name == name
+    v2 = name.startswith("vil2")
+    assert type(model.blocks[0].layer.conv).__name__ == ("GridConv2d" if v2 else "CausalConv1d")
+    assert model.global_pool == ("bilateral_flatten" if v2 else "bilateral_avg")
+    assert model.head_hidden_size == (32 if v2 else 16) and model.num_features == 16
+
+
+def test_legacy_norm_means_each_versions_own_norm():
+    """The official `legacy_norm` is the pool norm in v2 and the post-blocks norm in v1; contradictions fail."""
+    v2 = create_model("vil2_tiny", **SMALL, legacy_norm=False)
+    assert isinstance(v2.pool_norm, torch.nn.Identity) and not isinstance(v2.norm, torch.nn.Identity)
+    v1 = create_model("vil_tiny", **SMALL, legacy_norm=False)
+    assert isinstance(v1.norm, torch.nn.Identity) and isinstance(v1.pool_norm, torch.nn.LayerNorm)
+    assert isinstance(create_model("vil_tiny", **SMALL, post_norm=False).norm, torch.nn.Identity)
+    with pytest.raises(ValueError, match="legacy_norm is pool_norm here"):
+        create_model("vil2_tiny", **SMALL, legacy_norm=True, pool_norm=False)

@@ -1,6 +1,6 @@
 """lstmvision: LSTM-based vision backbones (Sequencer, Vision-LSTM) with weights, training and analyses."""
 from lstmvision.inference import Classifier, Prediction
-from lstmvision.models import create_model, get_pretrained_cfg, list_models
+from lstmvision.models import create_model, get_pretrained_cfg, list_models, register_timm
 from lstmvision.weights import WeightsError, load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
@@ -11,6 +11,7 @@ __all__ = [
     "create_model",
     "get_pretrained_cfg",
     "list_models",
+    "register_timm",
     "load_pretrained",
     "save_pretrained",
 ]

@@ -95,7 +95,9 @@ def create_model(
     num_classes: int | None = None,
     features_only: bool = False,
     out_indices: Any = None,
-    feature_fmt: str = "NCHW",
+    feature_fmt: str | None = None,
+    feature_cls: str | type | None = None,
+    feature_cfg: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights from `pretrained` (file or saved folder).
@@ -104,6 +106,10 @@ def create_model(
     .pth) or a folder written by `save_pretrained`; the format is detected and converted. When `name` is None
     the architecture is read from the folder's config.json. Keyword arguments override the architecture.
     A different `num_classes` than the checkpoint's re-initialises the classifier (with a warning).
+
+    `features_only=True` wraps the model as timm does: `feature_cls` 'getter' (the default, via
+    `forward_intermediates`, maps in `feature_fmt`, NCHW unless given), 'hook', 'fx', 'list' or 'dict' (these
+    return the model's native NHWC maps), or a timm feature class; `feature_cfg` holds further wrapper options.
     """
     from lstmvision.weights import load_pretrained
 
@@ -131,6 +137,7 @@ def create_model(
     if saved is not None and saved.get("pretrained_cfg"):
         cfg.update(saved["pretrained_cfg"])
     cfg["num_classes"] = model.num_classes
+    cfg["pool_size"] = model.feature_grid(cfg["input_size"])
     model.pretrained_cfg = cfg
     model.default_cfg = cfg
     model.model_name = name
@@ -140,9 +147,69 @@ def create_model(
     if pretrained is not None:
         load_pretrained(model, pretrained)
     if features_only:
-        from timm.models._features import FeatureGetterNet
+        from timm.models._builder import pretrained_cfg_for_features
 
-        if out_indices is None:
-            out_indices = tuple(range(len(model.feature_info)))
-        model = FeatureGetterNet(model, out_indices=out_indices, output_fmt=feature_fmt)
+        model = _feature_wrapper(model, out_indices, feature_fmt, feature_cls, dict(feature_cfg or {}))
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
+        model.model_name = name
+    elif feature_cls is not None or feature_cfg is not None or out_indices is not None:
+        raise ValueError("out_indices, feature_cls and feature_cfg need features_only=True")
     return model
+
+
+def _feature_class(feature_cls: str | type) -> type:
+    from timm.models import FeatureDictNet, FeatureGraphNet, FeatureHookNet, FeatureListNet
+    from timm.models._features import FeatureGetterNet
+
+    if isinstance(feature_cls, type):
+        return feature_cls
+    classes = dict(getter=FeatureGetterNet, hook=FeatureHookNet, fx=FeatureGraphNet, list=FeatureListNet,
+                   dict=FeatureDictNet)
+    if str(feature_cls).lower() not in classes:
+        raise ValueError(f"feature_cls must be one of {sorted(classes)} or a timm feature class, got {feature_cls!r}")
+    return classes[str(feature_cls).lower()]
+
+
+def _feature_wrapper(
+    model: nn.Module, out_indices: Any, feature_fmt: str | None, feature_cls: str | type | None,
+    feature_cfg: dict[str, Any],
+) -> nn.Module:
+    """timm's features_only adaptation (timm.models.build_model_with_cfg): route the feature class and options."""
+    from timm.models import FeatureDictNet, FeatureHookNet
+    from timm.models._features import FeatureGetterNet
+
+    cls = _feature_class(feature_cls or feature_cfg.pop("feature_cls", "getter"))
+    feature_cfg.pop("feature_cls", None)
+    if out_indices is not None:
+        feature_cfg["out_indices"] = out_indices
+    feature_cfg.setdefault("out_indices", tuple(range(len(model.feature_info))))
+    fmt = feature_fmt or feature_cfg.pop("output_fmt", None)
+    if issubclass(cls, FeatureGetterNet):
+        feature_cfg["output_fmt"] = fmt or "NCHW"
+    else:
+        if fmt is not None and fmt != model.output_fmt:
+            raise ValueError(
+                f"feature_cls={cls.__name__} returns the model's native {model.output_fmt} maps; "
+                f"feature_fmt={fmt!r} needs feature_cls='getter'"
+            )
+        feature_cfg["output_fmt"] = model.output_fmt
+    rebuilds = issubclass(cls, FeatureDictNet) or (
+        issubclass(cls, FeatureHookNet) and not feature_cfg.get("no_rewrite", not feature_cfg.get("flatten_sequential"))
+    )
+    if rebuilds:
+        _check_rebuildable(model, cls.__name__)
+        feature_cfg.setdefault("flatten_sequential", True)  # stages.{i} live in a top-level nn.Sequential
+    return cls(model, **feature_cfg)
+
+
+def _check_rebuildable(model: nn.Module, wrapper: str) -> None:
+    """FeatureListNet/DictNet (and a rewriting FeatureHookNet) re-run the model's top-level modules in order;
+    refuse models whose forward does more than that, instead of returning silently different features."""
+    extra = [n for n, p in model.named_parameters(recurse=False)]
+    if getattr(model, "shuffle_tokens", False):
+        extra.append("shuffle_tokens")
+    if extra:
+        raise ValueError(
+            f"{wrapper} rebuilds {getattr(model, 'model_name', type(model).__name__)} from its top-level modules, "
+            f"which would skip {', '.join(extra)}; use feature_cls='getter', 'hook' or 'fx'"
+        )

@@ -14,12 +14,13 @@ import re
 from typing import Any, Literal, Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, lecun_normal_, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, lecun_normal_, register_notrace_module, trunc_normal_
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from lstmvision.models.common import check_input, image_size, resize_pos_embed
 from lstmvision.models.registry import make_cfg, register_model
 from lstmvision.models.rnn import GRU, LSTM, RNN
 from lstmvision.ops import dispatch
@@ -30,6 +31,10 @@ RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}  # by nn.RNNBase.mode
 UNIONS = ("cat", "add", "vertical", "horizontal")
 
+# torch.fx records these as calls (their size checks run on the real input, not on trace-time proxies)
+torch.fx.wrap("check_input")
+torch.fx.wrap("resize_pos_embed")
+
 
 def _make_rnn(rnn_type: str, dim: int, hidden: int, bidirectional: bool) -> nn.RNNBase:
     if rnn_type not in RNN_TYPES:
@@ -37,6 +42,7 @@ def _make_rnn(rnn_type: str, dim: int, hidden: int, bidirectional: bool) -> nn.R
     return RNN_TYPES[rnn_type](dim, hidden, num_layers=1, batch_first=True, bias=True, bidirectional=bidirectional)
 
 
+@register_notrace_module  # a leaf for timm's fx tracing: the recurrence dispatches on the real input
 class RNN2DMixer(nn.Module):
     """BiLSTM2D (or GRU/RNN): vertical and horizontal RNNs over an NHWC map, fused by a Linear.
 
@@ -121,6 +127,7 @@ class RNN2DMixer(nn.Module):
         return parts
 
 
+@register_notrace_module
 class RNN1DMixer(nn.Module):
     """Vanilla Sequencer mixer: one (Bi)RNN over all H*W tokens in row-major raster order, no fc."""
 
@@ -194,12 +201,14 @@ def _per_stage(value: Any, n: int, name: str) -> list:
 class Sequencer(nn.Module):
     """Sequencer2D (`mixer='2d'`, BiLSTM2D token mixing) or the vanilla Sequencer (`mixer='1d'`).
 
-    Any input height and width works: the stem and merging convs floor, and the RNNs take any length.
+    Any input height and width of at least `min_input_size` works: the stem and merging convs floor, and the
+    RNNs take any length. Features are NHWC (`output_fmt`, channels at `feature_dim`), as in timm.
     `rnn_backend`: backend of the 2-D mixers (`lstmvision.ops.dispatch`; None: the active choice); the
     vanilla 1-D mixer always runs its nn.LSTM module.
     """
 
     output_fmt = "NHWC"
+    feature_dim = -1  # channel axis of forward_features / forward_intermediates(output_fmt='NHWC')
 
     def __init__(
         self,
@@ -240,14 +249,14 @@ class Sequencer(nn.Module):
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.shuffle_tokens = shuffle_tokens
-        self.grad_checkpointing = False
+        self.in_chans = in_chans
         self.min_input_size = math.prod(patch_sizes)
 
         self.stem = PatchEmbed(
             img_size=None, patch_size=patch_sizes[0], in_chans=in_chans, embed_dim=embed_dims[0],
             flatten=False, output_fmt="NHWC", strict_img_size=False,
         )
-        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_hw = image_size(img_size, self.min_input_size, "Sequencer")
         self.grid_size = (img_hw[0] // patch_sizes[0], img_hw[1] // patch_sizes[0])
         self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid_size, embed_dims[0])) if pos_embed else None
 
@@ -329,7 +338,7 @@ class Sequencer(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+        """Recompute each block in the backward pass (the switch is per stage: `stages[i].grad_checkpointing`)."""
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
@@ -344,26 +353,22 @@ class Sequencer(nn.Module):
         self.head.reset(num_classes, pool_type=global_pool)
 
     # ------------------------------------------------------------------------------------- forward
+    def feature_grid(self, img_hw: Sequence[int]) -> tuple[int, int]:
+        """(h, w) of the forward_features map for an (H, W) input."""
+        reduction = self.feature_info[-1]["reduction"]  # the convs floor, and floor(floor(a/b)/c) = floor(a/bc)
+        return img_hw[-2] // reduction, img_hw[-1] // reduction
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] < self.min_input_size or x.shape[-1] < self.min_input_size:
-            m = self.min_input_size
-            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this model needs at least {m}x{m}")
-        x = self.stem(x)
+        x = self.stem(check_input(x, self.in_chans, self.min_input_size))
         if self.pos_embed is not None:
-            x = x + self._pos_embed_for(x.shape[1], x.shape[2])
+            # the resize keeps the stored embedding where it fits; traced for ONNX, it always resamples (bicubic to
+            # the same size is exact), so that the exported graph works at any input size
+            x = x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))
         if self.shuffle_tokens and self.training:
             B, H, W, C = x.shape
             perm = torch.randperm(H * W, device=x.device)
             x = x.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
         return x
-
-    def _pos_embed_for(self, h: int, w: int) -> torch.Tensor:
-        # when traced (ONNX export), always resample (bicubic to the same size is exact) so that the exported
-        # graph works at any input size rather than only at the traced one
-        if h == self.pos_embed.shape[1] and w == self.pos_embed.shape[2] and not torch.jit.is_tracing():
-            return self.pos_embed
-        pe = F.interpolate(self.pos_embed.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
-        return pe.permute(0, 2, 3, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled, normalised NHWC features (B, h, w, num_features)."""
@@ -408,6 +413,7 @@ class Sequencer(nn.Module):
     ) -> list[int]:
         take, max_index = feature_take_indices(len(self.stages), indices)
         self.stages = self.stages[: max_index + 1]
+        self.feature_info = self.feature_info[: max_index + 1]
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
@@ -430,9 +436,6 @@ class Sequencer(nn.Module):
             key = key.replace("absolute_pos_embed", "pos_embed")
             out[key] = value
         return out
-
-
-Sequencer2d = Sequencer
 
 # --------------------------------------------------------------------------------------- registry
 _S = dict(layers=(4, 3, 8, 3), patch_sizes=(7, 2, 1, 1), embed_dims=(192, 384, 384, 384), hidden_sizes=(48, 96, 96, 96))

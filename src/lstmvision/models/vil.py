@@ -8,10 +8,20 @@ width 2·dim, a convolution + block-diagonal q/k/v + mLSTM on one branch, SiLU g
 down-projection).
 
 - v2 (`vil2_*`): depthwise 3x3 Conv2d on the real token grid, biases in projections and norms, the first and
-  last token concatenated (2·dim) before the head, optional `legacy_norm` (LayerNorm(2·dim)) after pooling,
+  last token concatenated (2·dim) before the head, optional `pool_norm` (LayerNorm(2·dim)) after pooling,
   which the released checkpoints need.
 - v1 (`vil_*`): causal depthwise Conv1d (k=4) along the sequence, no projection or norm biases, the mean of the
-  first and last token, LayerNorm after pooling, optional `legacy_norm` (offset LN) after the blocks.
+  first and last token, LayerNorm after pooling, optional `post_norm` (offset LN) after the blocks.
+
+The official constructors call both optional norms `legacy_norm`, each meaning its version's norm above; the
+registered builders accept `legacy_norm` as that per-version alias (v2: `pool_norm`, v1: `post_norm`), so the
+official arguments and the released checkpoints work unchanged. The model class itself only knows
+`pool_norm` and `post_norm`.
+
+Shapes follow timm: `forward_features` gives the normalised NHWC token map (channels `num_features` = dim at
+`feature_dim` = -1), `forward_head(pre_logits=True)` and `num_classes=0` give the pooled vector
+(`head_hidden_size`: 2·dim for bilateral_flatten, dim otherwise), `global_pool=''` returns the NHWC map
+unpooled and `global_pool='to_image'` the same map as (B, dim, h, w) for dense tasks.
 
 Parameter names: `depth` always counts sub-blocks here (the official v2 counts pairs). Native keys are
 `patch_embed.proj`, `pos_embed` (1, h, w, dim), `blocks.{j}.norm`, `blocks.{j}.layer.{proj_up, conv, q_proj,
@@ -26,19 +36,27 @@ import re
 from typing import Any, Literal, Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath, register_notrace_module, trunc_normal_
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from lstmvision.models.common import check_input, image_size, resize_pos_embed
 from lstmvision.models.registry import make_cfg, register_model
 from lstmvision.ops.mlstm import mlstm
 
-POOLINGS = ("bilateral_flatten", "bilateral_avg", "avg", "first", "last", "")
+# torch.fx records these as calls (their size checks run on the real input, not on trace-time proxies)
+torch.fx.wrap("check_input")
+torch.fx.wrap("resize_pos_embed")
+
+# "" : the NHWC token map unpooled (timm's feature mode); "to_image": the same map as (B, C, h, w)
+POOLINGS = ("bilateral_flatten", "bilateral_avg", "avg", "first", "last", "", "to_image")
+UNPOOLED = ("", "to_image")
 _POOL_ALIASES = {
     "bilateral_concat": "bilateral_flatten", "bilateral_mean": "bilateral_avg", "mean": "avg",
-    "mean_patch": "avg", "first_token": "first", "last_token": "last", "to_image": "", "none": "", None: "",
+    "mean_patch": "avg", "first_token": "first", "last_token": "last", "none": "", None: "",
 }
 ALTERNATIONS = {"bidirectional": (0, 1), "quaddirectional": (0, 1, 2, 3)}
 CONV_KINDS = ("2d", "causal1d")
@@ -218,8 +236,9 @@ def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int) -> torch.
     return x
 
 
+@register_notrace_module  # a leaf for timm's fx tracing: the mLSTM dispatches on the real input
 class ViLBlock(nn.Module):
-    """One sub-block: x + DropPath(scan⁻¹(mLSTMLayer(scan(LN(x))))), on row-major (B, S, dim) tokens."""
+    """One sub-block: x + DropPath(scan⁻¹(mLSTMLayer(scan(LN(x))))), on an NHWC (B, h, w, dim) token map."""
 
     def __init__(self, dim: int, direction: int = 0, drop_path: float = 0.0, norm_bias: bool = True, **layer_kwargs: Any):
         super().__init__()
@@ -228,20 +247,24 @@ class ViLBlock(nn.Module):
         self.layer = MLSTMLayer(dim, norm_bias=norm_bias, **layer_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        y, scan_grid = _to_scan(self.norm(x), grid, self.direction)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, h, w, C = x.shape
+        grid = (h, w)
+        y, scan_grid = _to_scan(self.norm(x).reshape(B, h * w, C), grid, self.direction)
         y = _from_scan(self.layer(y, scan_grid), grid, self.direction)
-        return x + self.drop_path(y)
+        return x + self.drop_path(y.reshape(B, h, w, C))
 
 
 class VisionLSTM(nn.Module):
     """Vision-LSTM, v2 or v1 depending on the options (see the module docstring and the registered models).
 
-    Any input size works: the patch grid (h, w) is taken from the input, the position embedding is resized
-    (bicubic) when the grid differs from the one it was built for, and the 2-D conv uses the real grid.
+    Any input of at least `min_input_size` (the patch size) works: the patch grid (h, w) is taken from the
+    input, the position embedding is resized (bicubic) when the grid differs from the one it was built for, and
+    the 2-D conv uses the real grid.
     """
 
     output_fmt = "NHWC"
+    feature_dim = -1  # channel axis of forward_features / forward_intermediates(output_fmt='NHWC')
 
     def __init__(
         self,
@@ -287,11 +310,11 @@ class VisionLSTM(nn.Module):
         self.global_pool = _pool_name(global_pool)
         self.embed_dim = self.num_features = embed_dim
         self.stride = stride or patch_size
-        self.patch_size = patch_size
+        self.patch_size = self.min_input_size = patch_size
+        self.in_chans = in_chans
         self.init_mode = init_mode
         self.grad_checkpointing = False
-        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)[-2:]
-        self.grid_size = tuple((s - patch_size) // self.stride + 1 for s in img_hw)
+        self.grid_size = self.feature_grid(image_size(img_size, patch_size, "Vision-LSTM"))
 
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=self.stride)
@@ -327,10 +350,10 @@ class VisionLSTM(nn.Module):
         return 2 * self.embed_dim if self.global_pool == "bilateral_flatten" else self.embed_dim
 
     def _build_head(self, num_classes: int) -> None:
-        if self.global_pool == "" and num_classes:
-            raise ValueError("global_pool='' (feature mode, (B, C, h, w) output) needs num_classes=0")
+        if self.global_pool in UNPOOLED and num_classes:
+            raise ValueError(f"global_pool={self.global_pool!r} (unpooled token map output) needs num_classes=0")
         pooled = self.head_hidden_size
-        use_norm = self._pool_norm and self.global_pool != ""
+        use_norm = self._pool_norm and self.global_pool not in UNPOOLED
         self.pool_norm = nn.LayerNorm(pooled, eps=self._pool_norm_eps) if use_norm else nn.Identity()
         self.head = nn.Linear(pooled, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -403,33 +426,36 @@ class VisionLSTM(nn.Module):
             self.pool_norm = old_norm  # keep the trained pool norm when it still fits
         self._init_head()
         ref = self.pos_embed
-        self.pool_norm.to(ref.device, ref.dtype), self.head.to(ref.device, ref.dtype)
+        self.pool_norm.to(ref.device, ref.dtype)
+        self.head.to(ref.device, ref.dtype)
 
     # --------------------------------------------------------------------------------------- forward
-    def _resized_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
-        return resize_pos_embed(self.pos_embed, grid)
+    def feature_grid(self, img_hw: Sequence[int]) -> tuple[int, int]:
+        """(h, w) of the forward_features map (the patch grid) for an (H, W) input."""
+        h, w = img_hw[-2:]
+        return (h - self.patch_size) // self.stride + 1, (w - self.patch_size) // self.stride + 1
 
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.patch_embed.proj(x).permute(0, 2, 3, 1)  # (B, h, w, D)
-        grid = (x.shape[1], x.shape[2])
-        x = x + self._resized_pos_embed(grid)
-        return x.flatten(1, 2), grid
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed.proj(check_input(x, self.in_chans, self.min_input_size)).permute(0, 2, 3, 1)
+        return x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))  # (B, h, w, D)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
-            return checkpoint(block, x, grid, use_reentrant=False)
-        return block(x, grid)
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised tokens on their grid, NHWC (B, h, w, num_features)."""
-        x, grid = self._embed(x)
+        x = self._embed(x)
         for block in self.blocks:
-            x = self._run_block(block, x, grid)
-        return self.norm(x).reshape(x.shape[0], *grid, -1)
+            x = self._run_block(block, x)
+        return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, C) -> pooled (B, C or 2C), or the (B, C, h, w) grid in feature mode (global_pool='')."""
+        """(B, h, w, C) -> pooled (B, C or 2C); unpooled: the map itself ('') or as (B, C, h, w) ('to_image')."""
         if self.global_pool == "":
+            return x
+        if self.global_pool == "to_image":
             return x.permute(0, 3, 1, 2)
         t = x.flatten(1, 2)
         if self.global_pool == "bilateral_flatten":
@@ -442,7 +468,7 @@ class VisionLSTM(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool_norm(self.pool(x))
-        if self.global_pool == "":
+        if self.global_pool in UNPOOLED:
             return x
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
@@ -463,17 +489,17 @@ class VisionLSTM(nn.Module):
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         take, max_index = feature_take_indices(len(self.blocks), indices)
-        x, grid = self._embed(x)
+        x = self._embed(x)
         blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
         intermediates = []
         for j, block in enumerate(blocks):
-            x = self._run_block(block, x, grid)
+            x = self._run_block(block, x)
             if j in take:
-                y = (self.norm(x) if norm else x).reshape(x.shape[0], *grid, -1)
+                y = self.norm(x) if norm else x
                 intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
         if intermediates_only:
             return intermediates
-        return self.norm(x).reshape(x.shape[0], *grid, -1), intermediates
+        return self.norm(x), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -504,14 +530,6 @@ class VisionLSTM(nn.Module):
         if pe is not None and pe.dim() == 4 and tuple(pe.shape[1:3]) != tuple(self.pos_embed.shape[1:3]):
             sd["pos_embed"] = resize_pos_embed(pe, tuple(self.pos_embed.shape[1:3]))
         return sd
-
-
-def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of a (1, h, w, C) position embedding to `grid` (unchanged if it already fits)."""
-    if tuple(pos_embed.shape[1:3]) == tuple(grid) and not torch.jit.is_tracing():  # traced: resample always
-        return pos_embed
-    pe = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=tuple(grid), mode="bicubic", align_corners=False)
-    return pe.to(pos_embed.dtype).permute(0, 2, 3, 1)
 
 
 def convert_official_vil(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -562,18 +580,26 @@ def _cfg(**kw: Any) -> dict[str, Any]:
     )
 
 
+def _norm_alias(kw: dict[str, Any], name: str) -> dict[str, Any]:
+    """Resolve the official `legacy_norm` argument to this version's norm option `name` (default True, as the
+    released checkpoints need); giving both with different values is an error."""
+    if "legacy_norm" in kw:
+        legacy = bool(kw.pop("legacy_norm"))
+        if name in kw and bool(kw[name]) != legacy:
+            raise ValueError(f"legacy_norm={legacy} contradicts {name}={kw[name]} (legacy_norm is {name} here)")
+        kw[name] = legacy
+    kw[name] = bool(kw.get(name, True))
+    return kw
+
+
 def _build_v2(defaults: dict[str, Any], kwargs: dict[str, Any]) -> VisionLSTM:
-    """v2: `legacy_norm` (default True, as the released checkpoints need) is the LayerNorm after pooling."""
-    kw = {**_V2, **defaults, **kwargs}
-    kw["pool_norm"] = bool(kw.pop("legacy_norm", kw.pop("pool_norm", True)))
-    return VisionLSTM(**kw)
+    """v2: `pool_norm` (official name `legacy_norm`) is the LayerNorm(2·dim) after pooling."""
+    return VisionLSTM(**_norm_alias({**_V2, **defaults, **kwargs}, "pool_norm"))
 
 
 def _build_v1(defaults: dict[str, Any], kwargs: dict[str, Any]) -> VisionLSTM:
-    """v1: `legacy_norm` (default True, as the released checkpoints need) is the offset LN after the blocks."""
-    kw = {**_V1, **defaults, **kwargs}
-    kw["post_norm"] = bool(kw.pop("legacy_norm", kw.pop("post_norm", True)))
-    return VisionLSTM(**kw)
+    """v1: `post_norm` (official name `legacy_norm`) is the offset LayerNorm after the blocks."""
+    return VisionLSTM(**_norm_alias({**_V1, **defaults, **kwargs}, "post_norm"))
 
 
 @register_model(_cfg(paper_top1=78.3))
