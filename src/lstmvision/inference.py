@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from lstmvision.data import open_image, to_mode
 from lstmvision.runtime import fit_channels
 
 __all__ = ["Classifier", "Prediction"]
@@ -135,9 +136,7 @@ class Classifier:
         if isinstance(item, (str, os.PathLike)):
             if not Path(item).is_file():
                 raise FileNotFoundError(f"image not found: {item}")
-            with Image.open(item) as im:
-                im.load()
-                item = im.copy()
+            item = open_image(item, "L" if self.in_chans == 1 else "RGB")
         elif isinstance(item, np.ndarray):
             item = Image.fromarray(item)
         elif isinstance(item, torch.Tensor):  # raw uint8 pixels (C,H,W)
@@ -146,7 +145,7 @@ class Classifier:
             item = to_pil_image(item.cpu())
         if not isinstance(item, Image.Image):
             raise TypeError(f"cannot classify a {type(item).__name__}: give PIL images, paths, arrays or tensors")
-        return item.convert("L" if self.in_chans == 1 else "RGB")
+        return to_mode(item, "L" if self.in_chans == 1 else "RGB")
 
     def preprocess(self, inputs: Any) -> tuple[torch.Tensor, bool]:
         """(batch tensor on the model's device, whether the input was a single image)."""

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.data import IMAGE_EXTENSIONS, list_images, open_image
     from lstmvision.inference import Classifier
     from lstmvision.cli._common import device_of, load_model
 
@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     for f in files:
         try:
-            with Image.open(f) as im:
-                img = im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode)
+            img = open_image(f, "L" if clf.in_chans == 1 else "RGB")
         except Exception as e:
             if args.strict_images:
                 raise ValueError(f"unreadable image {f} ({type(e).__name__}); drop --strict-images to skip it") from None
