@@ -248,7 +248,8 @@ def check_settings(cfg: dict[str, Any]) -> None:
     """Every setting's range and shape, as one clear error before anything is built."""
     for key in ("epochs", "batch_size", "grad_accum", "lr_base_size", "log_interval", "limit_train", "limit_val",
                 "num_classes", "threads"):
-        _check_range(cfg, key, 1)
+        if cfg.get(key) is not None and cfg[key] < 1:
+            raise ValueError(f"{_flag(key)} must be a positive integer, got {cfg[key]}")
     for key in ("workers", "cooldown_epochs", "checkpoint_steps", "warmup_epochs", "warmup_lr", "min_lr",
                 "weight_decay", "momentum", "color_jitter", "mixup", "cutmix"):
         _check_range(cfg, key, 0)
