@@ -177,3 +177,28 @@ def test_saved_files_get_the_umask_mode(tmp_path):
         os.umask(old)
     for name in ("model.safetensors", "config.json"):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--interpolation", "bogus"], "--interpolation"),
+    (["--crop-pct", "0"], "--crop-pct"),
+    (["--model", "vil2_tiny", "--img-size", "8"], "--img-size 8"),
+    (["--limit", "0"], "at least 1"),
+])
+def test_validate_settings(capsys, idx_data, saved_model, extra, needle):
+    source = ["--checkpoint", saved_model] if "--model" not in extra else []
+    rc, _, err = run_cli(capsys, "validate", *source, "--data", idx_data, "--workers", 0, *extra)
+    assert_user_error(rc, err, "validate", needle)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--checkpoint", "{saved}", "--interpolation", "bogus"], "--interpolation"),
+    (["--model", "vil2_tiny", "--img-size", "8"], "--img-size 8"),
+])
+def test_predict_settings(capsys, tmp_path, saved_model, extra, needle):
+    from PIL import Image
+
+    Image.new("L", (28, 28), 128).save(tmp_path / "x.png")
+    extra = [str(a).format(saved=saved_model) for a in extra]
+    rc, _, err = run_cli(capsys, "predict", *extra, tmp_path / "x.png")
+    assert_user_error(rc, err, "predict", needle)

@@ -68,6 +68,15 @@ def data_config(
     `img_size`, `crop_pct` and `interpolation` override the model's own values."""
     from timm.data import resolve_data_config
 
+    from lstmvision.data import check_eval_settings
+
+    check_eval_settings(crop_pct, interpolation)
+    if img_size and getattr(model, "model_name", None) and hasattr(model, "model_kwargs"):
+        from lstmvision.engine.config import check_input_size
+        from lstmvision.models import is_model
+
+        if is_model(model.model_name):
+            check_input_size(model.model_name, model.model_kwargs, _in_chans(model), img_size)
     cfg = resolve_data_config({}, model=model)
     chans = _in_chans(model)
     if img_size:

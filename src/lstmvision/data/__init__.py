@@ -309,9 +309,21 @@ class BadImageCounter:
             self.seen.add(b.path)
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def check_eval_settings(crop_pct: float | None, interpolation: str | None) -> None:
+    """--crop-pct in (0, 1] and a resize interpolation timm knows, as one clear error."""
+    if crop_pct is not None and not 0 < crop_pct <= 1:
+        raise ValueError(f"--crop-pct must be in (0, 1], got {crop_pct}")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+
+
 def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic"):
     from timm.data import create_transform
 
+    check_eval_settings(crop_pct, interpolation)
     return create_transform(input_size, is_training=False, mean=mean, std=std, crop_pct=crop_pct,
                             interpolation=interpolation)
 

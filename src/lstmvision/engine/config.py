@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from lstmvision.data import INTERPOLATIONS
 from lstmvision.engine.recipes import DEFAULT_RECIPE, DEFAULTS, get_recipe
 
 # flag → (type, nargs, help); every DEFAULTS key gets a flag
@@ -90,7 +91,6 @@ _BOOLS: dict[str, str] = {
 
 
 _BOOL_KEYS = (*_BOOLS, "eval_ema")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ERASE_MODES = ("const", "rand", "pixel")
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "rsqrt")
 
@@ -297,24 +297,40 @@ def check_channels(cfg: dict[str, Any], in_chans: int) -> None:
 def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     """Build the model on the meta device (no memory, no compute) and run one input of --img-size through it:
     unknown --model-kwargs and an input too small for the architecture become one clear error."""
-    import torch
-
-    from lstmvision.models import create_model
-
     kwargs = dict(cfg.get("model_kwargs") or {})
     kwargs.setdefault("img_size", int(cfg["img_size"]))  # as the trainer builds it
     if cfg.get("drop_path"):
         kwargs["drop_path_rate"] = cfg["drop_path"]
     if cfg.get("drop"):
         kwargs["drop_rate"] = cfg["drop"]
-    size = int(cfg["img_size"])
+    pretrained = cfg.get("pretrained")
+    if pretrained and (Path(pretrained) / "config.json").is_file():  # fine-tuning keeps the saved arguments
+        from lstmvision.weights import read_config
+
+        kwargs = {**read_config(pretrained).get("kwargs", {}), **kwargs}
+    try:
+        check_input_size(cfg["model"], kwargs, in_chans, int(cfg["img_size"]), cfg.get("num_classes"))
+    except TypeError as e:
+        raise ValueError(f"{cfg['model']} cannot be built with --model-kwargs "
+                         f"{cfg.get('model_kwargs') or {}}: {_first_line(e)}") from None
+
+
+def check_input_size(name: str, kwargs: dict[str, Any], in_chans: int, size: int,
+                     num_classes: int | None = None) -> None:
+    """Build registered model `name` with `kwargs` on the meta device (no memory, no compute) and pass one
+    (1, in_chans, size, size) input: a ValueError if the architecture cannot take that size. Arguments the
+    model does not take raise TypeError."""
+    import torch
+
+    from lstmvision.models import create_model
+
+    kwargs = dict(kwargs, in_chans=in_chans)
+    num_classes = kwargs.pop("num_classes", None) or num_classes or 10
     with torch.device("meta"), torch.no_grad():
         try:
-            model = create_model(cfg["model"], num_classes=cfg.get("num_classes") or 10, in_chans=in_chans,
-                                 **kwargs)
-        except (TypeError, AssertionError) as e:
-            raise ValueError(f"{cfg['model']} cannot be built with --model-kwargs "
-                             f"{cfg.get('model_kwargs') or {}}: {_first_line(e)}") from None
+            model = create_model(name, num_classes=num_classes, **kwargs)
+        except AssertionError as e:
+            raise TypeError(_first_line(e)) from None
         try:
             model.eval()(torch.empty(1, in_chans, size, size))
         except (NotImplementedError, TypeError):
@@ -322,7 +338,7 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
         except (RuntimeError, AssertionError, ValueError) as e:
             if "meta" in str(e).lower():
                 return
-            raise ValueError(f"{cfg['model']} cannot take {size}x{size} inputs (--img-size {size}): "
+            raise ValueError(f"{name} cannot take {size}x{size} inputs (--img-size {size}): "
                              f"{_first_line(e)}") from None
 
 
