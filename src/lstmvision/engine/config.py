@@ -246,6 +246,9 @@ def _check_optimizer(cfg: dict[str, Any]) -> None:
 
 def check_settings(cfg: dict[str, Any]) -> None:
     """Every setting's range and shape, as one clear error before anything is built."""
+    for key, default in DEFAULTS.items():
+        if default is not None and key != "model_kwargs" and cfg.get(key) is None:
+            raise ValueError(f"{_flag(key)} needs a value, got none (null)")
     for key in ("epochs", "batch_size", "grad_accum", "lr_base_size", "log_interval", "limit_train", "limit_val",
                 "num_classes", "threads"):
         if cfg.get(key) is not None and cfg[key] < 1:
@@ -319,11 +322,15 @@ def check_input_size(name: str, kwargs: dict[str, Any], in_chans: int, size: int
                      num_classes: int | None = None) -> None:
     """Build registered model `name` with `kwargs` on the meta device (no memory, no compute) and pass one
     (1, in_chans, size, size) input: a ValueError if the architecture cannot take that size. Arguments the
-    model does not take raise TypeError."""
+    model does not take raise TypeError.
+
+    The forward pass is skipped at or above the model's own input size with no architecture arguments: such
+    sizes work, and a long LSTM sequence costs seconds even on the meta device (dispatch per time step)."""
     import torch
 
     from lstmvision.models import create_model
 
+    shape_args = set(kwargs) - {"img_size", "in_chans", "num_classes", "drop_path_rate", "drop_rate"}
     kwargs = dict(kwargs, in_chans=in_chans)
     num_classes = kwargs.pop("num_classes", None) or num_classes or 10
     with torch.device("meta"), torch.no_grad():
@@ -331,6 +338,9 @@ def check_input_size(name: str, kwargs: dict[str, Any], in_chans: int, size: int
             model = create_model(name, num_classes=num_classes, **kwargs)
         except AssertionError as e:
             raise TypeError(_first_line(e)) from None
+        own_size = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (0, 0, 0))[-1])
+        if size >= own_size and not shape_args:
+            return
         try:
             model.eval()(torch.empty(1, in_chans, size, size))
         except (NotImplementedError, TypeError):
