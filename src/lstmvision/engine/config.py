@@ -6,7 +6,8 @@ larger `--epochs` to extend a run).
 Every value is type-checked (YAML values are coerced as the flags would be: `lr: 1e-3` is a number) and
 range-checked before anything is built (`check_settings`); the model is built once on the meta device with
 the settings to catch unknown `--model-kwargs` and too-small `--img-size` (`check_model`). The mean/std
-length against the data's channels is `check_channels`, which the trainer calls once the data is known.
+length against the input channels is `check_channels`: `resolve_config` runs it when the channels follow
+from the flags or the data folder's kind; the trainer runs it again once the data is loaded.
 """
 from __future__ import annotations
 
@@ -88,8 +89,6 @@ _BOOLS: dict[str, str] = {
     "grad_checkpointing": "gradient checkpointing",
     "strict_images": "an unreadable image is an error instead of being skipped",
 }
-
-
 _BOOL_KEYS = (*_BOOLS, "eval_ema")
 ERASE_MODES = ("const", "rand", "pixel")
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "rsqrt")
