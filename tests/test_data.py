@@ -94,3 +94,92 @@ def test_limit_is_fixed_and_sampler_resumes(tmp_path):
     assert list(s) == full[30:]
     x = torch.zeros(1)
     assert x.numel() == 1 and np.all(np.asarray(full) < 100)
+
+
+def _gradient() -> np.ndarray:
+    return (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint8)
+
+
+def _write_twins(folder, kinds=("8", "16", "16B", "F")):
+    """The same gradient as an 8-bit PNG, a 16-bit PNG, a big-endian 16-bit TIFF and a float TIFF."""
+    from PIL import Image
+
+    g = _gradient()
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {
+        "8": (Image.fromarray(g), "g8.png"),
+        "16": (Image.fromarray(g.astype(np.uint16) * 257), "g16.png"),
+        "16B": (Image.fromarray((g.astype(np.uint16) * 257).astype(">u2")), "g16b.tif"),
+        "F": (Image.fromarray(g.astype(np.float32) / 255), "gf.tif"),
+    }
+    paths = {}
+    for kind in kinds:
+        img, name = made[kind]
+        img.save(folder / name)
+        paths[kind] = folder / name
+    return paths
+
+
+def test_wide_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from lstmvision.data import open_image
+
+    paths = _write_twins(tmp_path)
+    assert Image.open(paths["16"]).mode == "I;16"  # what the test is about: PIL's convert('L') clips these
+    ref = np.asarray(open_image(paths["8"], "L"), dtype=np.int32)
+    for kind in ("16", "16B", "F"):
+        for mode in ("L", "RGB"):
+            got = np.asarray(open_image(paths[kind], mode), dtype=np.int32)
+            want = ref if mode == "L" else np.stack([ref] * 3, -1)
+            assert np.abs(got - want).max() <= 1, (kind, mode)
+
+
+def test_training_data_and_classifier_read_16_bit_like_8_bit(tmp_path):
+    from timm.data import create_transform
+
+    import lstmvision
+    from deploy_helpers import tiny_model
+
+    root = tmp_path / "tree"
+    _write_twins(root / "train" / "a", kinds=("8",))
+    _write_twins(root / "train" / "b", kinds=("16",))
+    (root / "val" / "a").mkdir(parents=True)
+    ds = resolve_dataset(root, "train", img_mode="L")
+    ds.transform = create_transform((1, 32, 32), is_training=False, crop_pct=1.0, mean=(0.5,), std=(0.5,))
+    (x8, _), (x16, _) = ds[0], ds[1]
+    assert (x8 - x16).abs().max().item() <= (1 / 255) / 0.5 + 1e-6  # within 1/255 of a pixel, normalised by std 0.5
+    clf = lstmvision.Classifier(tiny_model("sequencer2d_tiny", in_chans=1), device="cpu")
+    a, _ = clf.preprocess(str(ds.samples[0][0]))
+    b, _ = clf.preprocess(str(ds.samples[1][0]))
+    assert (a - b).abs().max().item() <= (1 / 255) / min(clf.data_config["std"]) + 1e-6
+    assert torch.equal(clf.logits(str(ds.samples[0][0])).argmax(-1), clf.logits(str(ds.samples[1][0])).argmax(-1))
+
+
+def test_all_corrupt_data_is_an_error(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", n_per_class=3, corrupt=2)
+    for split in ("train", "val"):
+        for img in (root / split).rglob("*.png"):
+            img.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    for split in ("train", "val"):
+        with pytest.raises(DataError, match="no readable images in .*" + split):
+            resolve_dataset(root, split, img_mode="RGB")
+    # readable files mixed with broken ones are fine (the broken ones are skipped later), but a subset that
+    # happens to hold only broken files is not
+    good = write_image_folder(tmp_path / "mixed", n_per_class=1, corrupt=3)
+    ds = resolve_dataset(good, "train", img_mode="RGB")
+    assert len(ds) == 6
+    broken = [i for i, (p, _) in enumerate(ds.samples) if "broken" in p.name]
+    from lstmvision.data import Subset, require_readable
+
+    with pytest.raises(DataError, match="no readable images"):
+        require_readable(Subset(ds, broken), "the subset")
+    require_readable(Subset(ds, [0, *broken]), "the subset")
+
+
+def test_limit_must_be_positive(tmp_path):
+    ds = resolve_dataset(write_idx_folder(tmp_path / "d", 20, 10), "train")
+    assert limit(ds, None) is ds and len(limit(ds, 5)) == 5
+    for n in (0, -1):
+        with pytest.raises(DataError, match="at least 1"):
+            limit(ds, n)

@@ -15,6 +15,7 @@ The model's preprocessing (`pretrained_cfg`) and class names are stored in the f
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -95,6 +96,28 @@ def metadata(model: nn.Module) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- exporters
+@contextlib.contextmanager
+def _write_errors(path: Path):
+    """A file-system refusal (read-only, a file where a folder should be, ...) as one ExportError line."""
+    try:
+        yield
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _writable(path: str | Path) -> Path:
+    """`path` with its folder created (an ExportError if that is impossible) and not itself a folder."""
+    path = Path(path)
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ExportError(f"cannot write {path}: {blocker} is a file, not a folder")
+    with _write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ExportError(f"cannot write {path}: it is a folder; give a file name such as {path / 'model.onnx'}")
+    return path
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -111,8 +134,7 @@ def export_onnx(
 
     if not MIN_OPSET <= opset <= max_opset:
         raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET}..{max_opset} (default {DEFAULT_OPSET})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable(path)
     axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
         axes[INPUT_NAME] = {0: "batch"}
@@ -129,6 +151,8 @@ def export_onnx(
             )
         except (ValueError, FileNotFoundError):
             raise
+        except OSError as e:
+            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
         except Exception as e:  # the exporter raises many error types; report the first line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {first}") from None
@@ -137,7 +161,8 @@ def export_onnx(
     for key, value in metadata(model).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    with _write_errors(path):
+        onnx.save(proto, str(path))
     return path
 
 
@@ -148,8 +173,7 @@ def export_torchscript(model: nn.Module, path: str | Path) -> Path:
             "TorchScript export is not supported for Vision-LSTM (vil*) models (their mLSTM code is not "
             "scriptable): export them to ONNX, or deploy with torch.compile"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is marked deprecated in torch 2.15
         try:
@@ -158,7 +182,8 @@ def export_torchscript(model: nn.Module, path: str | Path) -> Path:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"{getattr(model, 'model_name', 'model')} cannot be scripted: {first}") from None
         extra = {f"{k}.json" if k != "pretrained_cfg" else "config.json": v for k, v in metadata(model).items()}
-        torch.jit.save(scripted, str(path), _extra_files=extra)
+        with _write_errors(path), open(path, "wb") as f:  # torch.jit.save reports open errors as RuntimeError
+            torch.jit.save(scripted, f, _extra_files=extra)
     return path
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from lstmvision.data import open_image, to_mode
 from lstmvision.runtime import fit_channels, load_model, resolve_device
 
 __all__ = ["Classifier", "Prediction"]
@@ -71,6 +72,15 @@ def data_config(
     `img_size`, `crop_pct` and `interpolation` override the model's own values."""
     from timm.data import resolve_data_config
 
+    from lstmvision.data import check_eval_settings
+
+    check_eval_settings(crop_pct, interpolation)
+    if img_size and getattr(model, "model_name", None) and hasattr(model, "model_kwargs"):
+        from lstmvision.engine.config import check_input_size
+        from lstmvision.models import is_model
+
+        if is_model(model.model_name):
+            check_input_size(model.model_name, model.model_kwargs, model_in_chans(model), img_size)
     cfg = resolve_data_config({}, model=model)
     chans = model_in_chans(model)
     if img_size:
@@ -135,9 +145,7 @@ class Classifier:
         if isinstance(item, (str, os.PathLike)):
             if not Path(item).is_file():
                 raise FileNotFoundError(f"image not found: {item}")
-            with Image.open(item) as im:
-                im.load()
-                item = im.copy()
+            item = open_image(item, "L" if self.in_chans == 1 else "RGB")
         elif isinstance(item, np.ndarray):
             item = Image.fromarray(item)
         elif isinstance(item, torch.Tensor):  # raw uint8 pixels (C,H,W)
@@ -146,7 +154,7 @@ class Classifier:
             item = to_pil_image(item.cpu())
         if not isinstance(item, Image.Image):
             raise TypeError(f"cannot classify a {type(item).__name__}: give PIL images, paths, arrays or tensors")
-        return item.convert("L" if self.in_chans == 1 else "RGB")
+        return to_mode(item, "L" if self.in_chans == 1 else "RGB")
 
     def preprocess(self, inputs: Any) -> tuple[torch.Tensor, bool]:
         """(batch tensor on the model's device, whether the input was a single image)."""
@@ -219,8 +227,7 @@ class Classifier:
 
         for f in map(Path, files):
             try:
-                with Image.open(f) as im:
-                    img = im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode)
+                img = open_image(f, "L" if self.in_chans == 1 else "RGB")  # 16-bit / float images scaled
             except Exception as e:  # PIL raises many error types for broken files
                 if strict:
                     raise ValueError(f"unreadable image {f} ({type(e).__name__}); drop --strict-images to skip "

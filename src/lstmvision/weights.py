@@ -190,6 +190,25 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The `config.json` of a folder written by `save_pretrained`; a broken one is a WeightsError naming it."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path} is not a readable config file ({e}); re-save the model, or pass the "
+                           f"weights file {Path(folder) / WEIGHTS_NAME} with a model name") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise WeightsError(f"{path} does not name an architecture: it was not written by save_pretrained")
+    return config
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: readers never see a partial file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -197,6 +216,8 @@ def atomic_write(path: Path, write) -> None:
         write(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # some writers (safetensors) create private 0600 files: give the normal mode a new file gets
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,7 +28,9 @@ class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, no traceback."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, NotADirectoryError)
+# PermissionError, FileExistsError, IsADirectoryError: a path the user gave that cannot be written or read
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, NotADirectoryError,
+                                                PermissionError, FileExistsError, IsADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +53,33 @@ def _version() -> str:
     return __version__
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """Warnings as `lstmvision COMMAND: warning: MESSAGE` lines on stderr, without the source path and
+    line Python adds (LSTMVISION_DEBUG keeps Python's format)."""
+    if os.environ.get("LSTMVISION_DEBUG"):
+        yield
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+        print(f"lstmvision {command}: warning: {kind}{text}", file=file or sys.stderr)
+
+    original = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args._run(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args._run(args) or 0)
     except USER_ERRORS as e:
         if os.environ.get("LSTMVISION_DEBUG"):
             raise

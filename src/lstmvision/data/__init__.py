@@ -2,7 +2,9 @@
 
 - `IdxDataset`: the standard MNIST / Fashion-MNIST idx files (.gz or raw) as PIL images with class names.
 - `ImageFolderDataset`: `root/<class>/*.{jpg,png,...}`; unreadable images are skipped and counted (or, with
-  `strict=True`, reported as an error).
+  `strict=True`, reported as an error); a set with no readable image at all is a `DataError`.
+- `open_image` / `to_mode`: the one way images are read and converted (training, validate and predict alike):
+  16-bit and float images are scaled to the 8-bit range instead of being clipped.
 - `resolve_dataset(path, split)`: detect which of the two a folder holds (an ImageFolder tree with `train/` and
   `val/`|`validation/`, a bare class folder, or an idx folder); with no path, Fashion-MNIST from
   `$LSTMVISION_DATA` or Debian's `/usr/share/datasets/fashion-mnist`.
@@ -110,6 +112,29 @@ class IdxDataset(Dataset):
         return img, int(self.labels[i])
 
 
+# ------------------------------------------------------------------------------------------ images
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """`img` converted to `mode` ('L' or 'RGB'), with 16-bit integer images scaled by 255/65535 and float ('F')
+    images taken as [0, 1] (the float-image convention of torchvision) and scaled by 255, where PIL's own
+    `convert` would clip them to 0..255."""
+    if img.mode in _WIDE_MODES or img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        values = values * (255.0 if img.mode == "F" else 255.0 / 65535.0)
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    return img if img.mode == mode else img.convert(mode)
+
+
+def open_image(path: str | os.PathLike, mode: str) -> Image.Image:
+    """Read the image file at `path` fully and convert it to `mode` with `to_mode`."""
+    with Image.open(path) as im:
+        im.load()
+        img = to_mode(im, mode)
+        return img.copy() if img is im else img  # `im` itself is unusable once closed
+
+
 # ------------------------------------------------------------------------------------- image folder
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
@@ -138,13 +163,48 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int):
         path, label = self.samples[i]
         try:
-            with Image.open(path) as im:
-                img = im.convert(self.img_mode)
+            img = open_image(path, self.img_mode)
         except Exception as e:  # any decoder error: the image is unusable
-            return BadImage(str(path), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return BadImage(str(path), _reason(e))
         if self.transform is not None:
             img = self.transform(img)
         return img, label
+
+
+def _reason(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e).strip() else type(e).__name__
+
+
+def _image_paths(ds: Dataset) -> list[Path] | None:
+    """The files behind an image-folder dataset (or a subset of one), in sample order; None for other data."""
+    if isinstance(ds, ImageFolderDataset):
+        return [p for p, _ in ds.samples]
+    if isinstance(ds, Subset):
+        inner = _image_paths(ds.dataset)
+        return None if inner is None else [inner[i] for i in ds.indices]
+    return None
+
+
+def require_readable(ds: Dataset, where: str | os.PathLike) -> None:
+    """Raise `DataError` when not one image of `ds` can be read. Stops at the first readable file, so a
+    healthy data set costs one decode; only the unreadable files before it are tried."""
+    paths = _image_paths(ds)
+    if paths is None:
+        return
+    reason = ""
+    for path in paths:
+        try:
+            open_image(path, "L")
+            return
+        except Exception as e:  # any decoder error: this one is unusable, try the next
+            reason = reason or f" (the first, {path}: {_reason(e)})"
+    raise DataError(f"no readable images in {where}: all {len(paths)} files failed to open{reason}")
+
+
+def default_channels(path: str | os.PathLike | None) -> int:
+    """Input channels the training data at `path` gives by default: 1 for idx (grayscale) data, else 3."""
+    root = default_data_root() if path is None else Path(path)
+    return 1 if find_idx_files(root, "train") is not None else 3
 
 
 # ------------------------------------------------------------------------------------------ resolve
@@ -189,6 +249,7 @@ def resolve_dataset(path: str | os.PathLike | None, split: str, img_mode: str = 
         )
     if len(ds) == 0:
         raise DataError(f"the {split} set at {root} is empty")
+    require_readable(ds, getattr(ds, "root", root))
     return ds
 
 
@@ -248,9 +309,21 @@ class BadImageCounter:
             self.seen.add(b.path)
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def check_eval_settings(crop_pct: float | None, interpolation: str | None) -> None:
+    """--crop-pct in (0, 1] and a resize interpolation timm knows, as one clear error."""
+    if crop_pct is not None and not 0 < crop_pct <= 1:
+        raise ValueError(f"--crop-pct must be in (0, 1], got {crop_pct}")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+
+
 def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic"):
     from timm.data import create_transform
 
+    check_eval_settings(crop_pct, interpolation)
     return create_transform(input_size, is_training=False, mean=mean, std=std, crop_pct=crop_pct,
                             interpolation=interpolation)
 
@@ -293,7 +366,11 @@ class Subset(Dataset):
 
 def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
     """A fixed random subset of `n` samples (the same on every rank and every run with this seed)."""
-    if not n or n >= len(dataset):
+    if n is not None and n < 1:
+        raise DataError(f"a limit on the number of images must be at least 1, got {n}")
+    if n is None or n >= len(dataset):
         return dataset
     g = torch.Generator().manual_seed(seed)
-    return Subset(dataset, sorted(torch.randperm(len(dataset), generator=g)[:n].tolist()))
+    subset = Subset(dataset, sorted(torch.randperm(len(dataset), generator=g)[:n].tolist()))
+    require_readable(subset, f"the {n} images chosen from {getattr(dataset, 'root', 'the data')}")
+    return subset

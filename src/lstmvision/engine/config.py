@@ -2,15 +2,23 @@
 
 A resumed run (`--resume RUN`) starts from the run's saved `config.yaml`; explicit flags still win (e.g. a
 larger `--epochs` to extend a run).
+
+Every value is type-checked (YAML values are coerced as the flags would be: `lr: 1e-3` is a number) and
+range-checked before anything is built (`check_settings`); the model is built once on the meta device with
+the settings to catch unknown `--model-kwargs` and too-small `--img-size` (`check_model`). The mean/std
+length against the input channels is `check_channels`: `resolve_config` runs it when the channels follow
+from the flags or the data folder's kind; the trainer runs it again once the data is loaded.
 """
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lstmvision.data import INTERPOLATIONS
 from lstmvision.engine.recipes import DEFAULT_RECIPE, DEFAULTS, get_recipe
 
 # flag → (type, nargs, help); every DEFAULTS key gets a flag
@@ -74,13 +82,16 @@ _FLAGS: dict[str, tuple[Any, Any, str]] = {
     "log_interval": (int, None, "steps between log lines"),
     "checkpoint_steps": (int, None, "also save last/ every N steps inside an epoch (0 = only at epoch end)"),
 }
-_BOOLS = {
+_BOOLS: dict[str, str] = {
     "ema": "keep an EMA of the weights (evaluated too)",
     "channels_last": "channels-last memory format",
     "compile": "torch.compile the model",
     "grad_checkpointing": "gradient checkpointing",
     "strict_images": "an unreadable image is an error instead of being skipped",
 }
+_BOOL_KEYS = (*_BOOLS, "eval_ema")
+ERASE_MODES = ("const", "rand", "pixel")
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "rsqrt")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -125,7 +136,235 @@ def _load_yaml(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of settings")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    out = {}
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        try:
+            out[key] = coerce_setting(key, value)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    return out
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _scalar(key: str, typ: type, value: Any) -> Any:
+    """`value` (from YAML) as the flag's type, or a one-line error."""
+    if typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if typ in (int, float) and not isinstance(value, bool):
+        try:
+            number = typ(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if typ is float and isinstance(number, (int, float)):
+            return float(number)
+        if typ is int and isinstance(number, float) and number.is_integer():
+            return int(number)
+        if typ is int and isinstance(number, int):
+            return number
+    kind = {int: "an integer", float: "a number", str: "a string"}[typ]
+    raise ValueError(f"{_flag(key)} must be {kind}, got {value!r}")
+
+
+def coerce_setting(key: str, value: Any) -> Any:
+    """A setting from YAML (or a saved run) checked against its flag's type; numbers written as strings
+    ('1e-3', which YAML reads as text) are converted."""
+    if value is None or key not in DEFAULTS:
+        return value
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{_flag(key)} must be true or false, got {value!r}")
+        return value
+    if key == "model_kwargs":
+        if isinstance(value, dict) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return value
+        raise ValueError(f"--model-kwargs must be a mapping (or key=value strings), got {value!r}")
+    typ, nargs, _ = _FLAGS[key]
+    if nargs is None:
+        return _scalar(key, typ, value)
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(nargs, int) and len(values) != nargs:
+        raise ValueError(f"{_flag(key)} takes {nargs} values, got {len(values)}: {value!r}")
+    if not values:
+        raise ValueError(f"{_flag(key)} needs at least one value")
+    return [_scalar(key, typ, v) for v in values]
+
+
+def _check_range(cfg: dict[str, Any], key: str, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    value = cfg.get(key)
+    if value is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        ok = math.isfinite(v)
+        ok = ok and (low is None or (v > low if low_open else v >= low))
+        ok = ok and (high is None or (v < high if high_open else v <= high))
+        if not ok:
+            lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+            shown = value if isinstance(value, list) else v
+            raise ValueError(f"{_flag(key)} must be in {lo}, {hi}, got {shown}")
+
+
+def _check_pair(cfg: dict[str, Any], key: str) -> None:
+    low, high = cfg[key]
+    if low > high:
+        raise ValueError(f"{_flag(key)} is a range LOW HIGH with LOW <= HIGH, got {low:g} {high:g}")
+
+
+def _check_choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
+    if cfg.get(key) is not None and cfg[key] not in choices:
+        raise ValueError(f"{_flag(key)} must be one of {', '.join(choices)}; got {cfg[key]!r}")
+
+
+def _check_augment(policy: str) -> None:
+    from timm.data import create_transform
+
+    try:
+        create_transform((3, 32, 32), is_training=True, auto_augment=policy)
+    except Exception as e:  # timm reports unknown policies with assertions, KeyErrors, ValueErrors
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"--aa {policy!r} is not an auto-augment policy timm knows ({detail}); use e.g. "
+            "rand-m9-mstd0.5-inc1-mmax9, augmix-m5-w4-d2, original, v0, 3a, or none"
+        ) from None
+
+
+def _check_optimizer(cfg: dict[str, Any]) -> None:
+    from timm.optim import list_optimizers
+
+    name = str(cfg["opt"]).lower()
+    base = name.split("_", 1)[1] if name.startswith("lookahead_") else name
+    if base not in list_optimizers():
+        raise ValueError(f"--opt {cfg['opt']!r} is not a timm optimizer (e.g. adamw, sgd, lamb, adam)")
+
+
+def check_settings(cfg: dict[str, Any]) -> None:
+    """Every setting's range and shape, as one clear error before anything is built."""
+    for key, default in DEFAULTS.items():
+        if default is not None and key != "model_kwargs" and cfg.get(key) is None:
+            raise ValueError(f"{_flag(key)} needs a value, got none (null)")
+    for key in ("epochs", "batch_size", "grad_accum", "lr_base_size", "log_interval", "limit_train", "limit_val",
+                "num_classes", "threads"):
+        if cfg.get(key) is not None and cfg[key] < 1:
+            raise ValueError(f"{_flag(key)} must be a positive integer, got {cfg[key]}")
+    for key in ("workers", "cooldown_epochs", "checkpoint_steps", "warmup_epochs", "warmup_lr", "min_lr",
+                "weight_decay", "momentum", "color_jitter", "mixup", "cutmix"):
+        _check_range(cfg, key, 0)
+    for key in ("lr", "lr_base", "opt_eps", "clip_grad", "std"):
+        _check_range(cfg, key, 0, low_open=True)
+    for key in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob"):
+        _check_range(cfg, key, 0, 1)
+    for key in ("smoothing", "drop_path", "drop", "ema_decay", "opt_betas"):
+        _check_range(cfg, key, 0, 1, high_open=True)
+    _check_range(cfg, "layer_decay", 0, 1, low_open=True)
+    _check_range(cfg, "crop_pct", 0, 1, low_open=True)
+    _check_range(cfg, "scale", 0, 1, low_open=True)
+    _check_range(cfg, "ratio", 0, low_open=True)
+    _check_range(cfg, "img_size", 8)
+    _check_pair(cfg, "scale")
+    _check_pair(cfg, "ratio")
+    if len(cfg["opt_betas"]) != 2:
+        raise ValueError(f"--opt-betas takes two values (BETA1 BETA2), got {len(cfg['opt_betas'])}")
+    if cfg.get("in_chans") is not None and cfg["in_chans"] not in (1, 3):
+        raise ValueError(f"--in-chans must be 1 (grayscale) or 3 (RGB), got {cfg['in_chans']}")
+    _check_choice(cfg, "amp", ("none", "bf16", "fp16"))
+    _check_choice(cfg, "interpolation", INTERPOLATIONS)
+    _check_choice(cfg, "train_interpolation", ("random", *INTERPOLATIONS))
+    _check_choice(cfg, "remode", ERASE_MODES)
+    _check_choice(cfg, "sched", SCHEDULERS)
+    _check_optimizer(cfg)
+    if cfg.get("aa"):
+        _check_augment(cfg["aa"])
+    for key in ("mean", "std"):
+        if cfg.get(key) is not None and len(cfg[key]) not in (1, 3):
+            raise ValueError(f"{_flag(key)} takes 1 value (grayscale) or 3 (RGB), got {len(cfg[key])}")
+
+
+def check_channels(cfg: dict[str, Any], in_chans: int) -> None:
+    """--mean/--std must have one value (used for every channel) or one per input channel of the data."""
+    for key in ("mean", "std"):
+        values = cfg.get(key)
+        if values is not None and len(values) not in (1, in_chans):
+            kind, fix = ("grayscale (1 channel)", "give 1 value") if in_chans == 1 else \
+                (f"{in_chans} channels", f"give 1 value or {in_chans}")
+            raise ValueError(f"{_flag(key)} has {len(values)} values but the model input is {kind}: {fix} "
+                             "(or set --in-chans)")
+
+
+def check_model(cfg: dict[str, Any], in_chans: int) -> None:
+    """Build the model on the meta device (no memory, no compute) and run one input of --img-size through it:
+    unknown --model-kwargs and an input too small for the architecture become one clear error."""
+    kwargs = dict(cfg.get("model_kwargs") or {})
+    kwargs.setdefault("img_size", int(cfg["img_size"]))  # as the trainer builds it
+    if cfg.get("drop_path"):
+        kwargs["drop_path_rate"] = cfg["drop_path"]
+    if cfg.get("drop"):
+        kwargs["drop_rate"] = cfg["drop"]
+    pretrained = cfg.get("pretrained")
+    if pretrained and (Path(pretrained) / "config.json").is_file():  # fine-tuning keeps the saved arguments
+        from lstmvision.weights import read_config
+
+        kwargs = {**read_config(pretrained).get("kwargs", {}), **kwargs}
+    try:
+        check_input_size(cfg["model"], kwargs, in_chans, int(cfg["img_size"]), cfg.get("num_classes"))
+    except TypeError as e:
+        raise ValueError(f"{cfg['model']} cannot be built with --model-kwargs "
+                         f"{cfg.get('model_kwargs') or {}}: {_first_line(e)}") from None
+
+
+def check_input_size(name: str, kwargs: dict[str, Any], in_chans: int, size: int,
+                     num_classes: int | None = None) -> None:
+    """Build registered model `name` with `kwargs` on the meta device (no memory, no compute) and pass one
+    (1, in_chans, size, size) input: a ValueError if the architecture cannot take that size. Arguments the
+    model does not take raise TypeError.
+
+    The forward pass is skipped at or above the model's own input size with no architecture arguments: such
+    sizes work, and a long LSTM sequence costs seconds even on the meta device (dispatch per time step)."""
+    import torch
+
+    from lstmvision.models import create_model
+
+    shape_args = set(kwargs) - {"img_size", "in_chans", "num_classes", "drop_path_rate", "drop_rate"}
+    kwargs = dict(kwargs, in_chans=in_chans)
+    num_classes = kwargs.pop("num_classes", None) or num_classes or 10
+    with torch.device("meta"), torch.no_grad():
+        try:
+            model = create_model(name, num_classes=num_classes, **kwargs)
+        except AssertionError as e:
+            raise TypeError(_first_line(e)) from None
+        own_size = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (0, 0, 0))[-1])
+        if size >= own_size and not shape_args:
+            return
+        try:
+            model.eval()(torch.empty(1, in_chans, size, size))
+        except (NotImplementedError, TypeError):
+            return  # an operation without a meta implementation: the real run will tell
+        except (RuntimeError, AssertionError, ValueError) as e:
+            if "meta" in str(e).lower():
+                return
+            raise ValueError(f"{name} cannot take {size}x{size} inputs (--img-size {size}): "
+                             f"{_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _data_channels(cfg: dict[str, Any]) -> int | None:
+    """Input channels the run will have, when it can be told without reading the data (None if unknown)."""
+    if cfg.get("in_chans"):
+        return int(cfg["in_chans"])
+    from lstmvision.data import default_channels
+
+    try:
+        return default_channels(cfg.get("data"))
+    except (ValueError, OSError):
+        return None  # missing data: the trainer reports it
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,4 +400,9 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         cfg["aa"] = None
     for key in ("_debug_nan_at_step", "_debug_step_delay", "_debug_rank_dir"):
         cfg[key] = getattr(args, key, None)
+    check_settings(cfg)
+    in_chans = _data_channels(cfg)
+    if in_chans is not None:
+        check_channels(cfg, in_chans)
+    check_model(cfg, in_chans or 3)
     return cfg

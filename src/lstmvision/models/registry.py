@@ -6,7 +6,6 @@ folder, and optionally wraps it as a feature extractor (timm's `features_only` c
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -83,9 +82,11 @@ def _check_name(name: str) -> None:
 def _saved_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
     if path is None:
         return None
+    from lstmvision.weights import read_config
+
     cfg_file = Path(path) / "config.json"
     if Path(path).is_dir() and cfg_file.is_file():
-        return json.loads(cfg_file.read_text())
+        return read_config(path)
     return None
 
 
@@ -119,8 +120,8 @@ def create_model(
     if saved is not None:
         if name is not None and name != saved["architecture"]:
             raise ValueError(
-                f"{pretrained} holds a {saved['architecture']!r} model, not {name!r}; "
-                f"call create_model({saved['architecture']!r}, ...) or leave the name out"
+                f"{pretrained} holds a {saved['architecture']!r} model: a checkpoint of {saved['architecture']} "
+                f"cannot load into {name}; ask for model {saved['architecture']!r}, or give no model name"
             )
         name = saved["architecture"]
         kwargs = {**saved.get("kwargs", {}), **kwargs}

@@ -1,0 +1,204 @@
+"""User mistakes end as one `lstmvision CMD: error: ...` line and exit status 2, never a traceback; values
+that used to be accepted silently are refused; warnings are one clean line; saved files get normal modes."""
+import json
+import os
+import stat
+
+import pytest
+
+from engine_helpers import write_idx_folder, write_image_folder
+from lstmvision.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    monkeypatch.delenv("LSTMVISION_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="module")
+def idx_data(tmp_path_factory):
+    return write_idx_folder(tmp_path_factory.mktemp("data") / "d", 32, 16)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    import lstmvision
+    from lstmvision.weights import save_pretrained
+
+    return save_pretrained(lstmvision.create_model("sequencer2d_tiny"), tmp_path_factory.mktemp("m") / "tiny")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc: int, err: str, command: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in lines if line.startswith(f"lstmvision {command}: error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1], err
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+
+
+def _train(data, *extra):
+    return ("train", "--data", data, "--epochs", 1, "--batch-size", 8, "--img-size", 28, "--workers", 0,
+            "--limit-train", 16, "--limit-val", 8, "--print-config", *extra)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--smoothing", "1.5"], "--smoothing"),
+    (["--opt-betas", "0.9"], "--opt-betas"),
+    (["--aa", "bogus"], "--aa 'bogus'"),
+    (["--interpolation", "bogus"], "--interpolation"),
+    (["--train-interpolation", "bogus"], "--train-interpolation"),
+    (["--in-chans", "2"], "--in-chans"),
+    (["--model-kwargs", "foo=1"], "--model-kwargs"),
+    (["--model", "vil2_tiny", "--img-size", "8"], "--img-size 8"),
+    (["--opt", "bogus"], "--opt"),
+    # values that used to be accepted silently
+    (["--limit-train", "0"], "--limit-train"),
+    (["--limit-train", "-1"], "--limit-train"),
+    (["--limit-val", "0"], "--limit-val"),
+    (["--crop-pct", "0"], "--crop-pct"),
+    (["--scale", "2", "1"], "--scale"),
+    (["--scale", "0.9", "0.5"], "--scale"),
+    (["--hflip", "2"], "--hflip"),
+    (["--reprob", "5"], "--reprob"),
+    (["--layer-decay", "-1"], "--layer-decay"),
+    (["--mean", "0.5", "0.5", "0.5"], "--mean has 3 values"),  # the idx data is grayscale
+    (["--std", "0"], "--std"),
+])
+def test_train_settings(capsys, idx_data, extra, needle):
+    rc, _, err = run_cli(capsys, *_train(idx_data, *extra))
+    assert_user_error(rc, err, "train", needle)
+
+
+def test_valid_settings_still_pass(capsys, idx_data, tmp_path):
+    cfg_file = tmp_path / "ok.yaml"
+    cfg_file.write_text("lr: 1e-3\nepochs: 2\nscale: [0.5, 1]\nmean: 0.5\n")  # YAML reads 1e-3 as text
+    rc, out, err = run_cli(capsys, *_train(idx_data, "--config", cfg_file, "--aa", "rand-m9-mstd0.5-inc1-mmax9",
+                                           "--in-chans", "3", "--mean", "0.5", "0.4", "0.3"))
+    assert rc == 0, err
+    import yaml
+
+    cfg = yaml.safe_load(out)
+    assert cfg["lr"] == 1e-3 and cfg["epochs"] == 1 and cfg["scale"] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('lr: "abc"\n', "--lr must be a number"),
+    ("epochs: 2.5\n", "--epochs must be an integer"),
+    ("scale: [0.5]\n", "--scale takes 2 values"),
+    ("ema: maybe\n", "--ema must be true or false"),
+])
+def test_yaml_values_are_type_checked(capsys, idx_data, tmp_path, text, needle):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text(text)
+    rc, _, err = run_cli(capsys, *_train(idx_data, "--config", cfg_file))
+    assert_user_error(rc, err, "train", str(cfg_file), needle)
+
+
+def test_unknown_device(capsys, idx_data, saved_model):
+    rc, _, err = run_cli(capsys, "train", "--data", idx_data, "--epochs", 1, "--limit-train", 8, "--device", "foo")
+    assert_user_error(rc, err, "train", "--device 'foo'")
+    rc, _, err = run_cli(capsys, "validate", "--checkpoint", saved_model, "--data", idx_data, "--device", "foo")
+    assert_user_error(rc, err, "validate", "--device 'foo'")
+
+
+def test_all_corrupt_data(capsys, tmp_path, saved_model):
+    root = write_image_folder(tmp_path / "imgs", n_per_class=2)
+    for img in root.rglob("*.png"):
+        img.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    rc, _, err = run_cli(capsys, "train", "--data", root, "--epochs", 1, "--batch-size", 2, "--workers", 0,
+                         "--output", tmp_path / "runs")
+    assert_user_error(rc, err, "train", "no readable images in", "train")
+    rc, out, err = run_cli(capsys, "validate", "--checkpoint", saved_model, "--data", root, "--workers", 0,
+                           "--results-file", tmp_path / "r.json")
+    assert_user_error(rc, err, "validate", "no readable images in", "val")
+    assert "images" not in out
+
+
+@pytest.mark.parametrize("output, needle", [
+    ("{file}/model.pt", "is a file, not a folder"),          # TorchScript where a folder is a regular file
+    ("/sys/model.pt", "Permission denied"),                    # TorchScript into a read-only place
+    ("/sys/lstmvision-new/model.onnx", "cannot write"),       # ONNX into a new folder on a read-only fs
+    ("{file}/sub/model.onnx", "is a file, not a folder"),
+])
+def test_export_write_failures(capsys, tmp_path, output, needle):
+    if output.startswith("/sys") and not os.path.ismount("/sys"):
+        pytest.skip("no sysfs at /sys (where even root cannot create files)")
+    a_file = tmp_path / "somefile"
+    a_file.write_text("not a folder")
+    rc, _, err = run_cli(capsys, "export", "--model", "sequencer2d_tiny", "--output",
+                         output.format(file=a_file))
+    assert_user_error(rc, err, "export", needle)
+
+
+def test_broken_config_json_is_named(capsys, tmp_path, saved_model, idx_data):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_model, broken)
+    (broken / "config.json").write_text("{not json")
+    rc, _, err = run_cli(capsys, "validate", "--checkpoint", broken, "--data", idx_data)
+    assert_user_error(rc, err, "validate", str(broken / "config.json"))
+
+
+def test_wrong_architecture_speaks_neutrally(capsys, saved_model, idx_data):
+    rc, _, err = run_cli(capsys, "validate", "--checkpoint", saved_model, "--model", "sequencer2d_small32",
+                         "--data", idx_data)
+    assert_user_error(rc, err, "validate", "sequencer2d_tiny", "cannot load into sequencer2d_small32")
+    assert "create_model(" not in err
+
+
+def test_skip_warnings_are_one_clean_line(capsys, tmp_path, saved_model):
+    root = write_image_folder(tmp_path / "imgs", n_per_class=2, corrupt=1)
+    rc, out, err = run_cli(capsys, "validate", "--checkpoint", saved_model, "--data", root / "train",
+                           "--num-classes", 10, "--workers", 0, "--results-file", tmp_path / "r.json")
+    assert rc == 0, err
+    warn = [line for line in err.splitlines() if "broken0.png" in line]
+    assert warn and all(line.startswith("lstmvision validate: warning: skipping unreadable image") for line in warn)
+    assert "UserWarning" not in err and "warnings.warn" not in err and ".py:" not in err
+    assert json.loads((tmp_path / "r.json").read_text())["skipped"] == 1
+
+
+def test_saved_files_get_the_umask_mode(tmp_path):
+    import lstmvision
+    from lstmvision.weights import save_pretrained
+
+    old = os.umask(0o022)
+    try:
+        folder = save_pretrained(lstmvision.create_model("sequencer2d_tiny"), tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--interpolation", "bogus"], "--interpolation"),
+    (["--crop-pct", "0"], "--crop-pct"),
+    (["--model", "vil2_tiny", "--img-size", "8"], "--img-size 8"),
+    (["--limit", "0"], "at least 1"),
+])
+def test_validate_settings(capsys, idx_data, saved_model, extra, needle):
+    source = ["--checkpoint", saved_model] if "--model" not in extra else []
+    rc, _, err = run_cli(capsys, "validate", *source, "--data", idx_data, "--workers", 0, *extra)
+    assert_user_error(rc, err, "validate", needle)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--checkpoint", "{saved}", "--interpolation", "bogus"], "--interpolation"),
+    (["--model", "vil2_tiny", "--img-size", "8"], "--img-size 8"),
+])
+def test_predict_settings(capsys, tmp_path, saved_model, extra, needle):
+    from PIL import Image
+
+    Image.new("L", (28, 28), 128).save(tmp_path / "x.png")
+    extra = [str(a).format(saved=saved_model) for a in extra]
+    rc, _, err = run_cli(capsys, "predict", *extra, tmp_path / "x.png")
+    assert_user_error(rc, err, "predict", needle)
