@@ -42,6 +42,7 @@ from lstmvision.analysis import common as C  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
 from lstmvision.engine.trainer import read_summary  # noqa: E402
 from lstmvision.runtime import cpu_threads, find_checkpoint, load_model, resolve_device  # noqa: E402
+from lstmvision.weights import read_config  # noqa: E402
 
 RECIPE = "sequencer-small"
 NATIVE = 32
@@ -139,7 +140,7 @@ def train_model(name: str, arch: str, kwargs: dict[str, Any], overrides: dict[st
 def describe(name: str, arch: str, kwargs: dict[str, Any], run: Path, record: Path, reused: bool) -> dict[str, Any]:
     """The summary entry of a trained model, read back from its run folder (best/ checkpoint and summary.csv)."""
     model = load_model(str(run))
-    saved_arch = json.loads((find_checkpoint(run, prefer="best") / "config.json").read_text())["architecture"]
+    saved_arch = read_config(find_checkpoint(run, prefer="best"))["architecture"]
     if saved_arch != arch:  # the label is the checkpoint's own architecture name, never a hand-typed one
         raise SystemExit(f"{run}/best holds {saved_arch!r}, not {arch!r}")
     rows = read_summary(run)

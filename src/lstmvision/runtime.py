@@ -2,7 +2,6 @@
 checkpoints and loading a model from any spec (name, `timm:NAME`, saved/run folder, name + weights file)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -163,9 +162,9 @@ def _label(folder: Path) -> str:
 def _load_folder(folder: Path, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
     """A model saved by `save_pretrained` (a lstmvision or a `timm:` architecture)."""
     from lstmvision.models import create_model
-    from lstmvision.weights import CONFIG_NAME, load_state_dict_into, read_state_dict
+    from lstmvision.weights import load_state_dict_into, read_config, read_state_dict
 
-    saved = json.loads((folder / CONFIG_NAME).read_text())
+    saved = read_config(folder)
     arch = str(saved.get("architecture", ""))
     if not arch.startswith(TIMM_PREFIX):
         return create_model(pretrained=folder, num_classes=num_classes, **kwargs)

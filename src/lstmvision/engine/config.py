@@ -337,6 +337,9 @@ def check_input_size(name: str, kwargs: dict[str, Any], in_chans: int, size: int
             model = create_model(name, num_classes=num_classes, **kwargs)
         except AssertionError as e:
             raise TypeError(_first_line(e)) from None
+        except ValueError as e:  # the constructor's own size check (e.g. an image smaller than a patch)
+            raise ValueError(f"{name} cannot take {size}x{size} inputs (--img-size {size}): "
+                             f"{_first_line(e)}") from None
         own_size = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (0, 0, 0))[-1])
         if size >= own_size and not shape_args:
             return
