@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "erf": ("lstmvision.cli.erf", "effective receptive field maps (.npy + PNG grid) by the Sequencer protocol"),
     "robustness": ("lstmvision.cli.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
     "memory": ("lstmvision.cli.memory", "peak forward memory and throughput vs input resolution"),
+    "transfer": ("lstmvision.cli.transfer", "VTAB-1K transfer protocol: lr sweep, retrain on train+val, test"),
 }
 
 
