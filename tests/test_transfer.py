@@ -57,8 +57,9 @@ def test_table_lists_every_task_and_mean(first_run):
         assert 0 <= t["test_top1"] <= 100
     assert result["mean_test_top1"] == pytest.approx(np.mean([t["test_top1"] for t in result["tasks"]]))
     md = (out / "transfer.md").read_text()
-    for name in ("fmnist_small", "shapes", "**mean**", "val@1e-05", "val@0.01", f"{result['mean_test_top1']:.2f}"):
+    for name in ("| fmnist_small | 10 | 72 / 18 |", "| shapes | 3 | 80 / 20 |", "val@1e-05", "val@0.01"):
         assert name in md
+    assert md.strip().splitlines()[-1] == "| **mean** |  |  |  |  |  | **%.2f** |" % result["mean_test_top1"]
 
 
 def test_best_lr_is_argmax_of_val(first_run):
@@ -153,3 +154,23 @@ def test_too_small_task_and_changed_settings_exit_2(setup, first_run, tmp_path, 
     out, _ = first_run
     assert main(_argv(tasks, ckpt, out, epochs=["3"])) == 2  # into the folder of the 1-epoch runs
     assert "other settings (epochs)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["scratch", "run-folder"])
+def test_scratch_baseline_and_run_folder_weights(setup, first_run, tmp_path, how):
+    _, tasks, ckpt = setup
+    if how == "scratch":  # a registered name without weights; channels and normalisation from the data
+        change = dict(pretrained=["sequencer2d_tiny"], scratch=[], img_size=["28"])
+    else:  # a training run folder: its best/
+        change = dict(pretrained=[str(first_run[0] / "shapes" / "sweep_lr0.01_seed0")])
+    out = tmp_path / "out"
+    assert main(_argv(tasks[:1], ckpt, out, lrs=["1e-3"], **change)) == 0
+    result = _result(out)
+    final = yaml.safe_load((out / "fmnist_small" / "final_lr0.001_seed0" / "config.yaml").read_text())
+    if how == "scratch":
+        assert result["backbone"]["weights"] is None and final["pretrained"] is None
+        assert final["in_chans"] == 1 and final["img_size"] == 28
+    else:
+        assert result["backbone"]["weights"].endswith("sweep_lr0.01_seed0/best")
+        assert final["pretrained"] == result["backbone"]["weights"] and final["num_classes"] == 10
+    assert result["tasks"][0]["test_top1"] >= 0

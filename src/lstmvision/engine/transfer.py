@@ -387,11 +387,13 @@ def markdown_table(result: dict[str, Any]) -> str:
              f"{proto['seeds']} seed(s), batch {proto['batch_size']}, layer decay {proto['layer_decay']}, "
              f"wd {proto['weight_decay']}. Val top-1 is the mean over seeds; test top-1 is of the best lr "
              "retrained on train + val.", "",
-             "| task | classes | best lr | " + " | ".join(f"val@{lr}" for lr in lrs) + " | test top-1 |",
-             "|---|---|---|" + "---|" * len(lrs) + "---|"]
+             "| task | classes | train / val | best lr | " + " | ".join(f"val@{lr}" for lr in lrs) + " | test top-1 |",
+             "|---|---|---|---|" + "---|" * len(lrs) + "---|"]
     for r in rows:
         vals = " | ".join(f"{r['val_top1'][lr]:.2f}" if lr in r["val_top1"] else "" for lr in lrs)
-        lines.append(f"| {r['task']} | {r['n_classes']} | {lr_tag(r['best_lr'])} | {vals} | {r['test_top1']:.2f} |")
+        lines.append(f"| {r['task']} | {r['n_classes']} | {r['n_train']} / {r['n_val']} | {lr_tag(r['best_lr'])} | "
+                     f"{vals} | {r['test_top1']:.2f} |")
     if rows:
-        lines.append(f"| **mean** | | | " + " | " * (len(lrs) - 1) + f" | **{result['mean_test_top1']:.2f}** |")
+        empty = " | " * (len(lrs) + 4)
+        lines.append(f"| **mean**{empty}**{result['mean_test_top1']:.2f}** |")
     return "\n".join(lines) + "\n"
