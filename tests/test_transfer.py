@@ -174,3 +174,22 @@ def test_scratch_baseline_and_run_folder_weights(setup, first_run, tmp_path, how
         assert result["backbone"]["weights"].endswith("sweep_lr0.01_seed0/best")
         assert final["pretrained"] == result["backbone"]["weights"] and final["num_classes"] == 10
     assert result["tasks"][0]["test_top1"] >= 0
+
+
+def test_fits_resize_without_augmentation(tmp_path):
+    """The fits' train and eval transforms are the protocol's plain resize (any aspect ratio), no flip or crop."""
+    import torch
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from lstmvision.engine.trainer import build_transforms
+    from lstmvision.engine.transfer import Backbone, Protocol, Task, run_config
+
+    backbone = Backbone("sequencer2d_tiny", None, 28, 3, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], "bicubic")
+    task = Task("t", tmp_path, ["a", "b"], 10)
+    cfg = run_config(backbone, Protocol(), task, tmp_path, 1e-3, 0, tmp_path / "run")
+    train_tf, eval_tf = build_transforms(cfg, 3)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 50, 3), dtype=np.uint8))
+    want = TF.normalize(TF.to_tensor(TF.resize(img, [28, 28], TF.InterpolationMode.BICUBIC)), cfg["mean"], cfg["std"])
+    for tf in (train_tf, eval_tf, train_tf):
+        torch.testing.assert_close(tf(img), want)

@@ -248,11 +248,13 @@ class BadImageCounter:
             self.seen.add(b.path)
 
 
-def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic"):
+def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic",
+                          crop_mode: str = "center"):
+    """timm's eval transform; `crop_mode` 'squash' resizes to the input size ignoring the aspect ratio."""
     from timm.data import create_transform
 
     return create_transform(input_size, is_training=False, mean=mean, std=std, crop_pct=crop_pct,
-                            interpolation=interpolation)
+                            interpolation=interpolation, crop_mode=crop_mode)
 
 
 def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, workers: int = 0,

@@ -203,7 +203,7 @@ def materialise(task: Task, folder: Path, train_idx: list[int], val_idx: list[in
     return folder
 
 
-def test_split(task: Task, img_mode: str):
+def task_test_split(task: Task, img_mode: str):
     """The task's test split: `test/` of an image-folder tree when present, else what resolve_dataset calls val."""
     if find_idx_files(task.root, "train") is None and (task.root / "test").is_dir():
         return ImageFolderDataset(task.root / "test", img_mode, task.class_names)
@@ -228,7 +228,8 @@ def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, l
         warmup_epochs=protocol.warmup_frac * protocol.epochs, min_lr=1e-6, warmup_lr=1e-6,
         img_size=backbone.img_size, crop_pct=1.0, interpolation=backbone.interpolation,
         train_interpolation=backbone.interpolation, mean=backbone.mean, std=backbone.std,
-        no_aug=True, hflip=0.0, color_jitter=0.0, aa=None, reprob=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0,
+        no_aug=True, crop_mode="squash", hflip=0.0, color_jitter=0.0, aa=None, reprob=0.0, mixup=0.0, cutmix=0.0,
+        smoothing=0.0,
         drop_path=0.0, drop=0.0, ema=False, amp=protocol.amp, device=protocol.device, workers=protocol.workers,
         threads=protocol.threads, seed=seed, output=str(run_dir.parent), experiment=run_dir.name, resume=None,
         checkpoint_steps=0,
@@ -275,9 +276,9 @@ def score_on_test(run_dir: Path, task: Task, protocol: Protocol) -> dict[str, An
     model = create_model(pretrained=run_dir / "last").to(device)
     pcfg = model.pretrained_cfg
     in_chans = pcfg["input_size"][0]
-    dataset = test_split(task, "L" if in_chans == 1 else "RGB")
-    tf = create_eval_transform(tuple(pcfg["input_size"]), tuple(pcfg["mean"]), tuple(pcfg["std"]),
-                               pcfg["crop_pct"], pcfg["interpolation"])
+    dataset = task_test_split(task, "L" if in_chans == 1 else "RGB")
+    tf = create_eval_transform(tuple(pcfg["input_size"]), tuple(pcfg["mean"]), tuple(pcfg["std"]), 1.0,
+                               pcfg["interpolation"], crop_mode="squash")
     loader = build_loader(dataset, tf, protocol.batch_size * 2, False, protocol.workers,
                           pin_memory=device.type == "cuda")
     metrics = evaluate(model, loader, device, protocol.amp)
