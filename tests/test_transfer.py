@@ -109,13 +109,16 @@ def test_rerun_skips_finished_and_resumes_unfinished(first_run, capsys):
     assert len(stamps) == 6  # 2 tasks x (2 sweep lrs + 1 final)
     unfinished = out / "shapes" / f"final_lr{before['tasks'][1]['best_lr']:g}_seed0"
     (unfinished / "summary.csv").unlink()  # as if it stopped between its checkpoint and its summary
+    swapped = out / "fmnist_small" / "sweep_lr1e-05_seed0"
+    (swapped / "last").rename(swapped / ".last.old")  # as if killed between the two renames of a commit
     capsys.readouterr()
     assert main(argv) == 0
     log = capsys.readouterr().out
-    assert log.count("finished before; skipped") == 5
-    assert f"resuming {unfinished}" in log and "epoch 0 [" not in log  # nothing was trained again
+    assert log.count("finished before; skipped") == 4
+    assert f"resuming {unfinished}" in log and f"resuming {swapped}" in log
+    assert "epoch 0 [" not in log  # nothing was trained again
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert (unfinished / "summary.csv").is_file()
+    assert (unfinished / "summary.csv").is_file() and not (swapped / ".last.old").exists()
     assert _result(out)["tasks"] == before["tasks"]
 
 

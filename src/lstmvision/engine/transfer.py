@@ -225,7 +225,7 @@ def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, l
         epochs=protocol.epochs, cooldown_epochs=0, batch_size=protocol.batch_size, grad_accum=1,
         lr=None, lr_base=lr, lr_base_size=LR_SCALE_BATCH, opt="adamw", weight_decay=protocol.weight_decay,
         layer_decay=protocol.layer_decay, clip_grad=None, sched="cosine",
-        warmup_epochs=protocol.warmup_frac * protocol.epochs, min_lr=1e-6, warmup_lr=1e-6,
+        warmup_epochs=protocol.warmup_frac * protocol.epochs, warmup_lr=0.0, min_lr=0.0,  # from 0, down to 0
         img_size=backbone.img_size, crop_pct=1.0, interpolation=backbone.interpolation,
         train_interpolation=backbone.interpolation, mean=backbone.mean, std=backbone.std,
         no_aug=True, crop_mode="squash", hflip=0.0, color_jitter=0.0, aa=None, reprob=0.0, mixup=0.0, cutmix=0.0,
@@ -234,9 +234,20 @@ def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, l
         threads=protocol.threads, seed=seed, output=str(run_dir.parent), experiment=run_dir.name, resume=None,
         checkpoint_steps=0,
     )
-    if (run_dir / "last").exists():  # an unfinished run: the engine resumes it with its own weights
+    if resumable(run_dir):  # an unfinished run: the engine resumes it with its own weights
         cfg.update(resume=str(run_dir), pretrained=None)
     return cfg
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a checkpoint the engine can resume from (also after a crash inside a commit)."""
+    from lstmvision.engine.checkpoint import find_checkpoint
+
+    try:
+        find_checkpoint(run_dir)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def finished_rows(run_dir: Path, epochs: int) -> list[dict[str, Any]] | None:
