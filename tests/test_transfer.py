@@ -114,7 +114,7 @@ def test_rerun_skips_finished_and_resumes_unfinished(first_run, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     log = capsys.readouterr().out
-    assert log.count("finished before; skipped") == 4
+    assert log.count("finished before; skipped") == 4 and "transfer: fit 6/6: " in log
     assert f"resuming {unfinished}" in log and f"resuming {swapped}" in log
     assert "epoch 0 [" not in log  # nothing was trained again
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

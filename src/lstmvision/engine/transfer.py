@@ -257,16 +257,28 @@ def finished_rows(run_dir: Path, epochs: int) -> list[dict[str, Any]] | None:
     return rows if (run_dir / "last").is_dir() and len(rows) >= epochs else None
 
 
-def fit_run(cfg: dict[str, Any], log: Callable[[str], None]) -> list[dict[str, Any]]:
+class Progress:
+    """Counts the fits of the whole transfer for the progress lines ("fit 3/12")."""
+
+    def __init__(self, n_tasks: int, protocol: Protocol, log: Callable[[str], None]):
+        self.total = n_tasks * (len(protocol.lrs) + 1) * protocol.seeds
+        self.done, self.log = 0, log
+
+    def next(self) -> str:
+        self.done += 1
+        return f"fit {self.done}/{self.total}"
+
+
+def fit_run(cfg: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
     """The summary rows of the run `cfg` describes: read if it finished before, else trained (or resumed)."""
     from lstmvision.engine.trainer import train
 
     run_dir = Path(cfg["output"]) / cfg["experiment"]
     rows = finished_rows(run_dir, cfg["epochs"])
     if rows is not None:
-        log(f"transfer: {run_dir} finished before; skipped")
+        progress.log(f"transfer: {progress.next()}: {run_dir} finished before; skipped")
         return rows
-    log(f"transfer: {'resuming' if cfg['resume'] else 'training'} {run_dir}")
+    progress.log(f"transfer: {progress.next()}: {'resuming' if cfg['resume'] else 'training'} {run_dir}")
     train(cfg)
     rows = finished_rows(run_dir, cfg["epochs"])
     if rows is None:
@@ -332,54 +344,68 @@ def pick_lr(lrs: Sequence[float], val_top1: dict[str, float]) -> float:
     return max(lrs, key=lambda lr: val_top1[lr_tag(lr)])
 
 
-def run_task(task: Task, backbone: Backbone, protocol: Protocol, output: Path,
-             log: Callable[[str], None]) -> dict[str, Any]:
+def sweep_task(task: Task, backbone: Backbone, protocol: Protocol, folder: Path,
+               progress: Progress) -> dict[str, list[float]]:
+    """Val top-1 (last epoch) of every lr x seed, trained on the drawn train part; keyed by `lr_tag`, per seed."""
+    data = materialise(task, folder / "data_sweep", task.train_idx, task.val_idx)
+    val: dict[str, list[float]] = {}
+    for lr in protocol.lrs:
+        for seed in range(protocol.seeds):
+            run_dir = folder / f"sweep_lr{lr_tag(lr)}_seed{seed}"
+            rows = fit_run(run_config(backbone, protocol, task, data, lr, seed, run_dir), progress)
+            val.setdefault(lr_tag(lr), []).append(rows[-1]["top1"])
+            progress.log(f"transfer: {task.name} lr {lr_tag(lr)} seed {seed}: val top-1 {rows[-1]['top1']:.2f}")
+    return val
+
+
+def final_task(task: Task, backbone: Backbone, protocol: Protocol, folder: Path, lr: float,
+               progress: Progress) -> list[float]:
+    """Test top-1 per seed of `lr` retrained on the drawn train + val images."""
+    data = materialise(task, folder / "data_final", sorted(task.train_idx + task.val_idx), task.val_idx)
+    tests = []
+    for seed in range(protocol.seeds):
+        run_dir = folder / f"final_lr{lr_tag(lr)}_seed{seed}"
+        fit_run(run_config(backbone, protocol, task, data, lr, seed, run_dir), progress)
+        tests.append(score_on_test(run_dir, task, protocol)["top1"])
+        progress.log(f"transfer: {task.name} final lr {lr_tag(lr)} seed {seed}: test top-1 {tests[-1]:.2f}")
+    return tests
+
+
+def run_task(task: Task, backbone: Backbone, protocol: Protocol, output: Path, progress: Progress) -> dict[str, Any]:
     """Sweep, pick, retrain and test one task; its row of the results table."""
     folder = output / task.name
     save_split(task, folder)
     if task.warning:
-        log(f"transfer: warning: {task.warning}")
-    sweep_data = materialise(task, folder / "data_sweep", task.train_idx, task.val_idx)
-    seeds = range(protocol.seeds)
-    val: dict[str, list[float]] = {}
-    for lr in protocol.lrs:
-        for seed in seeds:
-            run_dir = folder / f"sweep_lr{lr_tag(lr)}_seed{seed}"
-            rows = fit_run(run_config(backbone, protocol, task, sweep_data, lr, seed, run_dir), log)
-            val.setdefault(lr_tag(lr), []).append(rows[-1]["top1"])
-            log(f"transfer: {task.name} lr {lr_tag(lr)} seed {seed}: val top-1 {rows[-1]['top1']:.2f}")
+        progress.log(f"transfer: warning: {task.warning}")
+    val = sweep_task(task, backbone, protocol, folder, progress)
     val_mean = {k: float(np.mean(v)) for k, v in val.items()}
     best_lr = pick_lr(protocol.lrs, val_mean)
-    log(f"transfer: {task.name}: best lr {lr_tag(best_lr)} (val top-1 {val_mean[lr_tag(best_lr)]:.2f})")
-    all_idx = sorted(task.train_idx + task.val_idx)
-    final_data = materialise(task, folder / "data_final", all_idx, task.val_idx)
-    tests = []
-    for seed in seeds:
-        run_dir = folder / f"final_lr{lr_tag(best_lr)}_seed{seed}"
-        fit_run(run_config(backbone, protocol, task, final_data, best_lr, seed, run_dir), log)
-        tests.append(score_on_test(run_dir, task, protocol)["top1"])
-        log(f"transfer: {task.name} final lr {lr_tag(best_lr)} seed {seed}: test top-1 {tests[-1]:.2f}")
+    progress.log(f"transfer: {task.name}: best lr {lr_tag(best_lr)} (val top-1 {val_mean[lr_tag(best_lr)]:.2f})")
+    tests = final_task(task, backbone, protocol, folder, best_lr, progress)
     return dict(task=task.name, data=str(task.root.resolve()), n_classes=task.n_classes, n_train=len(task.train_idx),
-                n_val=len(task.val_idx), final_train_images=len(all_idx), best_lr=best_lr, val_top1=val_mean,
-                val_top1_per_seed=val, test_top1=float(np.mean(tests)), test_top1_per_seed=tests,
-                warning=task.warning)
+                n_val=len(task.val_idx), final_train_images=len(task.train_idx) + len(task.val_idx),
+                best_lr=best_lr, val_top1=val_mean, val_top1_per_seed=val, test_top1=float(np.mean(tests)),
+                test_top1_per_seed=tests, warning=task.warning)
 
 
 def transfer(tasks: Sequence[str | os.PathLike], backbone: Backbone, protocol: Protocol,
              output: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the protocol on every task folder in `tasks`; writes and returns the results (see the module doc)."""
     protocol.check()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("transfer runs in one process (many small fits); start it without torchrun")
     if not tasks:
         raise ValueError("give at least one task folder with --data")
     output = Path(output)
     names = task_names(tasks)
     opened = [open_task(root, name, protocol) for root, name in zip(tasks, names)]  # all checked before training
     check_output(output, backbone, protocol)
-    rows = []
+    progress = Progress(len(opened), protocol, log)
+    rows: list[dict[str, Any]] = []
     for task in opened:
-        rows.append(run_task(task, backbone, protocol, output, log))
-        write_results(output, backbone, protocol, rows)
-    return write_results(output, backbone, protocol, rows)
+        rows.append(run_task(task, backbone, protocol, output, progress))
+        result = write_results(output, backbone, protocol, rows)  # the table so far, after every task
+    return result
 
 
 def write_results(output: Path, backbone: Backbone, protocol: Protocol, rows: list[dict[str, Any]]) -> dict[str, Any]:
