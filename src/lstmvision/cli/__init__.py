@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "robustness": ("lstmvision.cli.robustness", "ImageNet-C corruptions (mCE / CE vs a baseline) and FGSM/PGD"),
     "memory": ("lstmvision.cli.memory", "peak forward memory and throughput vs input resolution"),
     "check-kernels": ("lstmvision.cli.check_kernels", "every rnn2d/mLSTM backend on a device vs the math reference"),
+    "transfer": ("lstmvision.cli.transfer", "VTAB-1K transfer protocol: lr sweep, retrain on train+val, test"),
 }
 
 

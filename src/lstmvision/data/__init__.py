@@ -320,12 +320,14 @@ def check_eval_settings(crop_pct: float | None, interpolation: str | None) -> No
         raise ValueError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
 
 
-def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic"):
+def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic",
+                          crop_mode: str = "center"):
+    """timm's eval transform; `crop_mode` 'squash' resizes to the input size ignoring the aspect ratio."""
     from timm.data import create_transform
 
     check_eval_settings(crop_pct, interpolation)
     return create_transform(input_size, is_training=False, mean=mean, std=std, crop_pct=crop_pct,
-                            interpolation=interpolation)
+                            interpolation=interpolation, crop_mode=crop_mode)
 
 
 def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, workers: int = 0,

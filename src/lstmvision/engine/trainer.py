@@ -221,14 +221,15 @@ def build_transforms(cfg: dict[str, Any], in_chans: int):
 
     size = int(cfg["img_size"])
     input_size = (in_chans, size, size)
+    crop_mode = cfg.get("crop_mode") or "center"  # 'squash': plain resize to the input size (transfer protocol)
     train_tf = create_transform(
         input_size, is_training=True, scale=tuple(cfg["scale"]), ratio=tuple(cfg["ratio"]), hflip=cfg["hflip"],
         color_jitter=cfg["color_jitter"] or None, auto_augment=cfg["aa"], interpolation=cfg["train_interpolation"],
         mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), re_prob=cfg["reprob"], re_mode=cfg["remode"],
     ) if not cfg.get("no_aug") else create_eval_transform(input_size, cfg["mean"], cfg["std"], 1.0,
-                                                          cfg["interpolation"])
+                                                          cfg["interpolation"], crop_mode)
     eval_tf = create_eval_transform(input_size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"],
-                                    cfg["interpolation"])
+                                    cfg["interpolation"], crop_mode)
     return train_tf, eval_tf
 
 
