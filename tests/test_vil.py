@@ -322,3 +322,15 @@ def test_legacy_norm_means_each_versions_own_norm():
     assert isinstance(create_model("vil_tiny", **SMALL, post_norm=False).norm, torch.nn.Identity)
     with pytest.raises(ValueError, match="legacy_norm is pool_norm here"):
         create_model("vil2_tiny", **SMALL, legacy_norm=True, pool_norm=False)
+
+
+def test_layer_decay_groups_block_pairs():
+    """Layer-wise lr decay (transfer, segmentation) counts block pairs as the official code does: stem, one layer
+    per pair of sub-blocks, then the head - not one layer per sub-block."""
+    import timm.models
+
+    model = create_model("vil2_tiny", img_size=32)  # 24 sub-blocks = 12 pairs
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + 12 + 1
+    pair = [n for n in groups[1]]
+    assert {n.split(".")[1] for n in pair} == {"0", "1"}

@@ -37,9 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def backbone(args: argparse.Namespace):
     """What `--pretrained` / `--scratch` / `--model` ask to fine-tune."""
     from lstmvision.cli import UserError
-    from lstmvision.cli._common import checkpoint_folder
     from lstmvision.engine.transfer import backbone_from_folder, backbone_from_name
     from lstmvision.models import is_model
+    from lstmvision.runtime import find_checkpoint
 
     if args.model and args.pretrained:
         raise UserError("give --pretrained CKPT (fine-tune) or --model NAME (from scratch), not both")
@@ -54,7 +54,7 @@ def backbone(args: argparse.Namespace):
         raise UserError("give --pretrained CKPT, or --model NAME / --pretrained NAME --scratch for the baseline")
     if not Path(args.pretrained).exists() and is_model(args.pretrained):
         raise UserError(f"{args.pretrained!r} is a model name, not weights; add --scratch to train it from scratch")
-    return backbone_from_folder(checkpoint_folder(args.pretrained), args.img_size)
+    return backbone_from_folder(find_checkpoint(args.pretrained, prefer="best"), args.img_size)
 
 
 def run(args: argparse.Namespace) -> int:

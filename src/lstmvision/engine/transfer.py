@@ -241,13 +241,13 @@ def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, l
 
 def resumable(run_dir: Path) -> bool:
     """Whether `run_dir` holds a checkpoint the engine can resume from (also after a crash inside a commit)."""
-    from lstmvision.engine.checkpoint import find_checkpoint
+    from lstmvision.engine.checkpoint import STATE_NAME
+    from lstmvision.runtime import find_checkpoint
 
     try:
-        find_checkpoint(run_dir)
+        return (find_checkpoint(run_dir) / STATE_NAME).is_file()
     except FileNotFoundError:
         return False
-    return True
 
 
 def finished_rows(run_dir: Path, epochs: int) -> list[dict[str, Any]] | None:

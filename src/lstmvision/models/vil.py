@@ -404,7 +404,11 @@ class VisionLSTM(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^patch_embed|^pos_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+        # One layer per block pair (the official layer-wise lr decay groups two sub-blocks: `group_two_blocks`):
+        # an odd sub-block's key ends in timm's MATCH_PREV_GROUP, which joins it to the even one before it.
+        return dict(stem=r"^patch_embed|^pos_embed", blocks=[(r"^blocks\.(\d*[02468])\.", None),
+                                                             (r"^blocks\.(\d*[13579])\.", (99999,)),
+                                                             (r"^norm", (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
