@@ -27,7 +27,7 @@ $PY benchmarks/rnn2d_layer.py --device cuda --batch-size 128 --iters 20 --repeat
   --backends module fused triton --json "$OUT/gpu-rnn2d-layer-infer.json"
 $PY benchmarks/rnn2d_layer.py --device cuda --batch-size 128 --iters 20 --repeats 5 --mode train \
   --backends module fused triton --json "$OUT/gpu-rnn2d-layer-train.json"
-# ViL targets (>= 2x the official formulation; ViL-T at 3136 tokens, batch 16) once the ViL models are merged:
+# ViL targets (>= 2x the official formulation; ViL-T at 3136 tokens, batch 16):
 for M in vil_tiny vil_small; do
   if $PY -c "import lstmvision,sys; sys.exit(0 if '$M' in lstmvision.list_models() else 1)"; then
     for MODE in infer train; do

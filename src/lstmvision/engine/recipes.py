@@ -51,7 +51,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         reprob=0.0, mixup=0.8, cutmix=1.0, smoothing=0.1, drop_path=0.1, amp="fp16",
     ),
     # vision-lstm.md §4.1: ViL ImageNet-1k pre-training at 192 px; 1e-3 per 1024 → 2e-3 at 2048; bf16.
-    # The model name must be a registered ViL (default vil2_tiny once the ViL family is merged).
+    # Any registered ViL (vil2_* or vil_*) trains with it; vil2_tiny is the default.
     "vil-imagenet": dict(
         model="vil2_tiny", epochs=800, batch_size=256, lr=None, lr_base=1e-3, lr_base_size=1024,
         opt="adamw", weight_decay=0.05, clip_grad=1.0, sched="cosine", warmup_epochs=5, warmup_lr=1e-6,

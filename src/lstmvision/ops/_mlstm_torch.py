@@ -38,7 +38,7 @@ def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.T
     if pad:  # zeros at the end: later tokens never reach earlier (causal) outputs
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         i, f = (F.pad(t, (0, pad)) for t in (i, f))
-    q = q.reshape(B, NH, nc, L, dqk) * (dqk**-0.5)
+    q = q.reshape(B, NH, nc, L, dqk)  # scaled by dqk^-0.5 in the gate dtype below, not in bf16/fp16
     k = k.reshape(B, NH, nc, L, dqk)
     v = v.reshape(B, NH, nc, L, dv)
     ig = i.to(gdt).reshape(B, NH, nc, L)
@@ -75,9 +75,9 @@ def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.T
     log_d = log_d.masked_fill(~causal, float("-inf"))
     m_inter = b + m_prev.unsqueeze(-1)  # (B, NH, nc, L)
     m = torch.maximum(m_inter, log_d.amax(dim=-1))
-    w = (q @ k.transpose(-1, -2)).to(gdt) * torch.exp(log_d - m.unsqueeze(-1))
+    w = (q @ k.transpose(-1, -2)).to(gdt) * (dqk**-0.5) * torch.exp(log_d - m.unsqueeze(-1))
     inter = torch.exp(m_inter - m)
-    qg = q.to(gdt)
+    qg = q.to(gdt) * (dqk**-0.5)
     num = (w.to(v.dtype) @ v).to(gdt) + inter.unsqueeze(-1) * (qg @ c_prev)
     den = w.sum(dim=-1) + inter * (qg @ n_prev.unsqueeze(-1)).squeeze(-1)
     den = torch.maximum(den.abs(), torch.exp(-m)) + eps
