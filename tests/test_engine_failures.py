@@ -125,10 +125,12 @@ def test_no_readable_image_is_an_error(tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "no readable images in" in err[0] and str(root) in err[0], err
     assert not (tmp_path / "runs" / "b" / "last").exists() and not (tmp_path / "runs" / "b" / "best").exists()
 
-    from lstmvision.data import DataError, build_loader, create_eval_transform, resolve_dataset
+    from lstmvision.data import DataError, ImageFolderDataset, build_loader, create_eval_transform, resolve_dataset
     from lstmvision.engine.evaluate import evaluate
 
-    ds = resolve_dataset(root, "val", img_mode="RGB")
+    with pytest.raises(DataError, match=f"no readable images in {root / 'val'}"):  # the data layer's probe
+        resolve_dataset(root, "val", img_mode="RGB")
+    ds = ImageFolderDataset(root / "val", img_mode="RGB")  # past the probe: evaluate's own guard
     loader = build_loader(ds, create_eval_transform((3, 32, 32), (0.5,) * 3, (0.5,) * 3), 8, training=False)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
     with pytest.warns(UserWarning), pytest.raises(DataError, match=f"no readable images in {root / 'val'}"):
