@@ -14,26 +14,14 @@ import json
 import platform
 import statistics
 import sys
-import time
 
 import torch
 
 from lstmvision.models.sequencer import RNN2DMixer
 from lstmvision.ops.dispatch import use_backend
+from lstmvision.runtime import time_steps
 
 SHAPES = [("stage1", 192, 48, 32, 32), ("stage2-4", 384, 96, 16, 16), ("non-square", 384, 96, 12, 20)]
-
-
-def _time(fn, iters: int, repeats: int, sync) -> float:
-    sync()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync()
-        runs.append((time.perf_counter() - t0) / iters)
-    return statistics.median(runs)
 
 
 def _make_fn(m, x, backend, mode):
@@ -65,7 +53,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rows = []
     for name, C, D, H, W in SHAPES:
         torch.manual_seed(0)
@@ -80,7 +67,7 @@ def main(argv=None) -> int:
         runs = {be: [] for be in args.backends}
         for _ in range(args.repeats):
             for be in args.backends:
-                runs[be].append(_time(fns[be], args.iters, 1, sync))
+                runs[be].append(time_steps(fns[be], args.iters, dev) / args.iters)
         for be in args.backends:
             row[f"{be}_ms"] = round(statistics.median(runs[be]) * 1e3, 2)
         if "module_ms" in row:

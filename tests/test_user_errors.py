@@ -202,3 +202,9 @@ def test_predict_settings(capsys, tmp_path, saved_model, extra, needle):
     extra = [str(a).format(saved=saved_model) for a in extra]
     rc, _, err = run_cli(capsys, "predict", *extra, tmp_path / "x.png")
     assert_user_error(rc, err, "predict", needle)
+
+
+def test_unknown_timm_model_is_one_line(capsys, idx_data, tmp_path):
+    rc, _, err = run_cli(capsys, "train", "--model", "timm:not_a_model", "--data", idx_data,
+                         "--output", str(tmp_path / "runs"), "--epochs", "1")
+    assert_user_error(rc, err, "train", "unknown timm model 'timm:not_a_model'")

@@ -298,7 +298,16 @@ def check_channels(cfg: dict[str, Any], in_chans: int) -> None:
 
 def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     """Build the model on the meta device (no memory, no compute) and run one input of --img-size through it:
-    unknown --model-kwargs and an input too small for the architecture become one clear error."""
+    unknown --model-kwargs and an input too small for the architecture become one clear error. A `timm:NAME`
+    model is only checked to exist (timm's own constructors report their size limits at build time)."""
+    from lstmvision.runtime import TIMM_PREFIX
+
+    if str(cfg["model"]).startswith(TIMM_PREFIX):
+        import timm
+
+        if not timm.is_model(cfg["model"][len(TIMM_PREFIX):]):
+            raise ValueError(f"unknown timm model {cfg['model']!r} (see timm.list_models())")
+        return
     kwargs = dict(cfg.get("model_kwargs") or {})
     kwargs.setdefault("img_size", int(cfg["img_size"]))  # as the trainer builds it
     if cfg.get("drop_path"):

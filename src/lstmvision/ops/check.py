@@ -17,7 +17,6 @@ interpreter bf16 is unavailable (its numpy backend has no bf16 dot). Triton rnn2
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -114,21 +113,11 @@ def _unavailable(case: _Case, backend: str, dtype: torch.dtype, device: torch.de
     return ""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _forward_ms(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int = 3) -> float:
-    times = []
-    with torch.no_grad():
-        fn()  # warm-up (kernel compilation, allocator)
-        for _ in range(repeats):
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t)
+    from lstmvision.runtime import time_steps  # (runtime imports the models, which import ops)
+
+    with torch.no_grad():  # the first call warms up (kernel compilation, allocator)
+        times = [time_steps(fn, 1, device, warmup=int(r == 0)) for r in range(repeats)]
     return statistics.median(times) * 1e3
 
 
