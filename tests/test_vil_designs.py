@@ -101,6 +101,15 @@ def test_class_tokens_sit_in_the_middle_of_every_scan(direction):
     torch.testing.assert_close(cls_out, cls)
 
 
+def _random_(block: ViLBlock) -> ViLBlock:
+    """Every parameter random (a bare ViLBlock leaves its block-diagonal weights to VisionLSTM.init_weights)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return block.eval()
+
+
 def _rot(x):  # 180° rotation of an NHWC map
     return x.flip(1, 2)
 
@@ -114,14 +123,16 @@ def test_a_scan_direction_is_the_first_one_on_the_rotated_or_transposed_map(dire
     """With the real layer (2-D conv + mLSTM): a sub-block reading direction d equals the top-left row-major
     sub-block with the same weights applied to the correspondingly rotated/transposed map, and mapped back."""
     torch.manual_seed(0)
-    first = perturb_(ViLBlock(16, (0,))).eval()
+    first = _random_(ViLBlock(16, (0,)))
     other = ViLBlock(16, (direction,)).eval()
     other.load_state_dict(first.state_dict())
     x = torch.randn(2, 3, 5, 16)
     forward = {1: lambda t: _rot(t), 2: lambda t: _tr(t), 3: lambda t: _rot(_tr(t))}[direction]
     back = {1: lambda t: _rot(t), 2: lambda t: _tr(t), 3: lambda t: _tr(_rot(t))}[direction]
     with torch.no_grad():
-        torch.testing.assert_close(other(x), back(first(forward(x))), rtol=1e-5, atol=1e-5)
+        out = other(x)
+        torch.testing.assert_close(out, back(first(forward(x))), rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(out).all() and not torch.allclose(out, first(x))
 
 
 @pytest.mark.parametrize("design", ["bidirectional", "bidirectional_shared", "quaddirectional"])
@@ -130,7 +141,7 @@ def test_multi_direction_sub_block_sums_its_one_direction_parts(design):
     layer (the LayerNorm and residual shared)."""
     directions, shared = DIRECTION_DESIGNS[design][0][0], DIRECTION_DESIGNS[design][1]
     torch.manual_seed(0)
-    block = perturb_(ViLBlock(16, directions, shared)).eval()
+    block = _random_(ViLBlock(16, directions, shared))
     x = torch.randn(2, 3, 4, 16)
     expected = x.clone()
     for direction, layer in block.scan_layers():
@@ -140,7 +151,9 @@ def test_multi_direction_sub_block_sums_its_one_direction_parts(design):
         with torch.no_grad():
             expected = expected + single(x) - x
     with torch.no_grad():
-        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+        out = block(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_parameter_sharing_and_counts():
@@ -317,3 +330,14 @@ def test_unidirectional_differs_from_alternating_only_in_odd_sub_blocks():
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
     assert not torch.allclose(a[1], b[1])
     assert isinstance(alt.blocks[1].layer, MLSTMLayer)
+
+
+def test_macs_of_class_token_and_two_direction_models():
+    """The MAC counter (module hooks under no_grad) runs a class-token model; two directions cost about twice."""
+    from lstmvision.flops import count_macs
+
+    size = (3, 64, 64)
+    base = count_macs(_small(), size)["total"]
+    assert count_macs(_small(global_pool="cls"), size)["total"] > base
+    two = count_macs(_small(direction_design="bidirectional_shared"), size)["total"]
+    assert two > 1.5 * base and count_macs(_small(direction_design="bidirectional"), size)["total"] == two

@@ -578,7 +578,9 @@ class VisionLSTM(nn.Module):
         return block(*args)
 
     def _cls_tokens(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.cls_token.expand(x.shape[0], -1, -1) if self.num_prefix_tokens else None
+        # a copy, not a view: a view of the parameter made under no_grad requires grad without a grad_fn,
+        # which module hooks that watch block inputs (FlopCounterMode's) cannot handle
+        return self.cls_token.expand(x.shape[0], -1, -1).clone() if self.num_prefix_tokens else None
 
     def _final_norm(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
         """The final norm of the map, or (class-token models) of the sequence [class tokens, row-major patches]."""
