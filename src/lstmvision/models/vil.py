@@ -23,11 +23,17 @@ Shapes follow timm: `forward_features` gives the normalised NHWC token map (chan
 (`head_hidden_size`: 2·dim for bilateral_flatten, dim otherwise), `global_pool=''` returns the NHWC map
 unpooled and `global_pool='to_image'` the same map as (B, dim, h, w) for dense tasks.
 
+Design space (the paper's ablations): `direction_design` (alternating, quad_alternating, unidirectional,
+bidirectional, bidirectional_shared, quaddirectional) and the `middle` and `cls` (class tokens in the middle of
+the sequence, skipping the 2-D conv) poolings; see VisionLSTM and the `vil_tiny_dir_*` / `vil_tiny_pool_*` configs.
+
 Parameter names: `depth` always counts sub-blocks here (the official v2 counts pairs). Native keys are
 `patch_embed.proj`, `pos_embed` (1, h, w, dim), `blocks.{j}.norm`, `blocks.{j}.layer.{proj_up, conv, q_proj,
 k_proj, v_proj, mlstm_cell.{igate, fgate, outnorm}, learnable_skip, proj_down}`, `norm` (after the blocks),
-`pool_norm` (after pooling) and `head`. `checkpoint_filter_fn` converts the official standalone v1 and v2
-layouts and the released training-code layout (detected automatically) and resizes the position embedding.
+`pool_norm` (after pooling) and `head`; multi-direction designs add `blocks.{j}.extra_layers.{k}.*` (the layers of
+the further directions), `global_pool="cls"` adds `cls_token` (1, num_cls_tokens, dim). `checkpoint_filter_fn`
+converts the official standalone v1 and v2 layouts and the released training-code layout (detected automatically)
+and resizes the position embedding.
 """
 from __future__ import annotations
 
