@@ -13,6 +13,10 @@ REPRESENTATIVE = [
     "sequencer2d_s_unidirectional", "sequencer2d_s_without_fc",
     "gru_sequencer2d_s", "rnn_sequencer2d_s", "v_sequencer_s", "v_sequencer_s_pe",
     "vil2_tiny", "vil_tiny", "vil_tinyplus_stride8",
+    # ViL's design space: direction designs and poolings (v1 ViL-T ablation configs)
+    "vil_tiny_dir_unidirectional", "vil_tiny_dir_quad_alternating", "vil_tiny_dir_bidirectional",
+    "vil_tiny_dir_bidirectional_shared", "vil_tiny_dir_quaddirectional",
+    "vil_tiny_pool_avg", "vil_tiny_pool_bilateral_flatten", "vil_tiny_pool_middle", "vil_tiny_pool_cls",
 ]
 
 

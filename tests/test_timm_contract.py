@@ -32,6 +32,7 @@ CONFIGS = {
     "v_sequencer_s": dict(layers=(1, 1, 1, 1), embed_dims=(32,) * 4, hidden_sizes=(16,) * 4),
     "vil2_tiny": _VIL,
     "vil_tiny": _VIL,
+    "vil_tiny_dir_bidirectional": _VIL,  # one representative of the direction-design ablation configs
 }
 NAMES = list(CONFIGS)
 VIL = [n for n in NAMES if n.startswith("vil")]

@@ -309,8 +309,10 @@ def test_each_registered_name_builds_its_version(name):
     assert type(model) is VisionLSTM and model.model_name == name
     v2 = name.startswith("vil2")
     assert type(model.blocks[0].layer.conv).__name__ == ("GridConv2d" if v2 else "CausalConv1d")
-    assert model.global_pool == ("bilateral_flatten" if v2 else "bilateral_avg")
-    assert model.head_hidden_size == (32 if v2 else 16) and model.num_features == 16
+    # the pooling-ablation names (vil_tiny_pool_*) say their pooling; every other name its version's default
+    pool = name.split("_pool_")[1] if "_pool_" in name else ("bilateral_flatten" if v2 else "bilateral_avg")
+    assert model.global_pool == pool
+    assert model.head_hidden_size == (32 if pool == "bilateral_flatten" else 16) and model.num_features == 16
 
 
 def test_legacy_norm_means_each_versions_own_norm():

@@ -185,6 +185,9 @@ def _feature_wrapper(
         feature_cfg["out_indices"] = out_indices
     feature_cfg.setdefault("out_indices", tuple(range(len(model.feature_info))))
     fmt = feature_fmt or feature_cfg.pop("output_fmt", None)
+    if getattr(model, "num_prefix_tokens", 0) and not issubclass(cls, FeatureGetterNet):
+        # hooks and fx see the blocks' (map, class tokens) pairs; forward_intermediates strips the class tokens
+        raise ValueError(f"{cls.__name__} cannot separate a class-token model's maps from its class tokens; use feature_cls='getter'")
     if issubclass(cls, FeatureGetterNet):
         feature_cfg["output_fmt"] = fmt or "NCHW"
     else:

@@ -23,11 +23,17 @@ Shapes follow timm: `forward_features` gives the normalised NHWC token map (chan
 (`head_hidden_size`: 2·dim for bilateral_flatten, dim otherwise), `global_pool=''` returns the NHWC map
 unpooled and `global_pool='to_image'` the same map as (B, dim, h, w) for dense tasks.
 
+Design space (the paper's ablations): `direction_design` (alternating, quad_alternating, unidirectional,
+bidirectional, bidirectional_shared, quaddirectional) and the `middle` and `cls` (class tokens in the middle of
+the sequence, skipping the 2-D conv) poolings; see VisionLSTM and the `vil_tiny_dir_*` / `vil_tiny_pool_*` configs.
+
 Parameter names: `depth` always counts sub-blocks here (the official v2 counts pairs). Native keys are
 `patch_embed.proj`, `pos_embed` (1, h, w, dim), `blocks.{j}.norm`, `blocks.{j}.layer.{proj_up, conv, q_proj,
 k_proj, v_proj, mlstm_cell.{igate, fgate, outnorm}, learnable_skip, proj_down}`, `norm` (after the blocks),
-`pool_norm` (after pooling) and `head`. `checkpoint_filter_fn` converts the official standalone v1 and v2
-layouts and the released training-code layout (detected automatically) and resizes the position embedding.
+`pool_norm` (after pooling) and `head`; multi-direction designs add `blocks.{j}.extra_layers.{k}.*` (the layers of
+the further directions), `global_pool="cls"` adds `cls_token` (1, num_cls_tokens, dim). `checkpoint_filter_fn`
+converts the official standalone v1 and v2 layouts and the released training-code layout (detected automatically)
+and resizes the position embedding.
 """
 from __future__ import annotations
 
@@ -52,14 +58,44 @@ torch.fx.wrap("check_input")
 torch.fx.wrap("resize_pos_embed")
 
 # "" : the NHWC token map unpooled (timm's feature mode); "to_image": the same map as (B, C, h, w)
-POOLINGS = ("bilateral_flatten", "bilateral_avg", "avg", "first", "last", "", "to_image")
+# "middle": the patch token at index S//2 of the row-major sequence; "cls": the class token(s) (see VisionLSTM)
+POOLINGS = ("bilateral_flatten", "bilateral_avg", "avg", "first", "last", "middle", "cls", "", "to_image")
 UNPOOLED = ("", "to_image")
 _POOL_ALIASES = {
     "bilateral_concat": "bilateral_flatten", "bilateral_mean": "bilateral_avg", "mean": "avg",
-    "mean_patch": "avg", "first_token": "first", "last_token": "last", "none": "", None: "",
+    "mean_patch": "avg", "first_token": "first", "last_token": "last", "middle_token": "middle",
+    "middle_patch": "middle", "cls_token": "cls", "class_token": "cls", "none": "", None: "",
 }
-ALTERNATIONS = {"bidirectional": (0, 1), "quaddirectional": (0, 1, 2, 3)}
+# direction design -> (the scan directions of each sub-block, cycled over the sub-blocks; whether one sub-block's
+# directions share one mLSTM layer). Directions: see _to_scan. Several directions in a sub-block are summed.
+DIRECTION_DESIGNS: dict[str, tuple[tuple[tuple[int, ...], ...], bool]] = {
+    "alternating": (((0,), (1,)), False),
+    "quad_alternating": (((0,), (1,), (2,), (3,)), False),
+    "unidirectional": (((0,),), False),
+    "bidirectional": (((0, 1),), False),
+    "bidirectional_shared": (((0, 1),), True),
+    "quaddirectional": (((0, 1, 2, 3),), False),
+}
+# the official `alternation` argument (training code: mLSTMLayerConfig.alternation) -> its direction design
+ALTERNATIONS = {"bidirectional": "alternating", "quaddirectional": "quad_alternating"}
 CONV_KINDS = ("2d", "causal1d")
+
+
+def _direction_design(direction_design: str | None, alternation: str | None) -> str:
+    """The direction design from `direction_design` or its official alias `alternation` (default: alternating)."""
+    if alternation is not None:
+        if alternation not in ALTERNATIONS:
+            raise ValueError(f"alternation must be one of {sorted(ALTERNATIONS)}, got {alternation!r}")
+        if direction_design is not None and direction_design != ALTERNATIONS[alternation]:
+            raise ValueError(
+                f"alternation={alternation!r} means direction_design={ALTERNATIONS[alternation]!r}, "
+                f"contradicting direction_design={direction_design!r}"
+            )
+        return ALTERNATIONS[alternation]
+    design = direction_design or "alternating"
+    if design not in DIRECTION_DESIGNS:
+        raise ValueError(f"direction_design must be one of {sorted(DIRECTION_DESIGNS)}, got {design!r}")
+    return design
 
 
 def _pool_name(pool: str | None) -> str:
@@ -124,7 +160,8 @@ class CausalConv1d(nn.Conv1d):
     def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True):
         super().__init__(dim, dim, kernel_size, groups=dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
+        # class tokens (cls_at) are ordinary sequence positions for the 1-D conv, as in the official v1
         x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))
         return super().forward(x).transpose(1, 2)
 
@@ -137,7 +174,11 @@ class GridConv2d(nn.Conv2d):
             raise ValueError(f"the 2-D conv needs an odd kernel size, got {kernel_size}")
         super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
+        if cls_at is not None:  # class tokens (start, count) skip the conv: their output is their input
+            start, n = cls_at
+            y = self.forward(torch.cat([x[:, :start], x[:, start + n:]], dim=1), grid)
+            return torch.cat([y[:, :start], x[:, start:start + n], y[:, start:]], dim=1)
         B, S, C = x.shape
         h, w = grid
         if h * w != S:
@@ -203,56 +244,125 @@ class MLSTMLayer(nn.Module):
         self.learnable_skip = nn.Parameter(torch.ones(inner))
         self.proj_down = nn.Linear(inner, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:
+        """`grid`: the (h, w) the patch tokens lie on in this scan order; `cls_at`: (start, count) of the class
+        tokens in the sequence, or None."""
         xm, z = self.proj_up(x).chunk(2, dim=-1)
-        c = F.silu(self.conv(xm, grid))
+        c = F.silu(self.conv(xm, grid) if cls_at is None else self.conv(xm, grid, cls_at))
         h = self.mlstm_cell(self.q_proj(c), self.k_proj(c), self.v_proj(xm))
         return self.proj_down((h + self.learnable_skip * c) * F.silu(z))
 
 
-def _to_scan(x: torch.Tensor, grid: tuple[int, int], direction: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Row-major (B, h·w, C) tokens -> the scan order of `direction` and the grid they lie on in that order.
+def _transpose_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Row-major (B, h·w, C) tokens of an (h, w) grid -> the row-major tokens of the transposed (w, h) grid."""
+    B, S, C = x.shape
+    h, w = grid
+    return x.reshape(B, h, w, C).transpose(1, 2).reshape(B, S, C)
+
+
+def _cls_start(num_patches: int, direction: int) -> int:
+    """Index of the first class token in the scan sequence: the middle (num_patches // 2) of the row-major
+    sequence; a flipped scan reverses the whole sequence, class tokens included."""
+    mid = num_patches // 2
+    return num_patches - mid if direction % 2 else mid
+
+
+def _to_scan(
+    x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Row-major (B, h·w [+ num_cls], C) tokens -> the scan order of `direction` and the grid they lie on in that order.
 
     0: rows from the top left; 1: rows from the bottom right (a 180° rotation of the grid);
     2: columns from the top left (the grid transposed); 3: columns from the bottom right.
+    Class tokens (num_cls of them at index h·w // 2) stay in the middle of a column-wise sequence and are
+    reversed with the rest by a flip.
     """
     h, w = grid
     if direction >= 2:
-        B, S, C = x.shape
-        x = x.reshape(B, h, w, C).transpose(1, 2).reshape(B, S, C)
+        if num_cls:
+            mid = (h * w) // 2
+            patches = _transpose_grid(torch.cat([x[:, :mid], x[:, mid + num_cls:]], dim=1), grid)
+            x = torch.cat([patches[:, :mid], x[:, mid:mid + num_cls], patches[:, mid:]], dim=1)
+        else:
+            x = _transpose_grid(x, grid)
         grid = (w, h)
     if direction % 2:
         x = x.flip(1)
     return x, grid
 
 
-def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int) -> torch.Tensor:
+def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0) -> torch.Tensor:
+    """The inverse of `_to_scan` (`grid` is the row-major grid)."""
     h, w = grid
     if direction % 2:
         x = x.flip(1)
     if direction >= 2:
-        B, S, C = x.shape
-        x = x.reshape(B, w, h, C).transpose(1, 2).reshape(B, S, C)
+        if num_cls:
+            mid = (h * w) // 2
+            patches = _transpose_grid(torch.cat([x[:, :mid], x[:, mid + num_cls:]], dim=1), (w, h))
+            x = torch.cat([patches[:, :mid], x[:, mid:mid + num_cls], patches[:, mid:]], dim=1)
+        else:
+            x = _transpose_grid(x, (w, h))
     return x
 
 
 @register_notrace_module  # a leaf for timm's fx tracing: the mLSTM dispatches on the real input
 class ViLBlock(nn.Module):
-    """One sub-block: x + DropPath(scan⁻¹(mLSTMLayer(scan(LN(x))))), on an NHWC (B, h, w, dim) token map."""
+    """One sub-block: x + DropPath(Σ_d scan_d⁻¹(mLSTMLayer_d(scan_d(LN(x))))) over its scan directions d, on an
+    NHWC (B, h, w, dim) token map (and the class tokens, when given).
 
-    def __init__(self, dim: int, direction: int = 0, drop_path: float = 0.0, norm_bias: bool = True, **layer_kwargs: Any):
+    With several directions the LayerNorm and the residual are shared; the mLSTM layer (up-projection to
+    down-projection) is one per direction (`layer` for the first, `extra_layers` for the others), or one for
+    all of them with `shared=True`.
+    """
+
+    def __init__(
+        self, dim: int, directions: Sequence[int] = (0,), shared: bool = False, drop_path: float = 0.0,
+        norm_bias: bool = True, **layer_kwargs: Any,
+    ):
         super().__init__()
-        self.direction = direction
+        self.directions = tuple(directions)
+        self.shared = shared
         self.norm = OffsetLayerNorm(dim, bias=norm_bias, eps=1e-5)
         self.layer = MLSTMLayer(dim, norm_bias=norm_bias, **layer_kwargs)
+        n_extra = 0 if shared else len(self.directions) - 1
+        self.extra_layers = nn.ModuleList(MLSTMLayer(dim, norm_bias=norm_bias, **layer_kwargs) for _ in range(n_extra))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def direction(self) -> int:
+        """The first (for one-direction designs the only) scan direction."""
+        return self.directions[0]
+
+    def scan_layers(self) -> list[tuple[int, MLSTMLayer]]:
+        """(direction, the layer that reads it) for each direction of this sub-block."""
+        if self.shared:
+            return [(d, self.layer) for d in self.directions]
+        return list(zip(self.directions, [self.layer, *self.extra_layers]))
+
+    def _mix(self, y: torch.Tensor, grid: tuple[int, int], num_cls: int) -> torch.Tensor:
+        """The summed layer outputs over this sub-block's directions, row-major (B, h·w [+ num_cls], C)."""
+        out = None
+        for direction, layer in self.scan_layers():
+            seq, scan_grid = _to_scan(y, grid, direction, num_cls)
+            cls_at = (_cls_start(grid[0] * grid[1], direction), num_cls) if num_cls else None
+            o = _from_scan(layer(seq, scan_grid, cls_at), grid, direction, num_cls)
+            out = o if out is None else out + o
+        assert out is not None
+        return out
+
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None = None):
+        """(B, h, w, C) -> (B, h, w, C); with class tokens `cls` (B, n, C): -> (map, class tokens)."""
         B, h, w, C = x.shape
-        grid = (h, w)
-        y, scan_grid = _to_scan(self.norm(x).reshape(B, h * w, C), grid, self.direction)
-        y = _from_scan(self.layer(y, scan_grid), grid, self.direction)
-        return x + self.drop_path(y.reshape(B, h, w, C))
+        if cls is None:
+            y = self._mix(self.norm(x).reshape(B, h * w, C), (h, w), 0)
+            return x + self.drop_path(y.reshape(B, h, w, C))
+        # class tokens in the middle of the row-major sequence; one sequence, so one DropPath draw per sample
+        mid, n = (h * w) // 2, cls.shape[1]
+        t = x.reshape(B, h * w, C)
+        seq = torch.cat([t[:, :mid], cls, t[:, mid:]], dim=1)
+        seq = seq + self.drop_path(self._mix(self.norm(seq), (h, w), n))
+        return torch.cat([seq[:, :mid], seq[:, mid + n:]], dim=1).reshape(B, h, w, C), seq[:, mid:mid + n]
 
 
 class VisionLSTM(nn.Module):
@@ -261,6 +371,15 @@ class VisionLSTM(nn.Module):
     Any input of at least `min_input_size` (the patch size) works: the patch grid (h, w) is taken from the
     input, the position embedding is resized (bicubic) when the grid differs from the one it was built for, and
     the 2-D conv uses the real grid.
+
+    `direction_design` (see DIRECTION_DESIGNS; the official `alternation` values are aliases) sets the scan
+    directions of each sub-block. `global_pool='cls'` builds `num_cls_tokens` learnable class tokens
+    (`cls_token`, no position embedding) inserted in the middle (index h·w // 2) of the row-major patch sequence
+    before the blocks, the official `cls_tokens: {location: middle}`. Such a model's `forward_features` returns
+    the normalised tokens as a sequence (B, num_prefix_tokens + h·w, C), class tokens first (timm's ViT layout),
+    its feature maps (`forward_intermediates`, `features_only`) hold the patch tokens only, and its other
+    poolings read the patch tokens only. In the v2 2-D conv the class tokens skip the conv (its output for them
+    is their input); the v1 causal 1-D conv treats them as ordinary sequence positions.
     """
 
     output_fmt = "NHWC"
@@ -282,8 +401,10 @@ class VisionLSTM(nn.Module):
         conv_kernel_size: int | None = None,
         proj_bias: bool = True,
         norm_bias: bool = True,
-        alternation: Literal["bidirectional", "quaddirectional"] = "bidirectional",
+        alternation: Literal["bidirectional", "quaddirectional"] | None = None,
+        direction_design: str | None = None,
         global_pool: str = "bilateral_flatten",
+        num_cls_tokens: int = 1,
         post_norm: bool = True,
         post_norm_bias: bool | None = None,
         post_norm_eps: float = 1e-6,
@@ -298,8 +419,7 @@ class VisionLSTM(nn.Module):
         mlstm_chunk_size: int = 64,
     ):
         super().__init__()
-        if alternation not in ALTERNATIONS:
-            raise ValueError(f"alternation must be one of {sorted(ALTERNATIONS)}, got {alternation!r}")
+        self.direction_design = _direction_design(direction_design, alternation)
         if init_mode not in ("original", "original-fixed"):
             raise ValueError(f"init_mode must be 'original' or 'original-fixed', got {init_mode!r}")
         if mlstm_backend is not None:
@@ -308,6 +428,10 @@ class VisionLSTM(nn.Module):
             resolve_backend(mlstm_backend, 1)  # fail early on a typo
         self.num_classes = num_classes
         self.global_pool = _pool_name(global_pool)
+        if self.global_pool == "cls" and num_cls_tokens < 1:
+            raise ValueError(f"global_pool='cls' needs num_cls_tokens >= 1, got {num_cls_tokens}")
+        # class tokens exist from construction on; reset_classifier may pool differently but keeps them
+        self.num_prefix_tokens = num_cls_tokens if self.global_pool == "cls" else 0
         self.embed_dim = self.num_features = embed_dim
         self.stride = stride or patch_size
         self.patch_size = self.min_input_size = patch_size
@@ -319,6 +443,8 @@ class VisionLSTM(nn.Module):
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=self.stride)
         self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid_size, embed_dim))
+        if self.num_prefix_tokens:
+            self.cls_token = nn.Parameter(torch.zeros(1, self.num_prefix_tokens, embed_dim))
 
         # drop path: constant, or linear over `drop_path_groups`-sized groups of sub-blocks (v2: pairs)
         n_groups = -(-depth // drop_path_groups)
@@ -326,14 +452,14 @@ class VisionLSTM(nn.Module):
             group_rates = torch.linspace(0, drop_path_rate, n_groups).tolist()
         else:
             group_rates = [drop_path_rate] * n_groups
-        directions = ALTERNATIONS[alternation]
+        cycle, shared = DIRECTION_DESIGNS[self.direction_design]
         layer_kwargs = dict(
             expansion=expansion, num_heads=num_heads, qkv_block_size=qkv_block_size, conv_kind=conv_kind,
             conv_kernel_size=conv_kernel_size, proj_bias=proj_bias, mlstm_backend=mlstm_backend,
             mlstm_chunk_size=mlstm_chunk_size,
         )
         self.blocks = nn.ModuleList(
-            ViLBlock(embed_dim, directions[j % len(directions)], group_rates[j // drop_path_groups], norm_bias, **layer_kwargs)
+            ViLBlock(embed_dim, cycle[j % len(cycle)], shared, group_rates[j // drop_path_groups], norm_bias, **layer_kwargs)
             for j in range(depth)
         )
         self.feature_info = [dict(num_chs=embed_dim, reduction=self.stride, module=f"blocks.{j}") for j in range(depth)]
@@ -347,11 +473,18 @@ class VisionLSTM(nn.Module):
     # ------------------------------------------------------------------------------------------ head
     @property
     def head_hidden_size(self) -> int:
-        return 2 * self.embed_dim if self.global_pool == "bilateral_flatten" else self.embed_dim
+        if self.global_pool == "bilateral_flatten":
+            return 2 * self.embed_dim
+        return self.num_prefix_tokens * self.embed_dim if self.global_pool == "cls" else self.embed_dim
 
     def _build_head(self, num_classes: int) -> None:
         if self.global_pool in UNPOOLED and num_classes:
             raise ValueError(f"global_pool={self.global_pool!r} (unpooled token map output) needs num_classes=0")
+        if self.global_pool == "cls" and not self.num_prefix_tokens:
+            raise ValueError("global_pool='cls' needs class tokens: build the model with global_pool='cls'")
+        if self.global_pool == "to_image" and self.num_prefix_tokens:
+            raise ValueError("global_pool='to_image' does not fit a class-token model (its forward_features is a "
+                             "token sequence); use forward_intermediates for maps")
         pooled = self.head_hidden_size
         use_norm = self._pool_norm and self.global_pool not in UNPOOLED
         self.pool_norm = nn.LayerNorm(pooled, eps=self._pool_norm_eps) if use_norm else nn.Identity()
@@ -372,8 +505,7 @@ class VisionLSTM(nn.Module):
         small = math.sqrt(2 / (5 * D))
         num_blocks = len(self.blocks) if self.init_mode == "original-fixed" else 1
         wang = 2 / (num_blocks * math.sqrt(D))
-        for block in self.blocks:
-            layer = block.layer
+        for layer in (layer for block in self.blocks for layer in (block.layer, *block.extra_layers)):
             for lin, std in ((layer.proj_up, small), (layer.q_proj, small), (layer.k_proj, small), (layer.v_proj, small), (layer.proj_down, wang)):
                 nn.init.normal_(lin.weight, std=std)
                 if lin.bias is not None:
@@ -389,6 +521,8 @@ class VisionLSTM(nn.Module):
                 nn.init.zeros_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if self.num_prefix_tokens:
+            trunc_normal_(self.cls_token, std=0.02)  # as the position embedding (the official init: UNVERIFIED)
         self._init_head()
 
     @torch.no_grad()
@@ -400,13 +534,13 @@ class VisionLSTM(nn.Module):
     # --------------------------------------------------------------------------------- timm contract
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"}
+        return {"pos_embed", "cls_token"} if self.num_prefix_tokens else {"pos_embed"}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         # One layer per block pair (the official layer-wise lr decay groups two sub-blocks: `group_two_blocks`):
         # an odd sub-block's key ends in timm's MATCH_PREV_GROUP, which joins it to the even one before it.
-        return dict(stem=r"^patch_embed|^pos_embed", blocks=[(r"^blocks\.(\d*[02468])\.", None),
+        return dict(stem=r"^patch_embed|^pos_embed|^cls_token", blocks=[(r"^blocks\.(\d*[02468])\.", None),
                                                              (r"^blocks\.(\d*[13579])\.", (99999,)),
                                                              (r"^norm", (99999,))])
 
@@ -443,25 +577,46 @@ class VisionLSTM(nn.Module):
         x = self.patch_embed.proj(check_input(x, self.in_chans, self.min_input_size)).permute(0, 2, 3, 1)
         return x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))  # (B, h, w, D)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run_block(self, block: nn.Module, x: torch.Tensor, cls: torch.Tensor | None = None):
+        args = (x,) if cls is None else (x, cls)
         if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def _cls_tokens(self, x: torch.Tensor) -> torch.Tensor | None:
+        # a copy, not a view: a view of the parameter made under no_grad requires grad without a grad_fn,
+        # which module hooks that watch block inputs (FlopCounterMode's) cannot handle
+        return self.cls_token.expand(x.shape[0], -1, -1).clone() if self.num_prefix_tokens else None
+
+    def _final_norm(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        """The final norm of the map, or (class-token models) of the sequence [class tokens, row-major patches]."""
+        return self.norm(x) if cls is None else self.norm(torch.cat([cls, x.flatten(1, 2)], dim=1))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised tokens on their grid, NHWC (B, h, w, num_features)."""
+        """Normalised tokens on their grid, NHWC (B, h, w, num_features); class-token models: the sequence
+        (B, num_prefix_tokens + h·w, num_features), class tokens first."""
         x = self._embed(x)
+        cls = self._cls_tokens(x)
         for block in self.blocks:
-            x = self._run_block(block, x)
-        return self.norm(x)
+            if cls is None:
+                x = self._run_block(block, x)
+            else:
+                x, cls = self._run_block(block, x, cls)
+        return self._final_norm(x, cls)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, C) -> pooled (B, C or 2C); unpooled: the map itself ('') or as (B, C, h, w) ('to_image')."""
+        """(B, h, w, C) or (class-token models) (B, n + h·w, C) -> pooled (B, C, 2C or n·C); unpooled: the
+        forward_features output itself ('') or the map as (B, C, h, w) ('to_image')."""
         if self.global_pool == "":
             return x
         if self.global_pool == "to_image":
             return x.permute(0, 3, 1, 2)
-        t = x.flatten(1, 2)
+        n = self.num_prefix_tokens
+        if self.global_pool == "cls":
+            return x[:, :n].flatten(1)
+        t = x[:, n:] if n else x.flatten(1, 2)  # the patch tokens, row-major
+        if self.global_pool == "middle":
+            return t[:, t.shape[1] // 2]
         if self.global_pool == "bilateral_flatten":
             return torch.cat([t[:, 0], t[:, -1]], dim=-1)
         if self.global_pool == "bilateral_avg":
@@ -494,16 +649,20 @@ class VisionLSTM(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         take, max_index = feature_take_indices(len(self.blocks), indices)
         x = self._embed(x)
+        cls = self._cls_tokens(x)
         blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
         intermediates = []
         for j, block in enumerate(blocks):
-            x = self._run_block(block, x)
-            if j in take:
+            if cls is None:
+                x = self._run_block(block, x)
+            else:
+                x, cls = self._run_block(block, x, cls)
+            if j in take:  # patch tokens only
                 y = self.norm(x) if norm else x
                 intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
         if intermediates_only:
             return intermediates
-        return self.norm(x), intermediates
+        return self._final_norm(x, cls), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -664,3 +823,69 @@ def vil_smallplus_stride8(**kwargs) -> VisionLSTM:
 @register_model(_cfg(paper_top1=82.7))
 def vil_base_stride8(**kwargs) -> VisionLSTM:
     return _build_v1(dict(embed_dim=768, depth=24, stride=8), kwargs)
+
+
+# ----------------------------------------------------------------------------- the paper's ablation configs
+# ViL-T v1 (the ablation configs live in the official `yamls/pretrain/vil/v1/...`). Directions: ImageNet-100,
+# 400 epochs at 128 px; poolings: ImageNet-1K, 400 epochs at 192 px. The reported numbers are not known here.
+_DIRECTION_ABLATION = dict(num_classes=100, img_size=128)
+_POOL_ABLATION = dict(img_size=192)
+
+
+def _ablation_cfg(img_size: int, num_classes: int = 1000) -> dict[str, Any]:
+    return _cfg(input_size=(3, img_size, img_size), num_classes=num_classes)
+
+
+@register_model(_ablation_cfg(128, 100))
+def vil_tiny_dir_unidirectional(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, direction_design="unidirectional", **_DIRECTION_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(128, 100))
+def vil_tiny_dir_alternating(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, direction_design="alternating", **_DIRECTION_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(128, 100))
+def vil_tiny_dir_quad_alternating(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, direction_design="quad_alternating", **_DIRECTION_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(128, 100))
+def vil_tiny_dir_bidirectional(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, direction_design="bidirectional", **_DIRECTION_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(128, 100))
+def vil_tiny_dir_bidirectional_shared(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, direction_design="bidirectional_shared", **_DIRECTION_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(128, 100))
+def vil_tiny_dir_quaddirectional(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, direction_design="quaddirectional", **_DIRECTION_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(192))
+def vil_tiny_pool_avg(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, global_pool="avg", **_POOL_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(192))
+def vil_tiny_pool_bilateral_flatten(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, global_pool="bilateral_flatten", **_POOL_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(192))
+def vil_tiny_pool_bilateral_avg(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, global_pool="bilateral_avg", **_POOL_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(192))
+def vil_tiny_pool_middle(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, global_pool="middle", **_POOL_ABLATION), kwargs)
+
+
+@register_model(_ablation_cfg(192))
+def vil_tiny_pool_cls(**kwargs) -> VisionLSTM:
+    return _build_v1(dict(embed_dim=192, depth=24, global_pool="cls", num_cls_tokens=1, **_POOL_ABLATION), kwargs)
