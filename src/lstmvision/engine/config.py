@@ -250,8 +250,8 @@ def check_settings(cfg: dict[str, Any]) -> None:
             raise ValueError(f"{_flag(key)} needs a value, got none (null)")
     for key in ("epochs", "batch_size", "grad_accum", "lr_base_size", "log_interval", "limit_train", "limit_val",
                 "num_classes", "threads"):
-        if cfg.get(key) is not None and cfg[key] < 1:
-            raise ValueError(f"{_flag(key)} must be a positive integer, got {cfg[key]}")
+        if cfg.get(key) is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
+            raise ValueError(f"{_flag(key)} must be a positive integer, got {cfg[key]!r}")
     for key in ("workers", "cooldown_epochs", "checkpoint_steps", "warmup_epochs", "warmup_lr", "min_lr",
                 "weight_decay", "momentum", "color_jitter", "mixup", "cutmix"):
         _check_range(cfg, key, 0)

@@ -36,6 +36,7 @@ from lstmvision.data import BadImageCounter, DataError, build_loader, create_eva
 from lstmvision.engine import checkpoint as ckpt
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.checkpoint import load_state, rng_state, set_rng_state
+from lstmvision.engine.config import check_settings
 from lstmvision.engine.evaluate import autocast_context, evaluate
 from lstmvision.runtime import TIMM_PREFIX, cpu_threads, create_timm_model, find_checkpoint, fit_channels, resolve_device
 from lstmvision.weights import atomic_write
@@ -157,25 +158,15 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------------------------------- building
 def check_config(cfg: dict[str, Any], device: torch.device) -> None:
-    """Impossible combinations → one clear error before anything is built."""
-    if cfg["amp"] not in ("none", "bf16", "fp16"):
-        raise ValueError(f"--amp must be none, bf16 or fp16, got {cfg['amp']!r}")
+    """`config.check_settings` (every range and shape; `train(cfg)` may be called without `resolve_config`) plus
+    the combinations that need the device or several settings: one clear error before anything is built."""
+    check_settings(cfg)
     if cfg["amp"] == "fp16" and device.type == "cpu":
         raise ValueError("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp none on CPU")
-    for key in ("epochs", "batch_size", "grad_accum"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
-    if cfg["img_size"] is not None and int(cfg["img_size"]) < 8:
-        raise ValueError(f"--img-size must be at least 8, got {cfg['img_size']}")
     if (cfg["mixup"] > 0 or cfg["cutmix"] > 0) and cfg["batch_size"] % 2:
         raise ValueError("Mixup/CutMix needs an even --batch-size")
-    if cfg["workers"] is not None and cfg["workers"] < 0:
-        raise ValueError("--workers must be >= 0")
     if cfg["resume"] and cfg["pretrained"]:
         raise ValueError("--resume and --pretrained exclude each other: a resumed run restores its own weights")
-    lr = cfg["lr"]
-    if lr is not None and not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"--lr must be a positive number, got {lr}")
 
 
 def resolve_lr(cfg: dict[str, Any], world: int) -> float:
