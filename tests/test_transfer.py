@@ -185,7 +185,7 @@ def test_fits_resize_without_augmentation(tmp_path):
     import torchvision.transforms.functional as TF
     from PIL import Image
 
-    from lstmvision.engine.trainer import build_transforms
+    from lstmvision.engine.tasks import build_transforms
     from lstmvision.engine.transfer import Backbone, Protocol, Task, run_config
 
     backbone = Backbone("sequencer2d_tiny", None, 28, 3, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], "bicubic")

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 TIMM_PREFIX = "timm:"
+UPERNET_PREFIX = "upernet:"  # a segmentation model saved by `lstmvision segment train`: UperNet on a backbone
 
 
 def create_timm_model(name: str, num_classes: int | None, in_chans: int | None, img_size: int | None,
@@ -166,6 +167,14 @@ def _load_folder(folder: Path, num_classes: int | None, kwargs: dict[str, Any]) 
 
     saved = read_config(folder)
     arch = str(saved.get("architecture", ""))
+    if arch.startswith(UPERNET_PREFIX):
+        from lstmvision.models.upernet import create_segmenter
+
+        model = create_segmenter(num_classes=saved.get("num_classes"), **{**(saved.get("kwargs") or {}), **kwargs})
+        load_state_dict_into(model, read_state_dict(folder), source=str(folder))
+        model.pretrained_cfg = {**dict(model.pretrained_cfg or {}), **(saved.get("pretrained_cfg") or {})}
+        model.class_names = saved.get("class_names")
+        return model
     if not arch.startswith(TIMM_PREFIX):
         return create_model(pretrained=folder, num_classes=num_classes, **kwargs)
     model = create_timm_model(arch[len(TIMM_PREFIX):], saved.get("num_classes"), None, None,

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "memory": ("lstmvision.cli.memory", "peak forward memory and throughput vs input resolution"),
     "check-kernels": ("lstmvision.cli.check_kernels", "every rnn2d/mLSTM backend on a device vs the math reference"),
     "transfer": ("lstmvision.cli.transfer", "VTAB-1K transfer protocol: lr sweep, retrain on train+val, test"),
+    "segment": ("lstmvision.cli.segment", "semantic segmentation with UperNet: train, validate, predict, scenes"),
 }
 
 

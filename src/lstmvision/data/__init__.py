@@ -289,7 +289,10 @@ def collate_skip_bad(batch: list) -> tuple[torch.Tensor | None, torch.Tensor | N
     if not good:
         return None, None, bad
     x = torch.stack([g[0] for g in good])
-    y = torch.tensor([g[1] for g in good], dtype=torch.long)
+    if torch.is_tensor(good[0][1]):  # dense labels (segmentation masks)
+        y = torch.stack([g[1] for g in good])
+    else:
+        y = torch.tensor([g[1] for g in good], dtype=torch.long)
     return x, y, bad
 
 

@@ -81,24 +81,39 @@ _FLAGS: dict[str, tuple[Any, Any, str]] = {
     "resume": (str, None, "resume a run: its folder, its last/ folder or last/state.pth"),
     "log_interval": (int, None, "steps between log lines"),
     "checkpoint_steps": (int, None, "also save last/ every N steps inside an epoch (0 = only at epoch end)"),
+    # segmentation only (`lstmvision segment train`)
+    "seg_base_size": (int, 2, "LONG SHORT: the image scale random resizing and evaluation start from"),
+    "seg_ratio_range": (float, 2, "random resize ratio range around --seg-base-size"),
+    "seg_cat_max_ratio": (float, None, "random crops retry while one class covers more than this fraction"),
+    "seg_stride": (int, None, "sliding-window stride of evaluation (default: 2/3 of --img-size, the crop)"),
+    "aux_weight": (float, None, "loss weight of the auxiliary FCN head (0 = no auxiliary head)"),
+    "decoder_channels": (int, None, "UperNet decoder channels (default: 192 for ViL-T, 384 for larger ViL, "
+                                    "else 256)"),
 }
+SEGMENT_KEYS = ("seg_base_size", "seg_ratio_range", "seg_cat_max_ratio", "seg_stride", "aux_weight",
+                "decoder_channels", "photometric")
+TASKS = ("classify", "segment")
 _BOOLS: dict[str, str] = {
     "ema": "keep an EMA of the weights (evaluated too)",
     "channels_last": "channels-last memory format",
     "compile": "torch.compile the model",
     "grad_checkpointing": "gradient checkpointing",
     "strict_images": "an unreadable image is an error instead of being skipped",
+    "photometric": "photometric distortion (brightness, contrast, saturation, hue) of training images",
 }
 _BOOL_KEYS = (*_BOOLS, "eval_ema")
 ERASE_MODES = ("const", "rand", "pixel")
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "rsqrt")
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False) -> None:
+    """The training flags; `segment` adds the segmentation settings (`lstmvision segment train`)."""
     p.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML of settings (flags override it)")
     p.add_argument("--recipe", help=f"named preset (default {DEFAULT_RECIPE}); see --list-recipes")
     p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     for key, (typ, nargs, help_text) in _FLAGS.items():
+        if key in SEGMENT_KEYS and not segment:
+            continue
         kw: dict[str, Any] = dict(type=typ, default=None, help=help_text, dest=key)
         if nargs is not None:
             kw["nargs"] = nargs
@@ -106,6 +121,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
             kw["choices"] = ["none", "bf16", "fp16"]
         p.add_argument("--" + key.replace("_", "-"), **kw)
     for key, help_text in _BOOLS.items():
+        if key in SEGMENT_KEYS and not segment:
+            continue
         p.add_argument("--" + key.replace("_", "-"), dest=key, action=argparse.BooleanOptionalAction, default=None,
                        help=help_text)
     p.add_argument("--debug-nan-at-step", dest="_debug_nan_at_step", type=int, default=None,
@@ -177,6 +194,10 @@ def coerce_setting(key: str, value: Any) -> Any:
     if key in _BOOL_KEYS:
         if not isinstance(value, bool):
             raise ValueError(f"{_flag(key)} must be true or false, got {value!r}")
+        return value
+    if key == "task":
+        if value not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {value!r}")
         return value
     if key == "model_kwargs":
         if isinstance(value, dict) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -273,6 +294,14 @@ def check_settings(cfg: dict[str, Any]) -> None:
     if cfg.get("in_chans") is not None and cfg["in_chans"] not in (1, 3):
         raise ValueError(f"--in-chans must be 1 (grayscale) or 3 (RGB), got {cfg['in_chans']}")
     _check_choice(cfg, "amp", ("none", "bf16", "fp16"))
+    _check_choice(cfg, "task", TASKS)
+    _check_range(cfg, "seg_base_size", 8)
+    _check_range(cfg, "seg_ratio_range", 0, low_open=True)
+    _check_pair(cfg, "seg_ratio_range")
+    _check_range(cfg, "seg_cat_max_ratio", 0, 1, low_open=True)
+    _check_range(cfg, "seg_stride", 1)
+    _check_range(cfg, "decoder_channels", 1)
+    _check_range(cfg, "aux_weight", 0)
     _check_choice(cfg, "interpolation", INTERPOLATIONS)
     _check_choice(cfg, "train_interpolation", ("random", *INTERPOLATIONS))
     _check_choice(cfg, "remode", ERASE_MODES)

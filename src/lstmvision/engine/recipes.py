@@ -24,6 +24,10 @@ DEFAULTS: dict[str, Any] = dict(
     amp="none", channels_last=False, compile=False, grad_checkpointing=False,
     device=None, workers=2, threads=None, seed=42, output="runs", experiment=None, resume=None,
     log_interval=50, checkpoint_steps=0, eval_ema=True,
+    task="classify",
+    # semantic segmentation (task 'segment', `lstmvision segment train`); img_size is the crop size
+    seg_base_size=[2048, 512], seg_ratio_range=[0.5, 2.0], seg_cat_max_ratio=0.75, photometric=True,
+    seg_stride=None, aux_weight=0.4, decoder_channels=None,
 )
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -72,6 +76,22 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPES["sequencer-small-long"] = dict(RECIPES["sequencer-small"], model="sequencer2d_small32", epochs=100,
                                        img_size=28, batch_size=256, lr=2e-3, warmup_epochs=3, reprob=0.25,
                                        ema=True, ema_decay=0.999, workers=4)
+# vision-lstm.md §4.3: UperNet on ADE20K (ViL-T; S/B: --drop-path 0.05/0.1 --decoder-channels 384). The
+# official 160k iterations at batch 16 on the 20,210 training images are 127 epochs; 1500 warmup iterations
+# are 1.19 epochs. Layer-wise lr decay 0.65 over the backbone's block groups; the decoder trains at full lr.
+RECIPES["upernet-ade20k"] = dict(
+    task="segment", model="vil2_tiny", epochs=127, batch_size=16, lr=5e-4, opt="adamw", weight_decay=0.05,
+    layer_decay=0.65, sched="cosine", warmup_epochs=1.19, warmup_lr=1e-6, min_lr=1e-6, img_size=512,
+    seg_base_size=[2048, 512], seg_ratio_range=[0.5, 2.0], seg_cat_max_ratio=0.75, hflip=0.5, photometric=True,
+    seg_stride=341, aux_weight=0.4, smoothing=0.0, drop_path=0.0, amp="fp16", mixup=0.0, cutmix=0.0,
+    aa=None, reprob=0.0, color_jitter=0.0, ema=False, workers=4, log_interval=50,
+)
+# The same protocol scaled to `lstmvision segment scenes` (96 px Fashion-MNIST scenes) on a CPU.
+RECIPES["upernet-small"] = dict(
+    RECIPES["upernet-ade20k"], model="sequencer2d_tiny", epochs=10, batch_size=16, lr=1e-3, layer_decay=None,
+    warmup_epochs=1, img_size=64, seg_base_size=[384, 96], seg_stride=32, amp="none", workers=1,
+    decoder_channels=64,
+)
 RECIPES["vil-small"] = dict(RECIPES["sequencer-small-long"], model="vil2_tiny", drop_path=0.0,
                             model_kwargs={"patch_size": 4})
 DEFAULT_RECIPE = "sequencer-small"

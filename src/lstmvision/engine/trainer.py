@@ -32,16 +32,18 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from lstmvision.data import BadImageCounter, DataError, build_loader, create_eval_transform, limit, resolve_dataset
+from lstmvision.data import BadImageCounter, DataError
 from lstmvision.engine import checkpoint as ckpt
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.checkpoint import load_state, rng_state, set_rng_state
 from lstmvision.engine.config import check_settings
-from lstmvision.engine.evaluate import autocast_context, evaluate
-from lstmvision.runtime import TIMM_PREFIX, cpu_threads, create_timm_model, find_checkpoint, fit_channels, resolve_device
+from lstmvision.engine.evaluate import autocast_context
+from lstmvision.engine.tasks import Data, Task, get_task
+from lstmvision.runtime import cpu_threads, find_checkpoint, resolve_device
 from lstmvision.weights import atomic_write
 
-SUMMARY_FIELDS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "img_s"]
+def summary_fields(task: Task) -> list[str]:
+    return ["epoch", "train_loss", "val_loss", *task.metrics, "lr", "img_s"]
 
 
 class TrainingError(ValueError):
@@ -119,12 +121,13 @@ def write_file(path: Path, write) -> None:
         raise TrainingError(f"could not write {path} ({e.strerror or e})") from None
 
 
-def write_summary(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+def write_summary(run_dir: Path, rows: list[dict[str, Any]], task: Task) -> None:
+    fields = summary_fields(task)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
+    w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in rows:
-        w.writerow({k: r[k] for k in SUMMARY_FIELDS})
+        w.writerow({k: r[k] for k in fields})
     write_file(run_dir / "summary.csv", lambda p: Path(p).write_text(buf.getvalue()))
 
 
@@ -136,7 +139,7 @@ def read_summary(run_dir: Path) -> list[dict[str, Any]]:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+def plot_curves(run_dir: Path, rows: list[dict[str, Any]], task: Task) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,9 +150,9 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     a.plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
     a.plot(ep, [r["val_loss"] for r in rows], "o-", label="val")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend(), a.grid(alpha=0.3)
-    b.plot(ep, [r["top1"] for r in rows], "o-", label="top-1")
-    b.plot(ep, [r["top5"] for r in rows], "o-", label="top-5")
-    b.set_xlabel("epoch"), b.set_ylabel("val accuracy (%)"), b.legend(), b.grid(alpha=0.3)
+    for key in task.metrics:
+        b.plot(ep, [r[key] for r in rows], "o-", label=key)
+    b.set_xlabel("epoch"), b.set_ylabel("validation (%)"), b.legend(), b.grid(alpha=0.3)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     write_file(run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=80))
@@ -163,8 +166,7 @@ def check_config(cfg: dict[str, Any], device: torch.device) -> None:
     check_settings(cfg)
     if cfg["amp"] == "fp16" and device.type == "cpu":
         raise ValueError("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp none on CPU")
-    if (cfg["mixup"] > 0 or cfg["cutmix"] > 0) and cfg["batch_size"] % 2:
-        raise ValueError("Mixup/CutMix needs an even --batch-size")
+    get_task(cfg.get("task")).check(cfg, device)
     if cfg["resume"] and cfg["pretrained"]:
         raise ValueError("--resume and --pretrained exclude each other: a resumed run restores its own weights")
 
@@ -176,54 +178,6 @@ def resolve_lr(cfg: dict[str, Any], world: int) -> float:
     return float(cfg["lr_base"]) * global_batch / float(cfg["lr_base_size"])
 
 
-def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_names: list[str]) -> nn.Module:
-    """The registered model `cfg['model']`, or any timm model as 'timm:NAME', with the run's data settings."""
-    kwargs = dict(cfg.get("model_kwargs") or {})
-    if cfg["drop_path"]:
-        kwargs["drop_path_rate"] = cfg["drop_path"]
-    if cfg["drop"]:
-        kwargs["drop_rate"] = cfg["drop"]
-    size = int(cfg["img_size"])
-    if cfg["model"].startswith(TIMM_PREFIX):
-        model = create_timm_model(cfg["model"][len(TIMM_PREFIX):], num_classes, in_chans, size, kwargs)
-        if cfg["pretrained"]:
-            from lstmvision.weights import load_pretrained
-
-            load_pretrained(model, cfg["pretrained"])
-    else:
-        from lstmvision.models import create_model, is_model
-
-        if not is_model(cfg["model"]):
-            create_model(cfg["model"])  # raises the registry's "unknown model" error with suggestions
-        kwargs.setdefault("img_size", size)  # models with position embeddings need it (ViL)
-        model = create_model(cfg["model"], pretrained=cfg["pretrained"], num_classes=num_classes,
-                             in_chans=in_chans, **kwargs)
-    model.class_names = list(class_names)
-    model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(in_chans, size, size), mean=tuple(cfg["mean"]),
-                                std=tuple(cfg["std"]), crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
-                                num_classes=num_classes)
-    if cfg["grad_checkpointing"]:
-        model.set_grad_checkpointing(True)
-    return model
-
-
-def build_transforms(cfg: dict[str, Any], in_chans: int):
-    from timm.data import create_transform
-
-    size = int(cfg["img_size"])
-    input_size = (in_chans, size, size)
-    crop_mode = cfg.get("crop_mode") or "center"  # 'squash': plain resize to the input size (transfer protocol)
-    train_tf = create_transform(
-        input_size, is_training=True, scale=tuple(cfg["scale"]), ratio=tuple(cfg["ratio"]), hflip=cfg["hflip"],
-        color_jitter=cfg["color_jitter"] or None, auto_augment=cfg["aa"], interpolation=cfg["train_interpolation"],
-        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), re_prob=cfg["reprob"], re_mode=cfg["remode"],
-    ) if not cfg.get("no_aug") else create_eval_transform(input_size, cfg["mean"], cfg["std"], 1.0,
-                                                          cfg["interpolation"], crop_mode)
-    eval_tf = create_eval_transform(input_size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"],
-                                    cfg["interpolation"], crop_mode)
-    return train_tf, eval_tf
-
-
 def make_run_dir(cfg: dict[str, Any]) -> Path:
     model = cfg["model"].replace(":", "-")  # timm:NAME
     name = cfg["experiment"] or f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{cfg['img_size']}"
@@ -231,19 +185,6 @@ def make_run_dir(cfg: dict[str, Any]) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- state
-@dataclass
-class Data:
-    train_loader: Any
-    val_loader: Any
-    class_names: list[str]
-    in_chans: int
-    data_chans: int  # channels of the images themselves (1: grayscale data), whatever the model takes
-    num_classes: int
-    steps_per_epoch: int
-    n_train: int
-    n_val: int
-
-
 @dataclass
 class Parts:
     model: nn.Module
@@ -285,6 +226,7 @@ class Run:
     """Everything one training run carries from step to step."""
 
     cfg: dict[str, Any]
+    task: Task
     env: Dist
     log: Logger
     callbacks: list[Callback]
@@ -334,51 +276,14 @@ def prepare_config(cfg: dict[str, Any], env: Dist) -> dict[str, Any]:
     return cfg
 
 
-def build_data(cfg: dict[str, Any], env: Dist) -> Data:
-    """Datasets and loaders; fills in `cfg` mean/std for the model's channels (on the run's private copy)."""
-    train_ds = resolve_dataset(cfg["data"], "train", img_mode="L")
-    class_names = list(train_ds.class_names)
-    data_chans = 1 if getattr(train_ds, "grayscale", False) else 3
-    in_chans = int(cfg["in_chans"] or data_chans)
-    img_mode = "L" if in_chans == 1 else "RGB"
-    train_ds.img_mode = img_mode
-    val_ds = resolve_dataset(cfg["data"], "val", img_mode=img_mode, class_names=class_names)
-    if hasattr(train_ds, "dataset"):
-        train_ds.dataset.img_mode = img_mode
-    train_ds = limit(train_ds, cfg["limit_train"], cfg["seed"])
-    val_ds = limit(val_ds, cfg["limit_val"], cfg["seed"])
-    num_classes = int(cfg["num_classes"] or len(class_names))
-    if num_classes < len(class_names):
-        raise ValueError(f"--num-classes {num_classes} is smaller than the {len(class_names)} classes in the data")
-    if cfg["mean"] is None or cfg["std"] is None:
-        from lstmvision.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-        from lstmvision.models.registry import IMAGENET_MEAN, IMAGENET_STD
-
-        gray = in_chans == 1
-        cfg["mean"] = list(FASHION_MNIST_MEAN if gray else IMAGENET_MEAN)
-        cfg["std"] = list(FASHION_MNIST_STD if gray else IMAGENET_STD)
-    cfg["mean"], cfg["std"] = list(fit_channels(cfg["mean"], in_chans)), list(fit_channels(cfg["std"], in_chans))
-    train_tf, eval_tf = build_transforms(cfg, in_chans)
-    batch, workers, pin = cfg["batch_size"], int(cfg["workers"]), env.device.type == "cuda"
-    train_loader = build_loader(train_ds, train_tf, batch, True, workers, env.world, env.rank, cfg["seed"],
-                                pin_memory=pin, drop_last=cfg["mixup"] > 0 or cfg["cutmix"] > 0)
-    val_loader = build_loader(val_ds, eval_tf, batch * 2, False, workers, env.world, env.rank, pin_memory=pin)
-    if len(train_loader) == 0:
-        raise DataError("the training set is smaller than one batch; lower --batch-size")
-    return Data(train_loader, val_loader, class_names, in_chans, data_chans, num_classes, len(train_loader),
-                len(train_ds), len(val_ds))
-
-
-def build_parts(cfg: dict[str, Any], data: Data, env: Dist) -> Parts:
+def build_parts(cfg: dict[str, Any], task: Task, data: Data, env: Dist) -> Parts:
     """Model, optimizer, schedule, AMP scaler, EMA, Mixup and loss; sets cfg['lr_resolved']."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
 
     device = env.device
-    model = build_model(cfg, data.num_classes, data.in_chans, data.class_names).to(device)
+    model = task.build_model(cfg, data).to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     lr = cfg["lr_resolved"] = resolve_lr(cfg, env.world)
@@ -394,16 +299,7 @@ def build_parts(cfg: dict[str, Any], data: Data, env: Dist) -> Parts:
     )
     scaler = torch.amp.GradScaler(device.type) if cfg["amp"] == "fp16" else None
     ema = ModelEmaV3(model, decay=cfg["ema_decay"]) if cfg["ema"] else None
-    mixup = None
-    if cfg["mixup"] > 0 or cfg["cutmix"] > 0:
-        mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], prob=cfg["mixup_prob"],
-                      switch_prob=cfg["mixup_switch_prob"], label_smoothing=cfg["smoothing"],
-                      num_classes=data.num_classes)
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg["smoothing"]:
-        criterion = LabelSmoothingCrossEntropy(cfg["smoothing"])
-    else:
-        criterion = nn.CrossEntropyLoss()
+    criterion, mixup = task.build_loss(cfg, data)
     return Parts(model, model, optimizer, scheduler, total_epochs, lr, criterion, scaler, ema, mixup)
 
 
@@ -595,8 +491,8 @@ def commit_epoch(run: Run, row: dict[str, Any], is_best: bool) -> None:
     if is_best:
         _publish(run, "best")
     if run.env.main:
-        write_summary(run.run_dir, run.rows)
-        plot_curves(run.run_dir, run.rows)
+        write_summary(run.run_dir, run.rows, run.task)
+        plot_curves(run.run_dir, run.rows, run.task)
     run.emit("on_checkpoint", "summary")
     run.env.barrier()
 
@@ -613,7 +509,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, step: int) ->
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast_context(device, cfg["amp"]):
         out = p.train_model(x)
-        loss = p.criterion(out.float(), y)
+        loss = p.criterion(_as_float(out), y)
     for cb in run.callbacks:
         loss = cb.on_loss(run, loss)
     track_loss(run, loss.detach(), n, step)
@@ -628,6 +524,10 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, step: int) ->
     run.probe = x
     run.emit("on_step_end", x.shape[0])
     return accum_last
+
+
+def _as_float(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 
 
 def track_loss(run: Run, loss: torch.Tensor, n: int, step: int) -> None:
@@ -742,37 +642,42 @@ def evaluate_epoch(run: Run) -> dict[str, Any]:
     train_time = sums.elapsed()
     ips = sums.images / max(train_time, 1e-9)
     loader, device = run.data.val_loader, run.device
-    metrics = evaluate(p.model, loader, device, cfg["amp"], cfg["channels_last"], run.bad)
+    task = run.task
+    metrics = task.evaluate(p.model, loader, device, cfg, run.bad)
     if p.ema is not None and cfg["eval_ema"]:
-        metrics["ema_top1"] = evaluate(p.ema.module, loader, device, cfg["amp"], cfg["channels_last"], run.bad)["top1"]
+        metrics[f"ema_{task.score}"] = task.evaluate(p.ema.module, loader, device, cfg, run.bad)[task.score]
     metrics["train_time"] = train_time
     run.metrics = metrics
     lr = p.optimizer.param_groups[0]["lr"]
     return dict(epoch=run.epoch, train_loss=round(loss_sum / max(loss_n, 1), 6), val_loss=round(metrics["loss"], 6),
-                top1=round(metrics["top1"], 4), top5=round(metrics["top5"], 4), lr=lr, img_s=round(ips, 1))
+                **{k: round(metrics[k], 4) for k in task.metrics}, lr=lr, img_s=round(ips, 1))
 
 
 def log_epoch(run: Run, row: dict[str, Any], t_start: float) -> None:
     if not run.env.main:
         return
-    for k in ("train_loss", "val_loss", "top1", "top5", "img_s"):
+    task = run.task
+    for k in ("train_loss", "val_loss", *task.metrics, "img_s"):
         run.writer.add_scalar(f"epoch/{k}", row[k], row["epoch"])
     run.writer.flush()
     m = run.metrics
-    extra = f" ema_top1 {m['ema_top1']:.2f}" if "ema_top1" in m else ""
+    ema = f"ema_{task.score}"
+    extra = f" {ema} {m[ema]:.2f}" if ema in m else ""
+    scores = " ".join(f"{k} {row[k]:.2f}" for k in task.metrics)
     run.log(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
-            f"top1 {row['top1']:.2f} top5 {row['top5']:.2f}{extra} lr {row['lr']:.3e} {row['img_s']:.0f} img/s "
+            f"{scores}{extra} lr {row['lr']:.3e} {row['img_s']:.0f} img/s "
             f"({m['train_time']:.0f}s train, {time.time() - t_start:.0f}s total)")
 
 
 def finish_epoch(run: Run, t_start: float) -> None:
     """Evaluate, step the epoch schedule and commit the epoch (checkpoints + summary row)."""
     row = evaluate_epoch(run)
-    top1 = run.metrics["top1"]
-    run.parts.scheduler.step(run.epoch + 1, top1)
-    is_best = run.best is None or top1 > run.best["top1"]
+    key = run.task.score
+    score = run.metrics[key]
+    run.parts.scheduler.step(run.epoch + 1, score)
+    is_best = run.best is None or score > run.best[key]
     if is_best:
-        run.best = dict(epoch=run.epoch, top1=top1, top5=run.metrics["top5"], loss=run.metrics["loss"])
+        run.best = dict(epoch=run.epoch, **{k: run.metrics[k] for k in run.task.metrics}, loss=run.metrics["loss"])
     check_loss(run)
     run.epoch, run.step_in_epoch, run.sums = run.epoch + 1, 0, EpochSums.zero(run.device)
     commit_epoch(run, row, is_best)
@@ -802,12 +707,13 @@ def setup(cfg: dict[str, Any], env: Dist, callbacks: list[Callback]) -> Run:
         torch.set_num_threads(cfg.get("threads") or cpu_threads(int(cfg["workers"] or 0), local_world))
     resume_from, state = open_resume(cfg, env) if cfg["resume"] else (None, None)
     random_seed(cfg["seed"], env.rank)
-    data = build_data(cfg, env)
+    task = get_task(cfg.get("task"))
+    data = task.build_data(cfg, env.world, env.rank, pin_memory=env.device.type == "cuda")
     if state is not None:
         check_same_data(state, data, cfg, resume_from)
-    parts = build_parts(cfg, data, env)
+    parts = build_parts(cfg, task, data, env)
     run_dir = resume_from.parent if resume_from is not None else new_run_dir(cfg, env)
-    run = Run(cfg, env, Logger(env.main), callbacks, data, parts, run_dir, sums=EpochSums.zero(env.device),
+    run = Run(cfg, task, env, Logger(env.main), callbacks, data, parts, run_dir, sums=EpochSums.zero(env.device),
               bad=BadImageCounter(strict=cfg["strict_images"], verbose=env.main))
     if state is not None:
         restore(run, resume_from, state)
@@ -842,7 +748,7 @@ def open_run_folder(run: Run, resumed: bool) -> None:
                  num_classes=data.num_classes)
     write_file(run_dir / "config.yaml", lambda p: Path(p).write_text(yaml.safe_dump(saved, sort_keys=True)))
     if resumed:
-        write_summary(run_dir, run.rows)
+        write_summary(run_dir, run.rows, run.task)
     run.writer = SummaryWriter(str(run_dir / "tb"), purge_step=run.global_step if resumed else None)
 
 
@@ -856,5 +762,5 @@ def fit(run: Run) -> dict[str, Any]:
         run.log(f"train: skipped {run.bad.count} unreadable images")
     m = run.metrics
     return dict(run_dir=str(run.run_dir), epochs=run.parts.total_epochs, global_step=run.global_step, best=run.best,
-                final=dict(top1=m.get("top1"), top5=m.get("top5"), loss=m.get("loss")),
+                final=dict({k: m.get(k) for k in run.task.metrics}, loss=m.get("loss")),
                 time_s=round(time.time() - t_start, 1), skipped_images=run.bad.count, rank=run.env.rank)
