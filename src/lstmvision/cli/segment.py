@@ -97,21 +97,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
         return 0
-    from lstmvision.engine.callbacks import debug_callbacks
-    from lstmvision.engine.trainer import train
+    from lstmvision.cli.train import run_training
 
-    result = train(cfg, callbacks=debug_callbacks(cfg))
-    if result.get("rank", 0) == 0:
-        final, best = result["final"], result["best"] or {}
-        if final.get("miou") is None:
-            print(f"segment train: nothing left to do; run folder: {result['run_dir']}")
-        else:
-            print(f"segment train: done in {result['time_s']:.0f}s; final mIoU {final['miou']:.2f} aAcc "
-                  f"{final['aacc']:.2f} mAcc {final['macc']:.2f}; best mIoU {best.get('miou', float('nan')):.2f} "
-                  f"(epoch {best.get('epoch')})")
-            print(f"segment train: run folder: {result['run_dir']} (checkpoints best/ and last/)")
-        print(json.dumps({k: v for k, v in result.items() if k != "rank"}), flush=True)
-    return 0
+    return run_training(cfg, "segment train")
 
 
 def _load(args: argparse.Namespace):

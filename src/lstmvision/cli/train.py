@@ -28,18 +28,25 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
         return 0
+    return run_training(cfg, "train")
+
+
+def run_training(cfg: dict, prog: str) -> int:
+    """Train by `cfg` and print the outcome in the run's metrics (classification or segmentation)."""
     from lstmvision.engine.callbacks import debug_callbacks
+    from lstmvision.engine.tasks import get_task
     from lstmvision.engine.trainer import train
 
     result = train(cfg, callbacks=debug_callbacks(cfg))
     if result.get("rank", 0) == 0:
+        task = get_task(cfg.get("task"))
         final, best = result["final"], result["best"] or {}
-        if final.get("top1") is None:
-            print(f"train: nothing left to do; run folder: {result['run_dir']}")
+        if final.get(task.score) is None:
+            print(f"{prog}: nothing left to do; run folder: {result['run_dir']}")
         else:
-            print(f"train: done in {result['time_s']:.0f}s; final top1 {final['top1']:.2f}% top5 {final['top5']:.2f}% "
-                  f"loss {final['loss']:.4f}; best top1 {best.get('top1', float('nan')):.2f}% "
-                  f"(epoch {best.get('epoch')})")
-            print(f"train: run folder: {result['run_dir']} (checkpoints best/ and last/)")
+            scores = " ".join(f"{k} {final[k]:.2f}%" for k in task.metrics)
+            print(f"{prog}: done in {result['time_s']:.0f}s; final {scores} loss {final['loss']:.4f}; best "
+                  f"{task.score} {best.get(task.score, float('nan')):.2f}% (epoch {best.get('epoch')})")
+            print(f"{prog}: run folder: {result['run_dir']} (checkpoints best/ and last/)")
         print(json.dumps({k: v for k, v in result.items() if k != "rank"}), flush=True)
     return 0

@@ -19,6 +19,15 @@ def autocast_context(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def sum_over_ranks(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`sums` (a CPU tensor) added up over the distributed ranks, if any."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return sums
+    t = sums.to(device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.cpu()
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "none",
              channels_last: bool = False, bad: BadImageCounter | None = None) -> dict[str, Any]:
@@ -41,10 +50,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "n
         n = y.shape[0]
         sums += torch.tensor([F.cross_entropy(out, y, reduction="sum").item(), top1.item() * n / 100,
                               top5.item() * n / 100, n], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        t = sums.to(device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t)
-        sums = t.cpu()
+    sums = sum_over_ranks(sums, device)
     model.train(was_training)
     if sums[3].item() == 0:
         raise DataError(f"no readable images in {data_source(loader.dataset)} (every evaluation image was skipped)")

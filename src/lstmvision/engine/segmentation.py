@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lstmvision.data import BadImageCounter, DataError, build_loader, limit
-from lstmvision.engine.evaluate import autocast_context, data_source
+from lstmvision.engine.evaluate import autocast_context, data_source, sum_over_ranks
 from lstmvision.engine.tasks import Data, Task, fill_normalisation, model_kwargs
 
 
@@ -94,10 +93,7 @@ def evaluate_segmentation(model: nn.Module, loader, device: torch.device, num_cl
             sums[2] += x.shape[0]
         if on_batch is not None:
             on_batch(x, y, pred)
-    if dist.is_available() and dist.is_initialized():
-        t = sums.to(device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t)
-        sums = t.cpu()
+    sums = sum_over_ranks(sums, device)
     model.train(was_training)
     if sums[2].item() == 0:
         raise DataError(f"no readable images in {data_source(loader.dataset)} (every evaluation image was skipped)")
