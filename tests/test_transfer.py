@@ -196,3 +196,37 @@ def test_fits_resize_without_augmentation(tmp_path):
     want = TF.normalize(TF.to_tensor(TF.resize(img, [28, 28], TF.InterpolationMode.BICUBIC)), cfg["mean"], cfg["std"])
     for tf in (train_tf, eval_tf, train_tf):
         torch.testing.assert_close(tf(img), want)
+
+
+def test_scratch_from_checkpoint_keeps_its_architecture(setup, tmp_path):
+    """`--pretrained CKPT --scratch`: the checkpoint's architecture (narrowed model arguments, channels, input
+    size, normalisation) with random weights; the same checkpoint fine-tuned builds the same architecture."""
+    from lstmvision.engine.transfer import backbone_from_folder
+    from lstmvision.models import create_model
+    from lstmvision.weights import save_pretrained
+
+    _, tasks, _ = setup
+    narrow = dict(embed_dim=32, depth=2, patch_size=4)
+    model = create_model("vil2_tiny", num_classes=10, in_chans=1, img_size=28, **narrow)
+    model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(1, 28, 28), mean=(0.25,), std=(0.5,),
+                                interpolation="bilinear")
+    ckpt = save_pretrained(model, tmp_path / "vil_ckpt")
+    scratch, tuned = backbone_from_folder(ckpt, scratch=True), backbone_from_folder(ckpt)
+    assert scratch.weights is None and tuned.weights == str(Path(ckpt).resolve())
+    assert scratch.model_kwargs == tuned.model_kwargs == narrow  # no img_size/in_chans: set per fit
+    assert (scratch.img_size, scratch.in_chans, scratch.mean, scratch.std, scratch.interpolation) == \
+        (28, 1, [0.25], [0.5], "bilinear")
+
+    out = tmp_path / "out"
+    assert main(_argv(tasks[:1], str(ckpt), out, lrs=["1e-3"], scratch=[])) == 0
+    result = _result(out)
+    assert result["backbone"]["weights"] is None and result["backbone"]["model_kwargs"] == narrow
+    assert "# Transfer: vil2_tiny (embed_dim=32 depth=2 patch_size=4) (weights: none (from scratch))" in \
+        (out / "transfer.md").read_text()
+    final = out / "fmnist_small" / "final_lr0.001_seed0"
+    cfg = yaml.safe_load((final / "config.yaml").read_text())
+    assert cfg["pretrained"] is None and cfg["model_kwargs"] == narrow
+    assert (cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"]) == (28, 1, [0.25], [0.5])
+    trained = create_model(pretrained=final / "last")
+    assert trained.model_kwargs == dict(narrow, in_chans=1, img_size=28)
+    assert sum(p.numel() for p in trained.parameters()) == sum(p.numel() for p in model.parameters())

@@ -9,9 +9,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from lstmvision.engine.transfer import VTAB_LRS
 
     p.add_argument("--pretrained", help="weights to fine-tune: a save_pretrained folder or a training run folder "
-                                        "(uses best/); with --scratch a registered model name")
-    p.add_argument("--scratch", action="store_true", help="--pretrained names a registered model: train it from "
-                                                          "scratch (the baseline)")
+                                        "(uses best/); with --scratch a registered model name or such a folder")
+    p.add_argument("--scratch", action="store_true", help="train from scratch (the baseline): --pretrained names a "
+                   "registered model, or a checkpoint / run folder whose architecture (model arguments, channels, "
+                   "input size, normalisation) is built with random weights")
     p.add_argument("--model", "-m", help="registered model to train from scratch (instead of --pretrained)")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="one folder per task: an ImageFolder tree (train/ and val/|test/) or MNIST idx files")
@@ -46,7 +47,9 @@ def backbone(args: argparse.Namespace):
     if args.model or args.scratch:
         name = args.model or args.pretrained
         if not name:
-            raise UserError("--scratch needs --pretrained NAME (a registered model)")
+            raise UserError("--scratch needs --pretrained NAME (a registered model) or a checkpoint folder")
+        if args.scratch and not args.model and not is_model(name) and Path(name).exists():
+            return backbone_from_folder(find_checkpoint(name, prefer="best"), args.img_size, scratch=True)
         if not is_model(name):
             raise UserError(f"unknown model {name!r}; run `lstmvision models` for the list")
         return backbone_from_name(name, args.img_size)

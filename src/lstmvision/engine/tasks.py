@@ -96,6 +96,9 @@ def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_name
         if not is_model(cfg["model"]):
             create_model(cfg["model"])  # raises the registry's "unknown model" error with suggestions
         kwargs.setdefault("img_size", size)  # models with position embeddings need it (ViL)
+        if cfg["pretrained"]:  # a saved folder's own rates would otherwise carry over to the fine-tuning
+            kwargs.setdefault("drop_path_rate", cfg["drop_path"])
+            kwargs.setdefault("drop_rate", cfg["drop"])
         model = create_model(cfg["model"], pretrained=cfg["pretrained"], num_classes=num_classes,
                              in_chans=in_chans, **kwargs)
     model.class_names = list(class_names)

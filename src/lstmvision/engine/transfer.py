@@ -88,10 +88,16 @@ class Backbone:
     mean: list[float] | None = None  # None: the engine's choice for the channels
     std: list[float] | None = None
     interpolation: str = "bicubic"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture arguments (e.g. a narrowed model)
 
 
-def backbone_from_folder(folder: str | os.PathLike, img_size: int | None = None) -> Backbone:
-    """The model saved in `folder` (a `save_pretrained` folder, e.g. a run's best/) at its own input size."""
+# set per fit by the engine (input size, channels) or by the protocol (no drop-path/dropout), not architecture
+_NOT_ARCHITECTURE = ("img_size", "in_chans", "num_classes", "drop_path_rate", "drop_rate")
+
+
+def backbone_from_folder(folder: str | os.PathLike, img_size: int | None = None, scratch: bool = False) -> Backbone:
+    """The model saved in `folder` (a `save_pretrained` folder, e.g. a run's best/) at its own input size; with
+    `scratch` the same architecture, channels, input size and normalisation, randomly initialised (the baseline)."""
     folder = Path(folder)
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
@@ -102,8 +108,10 @@ def backbone_from_folder(folder: str | os.PathLike, img_size: int | None = None)
 
     pcfg = {**get_pretrained_cfg(saved["architecture"]), **pcfg}
     in_chans, _, size = pcfg["input_size"]
-    return Backbone(saved["architecture"], str(folder.resolve()), int(img_size or size), int(in_chans),
-                    list(pcfg["mean"]), list(pcfg["std"]), pcfg.get("interpolation") or "bicubic")
+    kwargs = {k: v for k, v in (saved.get("kwargs") or {}).items() if k not in _NOT_ARCHITECTURE}
+    return Backbone(saved["architecture"], None if scratch else str(folder.resolve()), int(img_size or size),
+                    int(in_chans), list(pcfg["mean"]), list(pcfg["std"]), pcfg.get("interpolation") or "bicubic",
+                    kwargs)
 
 
 def backbone_from_name(name: str, img_size: int | None = None) -> Backbone:
@@ -221,7 +229,7 @@ def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, l
     cfg = dict(DEFAULTS)
     cfg.update(
         model=backbone.model, pretrained=backbone.weights, num_classes=task.n_classes, in_chans=backbone.in_chans,
-        model_kwargs={}, data=str(data), limit_train=None, limit_val=None,
+        model_kwargs=dict(backbone.model_kwargs), data=str(data), limit_train=None, limit_val=None,
         epochs=protocol.epochs, cooldown_epochs=0, batch_size=protocol.batch_size, grad_accum=1,
         lr=None, lr_base=lr, lr_base_size=LR_SCALE_BATCH, opt="adamw", weight_decay=protocol.weight_decay,
         layer_decay=protocol.layer_decay, clip_grad=None, sched="cosine",
@@ -318,6 +326,7 @@ def check_output(output: Path, backbone: Backbone, protocol: Protocol) -> None:
     f = output / "protocol.json"
     if f.is_file():
         have = json.loads(f.read_text())
+        have.get("backbone", {}).setdefault("model_kwargs", {})  # written before Backbone had model_kwargs
         if have != want:
             diff = sorted(k for part in ("backbone", "protocol") for k in want[part]
                           if have.get(part, {}).get(k) != want[part][k])
@@ -420,7 +429,9 @@ def markdown_table(result: dict[str, Any]) -> str:
     proto, rows = result["protocol"], result["tasks"]
     lrs = [lr_tag(lr) for lr in proto["lrs"]]
     weights = result["backbone"]["weights"] or "none (from scratch)"
-    lines = [f"# Transfer: {result['backbone']['model']} (weights: {weights})", "",
+    kwargs = result["backbone"].get("model_kwargs") or {}
+    arch = result["backbone"]["model"] + (f" ({' '.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else "")
+    lines = [f"# Transfer: {arch} (weights: {weights})", "",
              f"{proto['train_size']} train / {proto['val_size']} val per task, {proto['epochs']} epochs, "
              f"{proto['seeds']} seed(s), batch {proto['batch_size']}, layer decay {proto['layer_decay']}, "
              f"wd {proto['weight_decay']}. Val top-1 is the mean over seeds; test top-1 is of the best lr "
