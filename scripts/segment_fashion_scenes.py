@@ -119,6 +119,18 @@ def write_report(out: Path, rows: list[dict], commands: list[str], wall: float, 
         lines.append(f"| {r['name']} | `{r['architecture']}` {' '.join(r['backbone_kwargs'])} | "
                      f"{r['params'] / 1e6:.2f}M ({r['backbone_params'] / 1e6:.2f}M) | {r['miou']:.2f} | "
                      f"{r['aacc']:.2f} | {r['macc']:.2f} | {r['train_s'] / 60:.1f} min |")
+    if rows:
+        best = max(rows, key=lambda r: r["miou"])
+        garment = {r["name"]: sum(c["iou"] or 0 for c in r["per_class"][1:]) / max(len(r["per_class"]) - 1, 1)
+                   for r in rows}
+        lines += ["", f"Reading: {best['name']} has the highest mIoU ({best['miou']:.2f}). Background IoU is "
+                  f"{min(r['per_class'][0]['iou'] for r in rows):.0f}-{max(r['per_class'][0]['iou'] for r in rows):.0f} "
+                  "for every model while the mean garment IoU is "
+                  + ", ".join(f"{n} {v:.1f}" for n, v in garment.items())
+                  + ": after this short from-scratch training the models find the garments but mostly confuse "
+                  "their classes, so these numbers compare the backbones at an early stage of training, not "
+                  "converged. Train times were taken on the shared 2-core machine with other jobs running "
+                  "(load average 2-4), so they are not a speed comparison."]
     lines += ["", "Per-class IoU:", "", "| class | " + " | ".join(r["name"] for r in rows) + " |",
               "|---|" + "---:|" * len(rows)]
     for i, c in enumerate(names[0] if names else []):
