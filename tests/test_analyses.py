@@ -211,6 +211,28 @@ def test_sequencer_first_stage_erf_is_cross_shaped_vs_cnn():
     assert E.cross_ratio(c_map, E.centre_cell((32, 32), (32, 32))) < 2
 
 
+def test_default_erf_layers_per_stage_or_evenly_spaced():
+    """Without --layers: every stage's output (its last block) of a hierarchical model, four evenly spaced blocks
+    ending with the last of an isotropic one; a timm ResNet's stem activation is no stage."""
+    from lstmvision.models import create_model
+    from lstmvision.runtime import create_timm_model
+
+    assert E.default_layers(tiny_sequencer()) == ["stages.0", "stages.1"]
+    vil = create_model("vil2_tiny", num_classes=10, in_chans=1, img_size=32, patch_size=4, embed_dim=16, depth=8)
+    assert E.default_layers(vil) == ["blocks.1", "blocks.3", "blocks.5", "blocks.7"]
+    deit = create_timm_model("deit_tiny_patch16_224", 10, 1, 32, dict(patch_size=4, embed_dim=16, depth=6,
+                                                                      num_heads=2))
+    assert E.default_layers(deit) == ["blocks.1", "blocks.2", "blocks.4", "blocks.5"]
+    resnet = create_timm_model("resnet10t", 10, 1, None, dict(channels=(8, 8, 8, 8), stem_width=8))
+    assert E.default_layers(resnet) == ["layer1", "layer2", "layer3", "layer4"]
+    cnx = create_timm_model("convnext_atto", 10, 1, None, dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)))
+    assert E.default_layers(cnx) == ["stages.0", "stages.1", "stages.2", "stages.3"]
+    assert E.evenly_spaced(24) == [5, 11, 17, 23] and E.evenly_spaced(2) == [0, 1]
+    with pytest.raises(ValueError, match="--layers"):
+        E.default_layers(nn.Linear(2, 2))
+    assert E.layers_for(tiny_sequencer(), None) == ["stages.0", "stages.1"]
+
+
 # ------------------------------------------------------------------------------------------- memory
 def test_live_tensor_bytes_peak():
     x = torch.randn(256, 256)  # 256 KiB
@@ -260,6 +282,11 @@ def test_erf_cli(data, ckpt, tmp_path):
     arr = np.load(out / "seq__stages.0.npy")
     assert arr.shape == (32, 32) and arr.min() >= 0
     assert (out / "erf.png").is_file()
+    # without --layers: each model's default layers (here every stage of the Sequencer)
+    out2 = tmp_path / "erf_default"
+    assert main(["erf", "--checkpoint", str(ckpt), "--data", str(data), "--images", "2", "-o", str(out2)]) == 0
+    rep = json.loads((out2 / "erf.json").read_text())
+    assert [m["layer"] for m in rep["maps"]] == ["stages.0", "stages.1"] and rep["layers"].startswith("default")
 
 
 def test_robustness_cli(data, ckpt, tmp_path):

@@ -1,7 +1,8 @@
 """`lstmvision erf`: effective receptive fields by the Sequencer paper's protocol (sequencer.md §4.7).
 
 For every layer named by `--layers` (dotted module paths, e.g. `stages.1` for Sequencer, `blocks.3` for ViL or
-a timm ViT, `stages.2` for a timm ConvNeXt):
+a timm ViT, `stages.2` for a timm ConvNeXt; without `--layers`, `default_layers`: the output of every stage - its
+last block - of a hierarchical model, four evenly spaced blocks ending with the last of an isotropic one):
 1. a forward hook takes the layer output and sums the feature at the central position over batch and channels;
 2. that scalar is backpropagated to the input; per image p = ReLU(d/d input) (eval mode, RNNs in train mode as
    the official `train_rnn`; the RNNs have no dropout so nothing changes);
@@ -34,6 +35,7 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,8 +207,61 @@ def _image_batches(model: nn.Module, data: C.EvalImages, size: int, train_aug: b
         yield ((x - m) / s).to(device)
 
 
-def layers_for(model: nn.Module, layers: list[str]) -> list[str]:
-    """The entries of `layers` that apply to `model`: 'LAYER' for every model, 'LABEL=LAYER' for one."""
+DEFAULT_ISOTROPIC_LAYERS = 4
+
+
+def _feature_modules(model: nn.Module) -> list[tuple[str, int | None]]:
+    """(module name, reduction) of the model's feature_info entries that name a module with children (a stage or
+    a block; a stem activation such as a timm ResNet's `act1` is no stage), in order."""
+    info = getattr(model, "feature_info", None)
+    info = getattr(info, "info", info)  # timm's FeatureInfo (features_only models) keeps the dicts in .info
+    modules = dict(model.named_modules())
+    out = []
+    for f in info if isinstance(info, (list, tuple)) else []:
+        name = f.get("module") if isinstance(f, dict) else None
+        if name in modules and any(True for _ in modules[name].children()):
+            out.append((name, f.get("reduction")))
+    return out
+
+
+def evenly_spaced(n_blocks: int, count: int = DEFAULT_ISOTROPIC_LAYERS) -> list[int]:
+    """`count` block indices spread evenly over `n_blocks`, ending with the last (8 -> 1 3 5 7, 6 -> 1 2 4 5)."""
+    count = max(1, min(count, n_blocks))
+    return [int((k + 1) * n_blocks / count + 0.5) - 1 for k in range(count)]
+
+
+def default_layers(model: nn.Module, count: int = DEFAULT_ISOTROPIC_LAYERS) -> list[str]:
+    """The layers whose ERF `lstmvision erf` draws when `--layers` is not given.
+
+    From the model's `feature_info` (timm's contract, which Sequencer and ViL follow): a hierarchical model
+    (entries at more than one reduction) gives the output of every stage, i.e. of its last block - `stages.0`
+    ... for Sequencer and ConvNeXt, `layer1` ... `layer4` for a ResNet (its stem is no stage); an isotropic
+    one (one reduction: ViL, ViT/DeiT) gives `count` evenly spaced blocks ending with the last. Without
+    feature_info, a `stages` container counts as hierarchical and a `blocks` one as isotropic.
+    """
+    feats = _feature_modules(model)
+    if feats:
+        if len({r for _, r in feats}) > 1:  # hierarchical: the last entry of each resolution
+            last: dict[Any, str] = {}
+            for name, r in feats:
+                last.pop(r, None)
+                last[r] = name
+            return list(last.values())
+        return [feats[i][0] for i in evenly_spaced(len(feats), count)]
+    for attr, hierarchical in (("stages", True), ("blocks", False), ("layers", False)):
+        seq = getattr(model, attr, None)
+        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq):
+            idx = range(len(seq)) if hierarchical else evenly_spaced(len(seq), count)
+            return [f"{attr}.{i}" for i in idx]
+    raise ValueError(f"cannot choose ERF layers for {getattr(model, 'label', type(model).__name__)} (no "
+                     "feature_info, stages or blocks): give --layers")
+
+
+def layers_for(model: nn.Module, layers: list[str] | None) -> list[str]:
+    """The entries of `layers` that apply to `model`: 'LAYER' for every model, 'LABEL=LAYER' for one; no
+    `layers` (None or empty): `default_layers(model)`."""
+    if not layers:
+        return default_layers(model)
     label = getattr(model, "label", "")
     chosen = [l.split("=", 1)[-1] for l in layers if "=" not in l or l.split("=", 1)[0] == label]
     if not chosen:
@@ -214,11 +269,12 @@ def layers_for(model: nn.Module, layers: list[str]) -> list[str]:
     return chosen
 
 
-def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], images: int, output: str | Path,
-               img_size: int | None = None, layout: str = "auto", train_aug: bool = False, seed: int = 0,
-               device: torch.device | None = None) -> dict:
-    """ERF maps of `layers` of each model (with `.label`, from `runtime.load_model`) over exactly `images` random
-    images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to `output` and returns the report."""
+def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str] | None, images: int,
+               output: str | Path, img_size: int | None = None, layout: str = "auto", train_aug: bool = False,
+               seed: int = 0, device: torch.device | None = None) -> dict:
+    """ERF maps of `layers` of each model (with `.label`, from `runtime.load_model`; None: `default_layers` of
+    each) over exactly `images` random images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to
+    `output` and returns the report."""
     from tqdm import tqdm
 
     if images < 1:
@@ -250,6 +306,7 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str], i
     scaled = joint_minmax([e["map"] for e in entries])
     plot_grid(entries, scaled, out / "erf.png")
     report = dict(data=data.name, images=images, train_aug=train_aug, centre="(H//2-1, W//2-1)",
+                  layers="given" if layers else "default (every stage's output; evenly spaced blocks if isotropic)",
                   seconds=round(time.time() - t0, 1),
                   maps=[{k: v for k, v in e.items() if k != "map"} for e in entries])
     C.write_report(out, "erf", report, table(report))

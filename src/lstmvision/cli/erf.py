@@ -11,9 +11,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", default=[], metavar="NAME",
                    help="registered names or timm:NAME (random init unless --pretrained)")
     p.add_argument("--pretrained", help="weights for a single --model (file, or run / checkpoint folder)")
-    p.add_argument("--layers", nargs="+", required=True,
+    p.add_argument("--layers", nargs="+",
                    help="dotted module names (e.g. stages.1 blocks.3); 'MODEL=LAYER' restricts a layer to the model "
-                        "labelled MODEL (its folder or model name)")
+                        "labelled MODEL (its folder or model name). Default: per model, the output of every stage "
+                        "(its last block) of a hierarchical model (Sequencer stages.0.., ConvNeXt stages.0.., "
+                        "ResNet layer1..layer4) and 4 evenly spaced blocks ending with the last of an isotropic one "
+                        "(ViL, ViT/DeiT: blocks.1 3 5 7 of 8)")
     p.add_argument("--images", "-n", type=int, default=32, help="number of random images summed (exactly N)")
     p.add_argument("--img-size", type=int, help="input size (default: each model's training size)")
     p.add_argument("--layout", choices=["auto", "nhwc", "nchw"], default="auto", help="layout of 4-D outputs")

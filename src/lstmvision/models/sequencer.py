@@ -559,3 +559,15 @@ def sequencer2d_tiny(**kwargs) -> Sequencer:
 @register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
 def sequencer2d_small32(**kwargs) -> Sequencer:
     return _build(dict(_TINY, layers=(2, 2), embed_dims=(64, 128), hidden_sizes=(32, 64), num_classes=10), kwargs)
+
+
+# The vanilla (1-D) Sequencer at the same small scale, shaped like v_sequencer_s: a patch-4 stem (28 px -> one
+# BiLSTM over the 7x7 = 49 raster-ordered tokens), a PW linear (patch 1) between the two stages, no fc, so the
+# hidden size is half the width. 0.29 M parameters against sequencer2d_tiny's 0.27 M.
+_V_TINY = dict(layers=(2, 1), patch_sizes=(4, 1), embed_dims=(96, 96), hidden_sizes=(48, 48), mlp_ratios=2.0,
+               mixer="1d")
+
+
+@register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
+def v_sequencer_tiny(**kwargs) -> Sequencer:
+    return _build(dict(_V_TINY, num_classes=10), kwargs)
