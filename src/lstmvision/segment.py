@@ -17,7 +17,9 @@ def settings(model: nn.Module, crop: int | None = None, stride: int | None = Non
     """Evaluation settings: the model's own (saved at training time) with the given overrides."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     crop = int(crop or cfg.get("input_size", (3, 512, 512))[-1])
-    return dict(crop=crop, stride=int(stride or cfg.get("seg_stride") or max(1, round(crop * 2 / 3))),
+    from lstmvision.engine.segmentation import default_stride
+
+    return dict(crop=crop, stride=int(stride or cfg.get("seg_stride") or default_stride(crop)),
                 base_size=tuple(base_size or cfg.get("seg_base_size") or (2048, 512)),
                 mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
                 in_chans=int(cfg.get("input_size", (3,))[0]))

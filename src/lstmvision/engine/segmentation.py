@@ -38,8 +38,13 @@ class SegmentationLoss(nn.Module):
         return self._ce(out, target)
 
 
+def default_stride(crop: int) -> int:
+    """The sliding-window stride when none is set: 2/3 of the crop (ADE20K's 341 for 512)."""
+    return max(1, round(crop * 2 / 3))
+
+
 def eval_stride(cfg: dict[str, Any]) -> int:
-    return int(cfg.get("seg_stride") or max(1, round(int(cfg["img_size"]) * 2 / 3)))
+    return int(cfg.get("seg_stride") or default_stride(int(cfg["img_size"])))
 
 
 def confusion_scores(confusion: torch.Tensor) -> dict[str, Any]:
@@ -109,11 +114,10 @@ def create_for_config(cfg: dict[str, Any], num_classes: int, in_chans: int) -> n
     kwargs = model_kwargs(cfg)
     drop_path = kwargs.pop("drop_path_rate", 0.0)
     kwargs.pop("drop_rate", None)
-    model = create_segmenter(cfg["model"], num_classes, in_chans=in_chans, img_size=int(cfg["img_size"]),
-                             pretrained=cfg["pretrained"], decoder_channels=cfg.get("decoder_channels"),
-                             drop_path_rate=drop_path, model_kwargs=kwargs,
-                             aux=float(cfg.get("aux_weight", 0.4)) > 0)
-    return model
+    return create_segmenter(cfg["model"], num_classes, in_chans=in_chans, img_size=int(cfg["img_size"]),
+                            pretrained=cfg["pretrained"], decoder_channels=cfg.get("decoder_channels"),
+                            drop_path_rate=drop_path, model_kwargs=kwargs,
+                            aux=float(cfg.get("aux_weight", 0.4)) > 0)
 
 
 class SegmentationTask(Task):
