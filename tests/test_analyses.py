@@ -314,6 +314,27 @@ def test_memory_cli(tmp_path):
     assert (out / "memory.png").is_file()
 
 
+def test_throughput_is_interleaved_over_rounds(monkeypatch, tmp_path):
+    """Each round times every model at every size in turn; the report holds the median, min and max."""
+    calls = []
+
+    def fake_throughput(model, x, warmup, iters):
+        calls.append((model.label, x.shape[-1]))
+        return float(len(calls))
+
+    monkeypatch.setattr(M, "throughput", fake_throughput)
+    models = []
+    for label in ("a", "b"):
+        m = nn.Conv2d(1, 2, 3)
+        m.label = label
+        models.append(m)
+    rep = M.memory_report(models, [16, 24], tmp_path, iters=1, warmup=0, repeats=3, device=torch.device("cpu"))
+    assert calls == [("a", 16), ("a", 24), ("b", 16), ("b", 24)] * 3
+    r = rep["models"][1]["results"]["16"]  # model b at 16 px was call 3, 7 and 11
+    assert (r["images_per_s_min"], r["images_per_s"], r["images_per_s_max"]) == (3, 7, 11) and rep["repeats"] == 3
+    assert "median (min-max) of 3 interleaved rounds" in (tmp_path / "memory.md").read_text()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["erf", "--model", "nope_model", "--layers", "x", "--images", "2", "--data", "{data}", "-o", "{tmp}"],
      "unknown model"),

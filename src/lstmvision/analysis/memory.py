@@ -10,11 +10,14 @@ Measurement (model in eval mode, `torch.no_grad()`, random input of `--batch-siz
   statistics, a `TorchDispatchMode` records every tensor storage created during the forward and releases it
   when the storage is freed, so the peak of live activation bytes is exact and deterministic (allocator
   overhead and the framework's own scratch buffers inside fused kernels are not counted);
-- throughput: `--warmup` untimed forwards, then `--iters` timed forwards (CUDA-synchronised),
-  images/s = batch * iters / elapsed. On a shared CPU the throughput is indicative only.
+- throughput: after every model's memory, `--repeats` rounds; each round times every model at every size in turn
+  (interleaved, so that a change in machine load hits all models alike): `--warmup` untimed forwards, then
+  `--iters` timed forwards (CUDA-synchronised), images/s = batch * iters / elapsed. Reported: the median over the
+  rounds with min and max. On a shared CPU measure with nothing else running.
 """
 from __future__ import annotations
 
+import statistics
 import time
 import weakref
 from pathlib import Path
@@ -86,7 +89,7 @@ def throughput(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> fl
 
 def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | Path, batch_size: int = 1,
                   warmup: int = 2, iters: int = 5, measure_throughput: bool = True,
-                  device: torch.device | None = None) -> dict:
+                  device: torch.device | None = None, repeats: int = 3) -> dict:
     """Peak forward memory (and throughput) of each model (with `.label`, from `runtime.load_model`; an iterable,
     so they can be loaded one at a time) at each input size; writes memory.json, .md and .png to `output` and
     returns the report."""
@@ -94,34 +97,52 @@ def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | P
 
     if any(s < 8 for s in sizes):
         raise ValueError(f"--sizes must be at least 8 px, got {sizes}")
-    if batch_size < 1 or iters < 1 or warmup < 0:
-        raise ValueError("--batch-size and --iters must be >= 1 and --warmup >= 0")
+    if batch_size < 1 or iters < 1 or warmup < 0 or repeats < 1:
+        raise ValueError("--batch-size, --iters and --repeats must be >= 1 and --warmup >= 0")
     device = device or resolve_device(None)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    results = []
+    measured = []  # (model, in_chans, its result entry)
     for model in models:
         model.to(device)
         in_chans = C.model_in_chans(model)
-        params = sum(p.numel() for p in model.parameters())
         rows = {}
-        for s in tqdm(sizes, desc=model.label):
-            x = torch.randn(batch_size, in_chans, s, s, device=device)
+        for s in tqdm(sizes, desc=f"{model.label} memory"):
             try:
-                mib = peak_forward_bytes(model, x) / 2**20
-                ips = throughput(model, x, warmup, iters) if measure_throughput else None
+                mib = peak_forward_bytes(model, torch.randn(batch_size, in_chans, s, s, device=device)) / 2**20
             except (RuntimeError, ValueError, AssertionError) as e:
                 print(f"{model.label} @ {s}px: failed ({str(e).splitlines()[0][:120]})")
-                mib = ips = None
-            rows[str(s)] = dict(peak_mib=mib, images_per_s=ips)
-        results.append(dict(model=model.label, params_m=params / 1e6, results=rows))
+                mib = None
+            rows[str(s)] = dict(peak_mib=mib, images_per_s=None)
+        entry = dict(model=model.label, params_m=sum(p.numel() for p in model.parameters()) / 1e6, results=rows)
+        measured.append((model, in_chans, entry))
+    if measure_throughput:
+        interleaved_throughput(measured, batch_size, warmup, iters, repeats, device)
     report = dict(device=C.device_description(device), batch_size=batch_size, warmup=warmup,
-                  iters=iters, mlstm_backend=get_backend().mlstm,
+                  iters=iters, repeats=repeats if measure_throughput else None, mlstm_backend=get_backend().mlstm,
                   method="cuda max_memory_allocated" if device.type == "cuda" else "live tensor bytes (dispatch mode)",
-                  seconds=round(time.time() - t0, 1), models=results)
+                  seconds=round(time.time() - t0, 1), models=[e for _, _, e in measured])
     C.write_report(out, "memory", report, table(report), plot)
     return report
+
+
+def interleaved_throughput(measured: list, batch_size: int, warmup: int, iters: int, repeats: int,
+                           device: torch.device) -> None:
+    """Fills images_per_s (median over `repeats` rounds) and its min / max into each entry's results; every round
+    measures every model at every size whose memory pass succeeded."""
+    from tqdm import tqdm
+
+    samples: dict[tuple[int, str], list[float]] = {}
+    for _ in tqdm(range(repeats), desc="throughput rounds"):
+        for i, (model, in_chans, entry) in enumerate(measured):
+            for s, row in entry["results"].items():
+                if row["peak_mib"] is not None:
+                    x = torch.randn(batch_size, in_chans, int(s), int(s), device=device)
+                    samples.setdefault((i, s), []).append(throughput(model, x, warmup, iters))
+    for (i, s), v in samples.items():
+        measured[i][2]["results"][s].update(images_per_s=statistics.median(v), images_per_s_min=min(v),
+                                            images_per_s_max=max(v))
 
 
 def table(r: dict) -> str:
@@ -132,10 +153,12 @@ def table(r: dict) -> str:
         for s in sizes:
             v = m["results"].get(str(s), {})
             mem = "n/a" if v.get("peak_mib") is None else f"{v['peak_mib']:.1f}"
-            ips = "" if v.get("images_per_s") is None else f" / {v['images_per_s']:.1f}"
+            ips = "" if v.get("images_per_s") is None else (
+                f" / {v['images_per_s']:.1f} ({v['images_per_s_min']:.1f}-{v['images_per_s_max']:.1f})")
             cells.append(mem + ips)
         rows.append([m["model"], f"{m['params_m']:.2f}", *cells])
-    return (f"Peak forward memory (MiB) / throughput (img/s), batch {r['batch_size']}, {r['method']}; "
+    tp = f"median (min-max) of {r['repeats']} interleaved rounds" if r.get("repeats") else "not measured"
+    return (f"Peak forward memory (MiB) / throughput (img/s; {tp}), batch {r['batch_size']}, {r['method']}; "
             f"device: {r['device']}\n\n" + C.markdown_table(["model", "params (M)", *[f"{s}px" for s in sizes]], rows))
 
 

@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", nargs="+", type=int, default=[224, 320, 448], help="input sizes in pixels")
     p.add_argument("--batch-size", "-b", type=int, default=1)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--iters", type=int, default=5, help="timed forwards per throughput measurement")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="throughput rounds, models interleaved in each (reported: median, min, max)")
     p.add_argument("--no-throughput", action="store_true", help="measure peak memory only")
     p.add_argument("--in-chans", type=int, help="input channels for names / timm: specs")
     p.add_argument("--num-classes", type=int, help="classes for names / timm: specs")
@@ -38,7 +40,7 @@ def _run(args: argparse.Namespace, specs: list[str]) -> int:
     device = resolve_device(args.device)
     models = (load_model(spec, None, args.num_classes, args.in_chans) for spec in specs)
     report = memory_report(models, args.sizes, args.output, args.batch_size, args.warmup, args.iters,
-                           not args.no_throughput, device)
+                           not args.no_throughput, device, args.repeats)
     print(table(report))
     print(f"wrote {args.output}/memory.json, memory.md, memory.png")
     return 0
