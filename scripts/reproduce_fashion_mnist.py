@@ -1,7 +1,7 @@
 """Fashion-MNIST reproduction of the Sequencer and Vision-LSTM claims on a CPU: models that learned, the paper's
 ablation table, and the analyses on them.
 
-    scripts/reproduce_fashion_mnist.sh [--reuse]     # full: results/fashion_mnist/full (about 1.7 h on 2 CPU cores)
+    scripts/reproduce_fashion_mnist.sh [--reuse]     # full: results/fashion_mnist/full (about 3 h on 2 CPU cores)
     scripts/reproduce_fashion_mnist.sh --quick       # CI scale: results/fashion_mnist/quick (about 2 min)
 
 Every model is trained by the engine, in-process, exactly as the command line does it: `lstmvision train --recipe

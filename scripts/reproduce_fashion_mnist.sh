@@ -3,7 +3,7 @@
 # the Sequencer ablation table (2 seeds) and the ViL ablations, all trained on the 60,000 training images at 28 px
 # by the engine (`lstmvision train --recipe sequencer-small` + the stated overrides), the analyses on the compared
 # models, summary.md / summary.json with every claim as holds / does not hold.
-#   scripts/reproduce_fashion_mnist.sh [--reuse]   full run (about 1.7 h on 2 CPU cores) -> results/fashion_mnist/full
+#   scripts/reproduce_fashion_mnist.sh [--reuse]   full run (about 3 h on 2 CPU cores) -> results/fashion_mnist/full
 #   scripts/reproduce_fashion_mnist.sh --quick     CI scale (about 2 min)                -> results/fashion_mnist/quick
 # --reuse (alias --reuse-checkpoints): skip every finished training in OUT/runs, resume an unfinished one; the
 # analyses and the summary are redone. Extra flags: --data PATH (default /usr/share/datasets/fashion-mnist),
