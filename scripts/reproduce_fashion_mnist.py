@@ -575,7 +575,7 @@ def claims(out: Path, s: dict) -> list[dict]:
                     f"{lo} / {hi} px: " + ", ".join(f"{m} {b_:.1f} / {a_:.1f}" for m, (a_, b_) in thr.items()
                                                    if a_ and b_)
                     + f"; range at {lo} px: " + ", ".join(
-                        f"{m} {r.get('images_per_s_min', 0):.1f}-{r.get('images_per_s_max', 0):.1f}"
+                        f"{m} {r['images_per_s_min']:.1f}-{r['images_per_s_max']:.1f}"
                         for m, r in spread.items()))
         ck = _load(out / "memory_vil_chunkwise" / "memory.json")
         if ck:
