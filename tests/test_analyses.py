@@ -347,6 +347,7 @@ def test_throughput_is_interleaved_over_rounds(monkeypatch, tmp_path):
     (["resolution-sweep", "--checkpoint", "{ckpt}", "--data", "{tmp}/missing", "-o", "{tmp}"], "not found"),
     (["resolution-sweep", "--data", "{data}", "-o", "{tmp}"], "at least one"),
     (["resolution-sweep", "--checkpoint", "{tmp}", "--data", "{data}", "-o", "{tmp}/o"], "holds no checkpoint"),
+    (["memory", "--checkpoint", "{ckpt}", "--sizes", "32", "--repeats", "0", "-o", "{tmp}"], "--repeats"),
 ])
 def test_bad_inputs_one_line_error(argv, message, data, ckpt, tmp_path, capsys):
     argv = [a.format(data=data, ckpt=ckpt, tmp=tmp_path) for a in argv]
