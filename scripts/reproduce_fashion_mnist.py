@@ -101,7 +101,7 @@ COMPARED = {
         "vil": ("vil2_tiny", dict(patch_size=4, embed_dim=72, depth=4), 10),
         # dynamic_img_pad: sizes that are no multiple of the patch (14, 21, 42 px) are padded, not refused
         "deit": ("timm:deit_tiny_patch16_224",
-                 dict(patch_size=4, embed_dim=64, depth=4, num_heads=2, dynamic_img_pad=True), 20),
+                 dict(patch_size=4, embed_dim=64, depth=4, num_heads=2, dynamic_img_pad=True), 26),
         # patch-1 stem: four stride-2 stages need >= 8 px after the stem at 0.5x (14 px)
         "convnext": ("timm:convnext_atto", dict(patch_size=1, depths=[1, 1, 2, 1], dims=[16, 32, 64, 128]), 12),
         "resnet": ("timm:resnet18", dict(layers=[1, 1, 1, 1], channels=[16, 32, 64, 112], stem_width=16), 8),
