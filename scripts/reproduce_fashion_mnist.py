@@ -56,10 +56,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
-from lstmvision.analysis import common as C  # noqa: E402
+from lstmvision.commands.analysis import common as C  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
-from lstmvision.engine.trainer import read_summary  # noqa: E402
-from lstmvision.runtime import find_checkpoint, load_model, resolve_device  # noqa: E402
+from lstmvision.engine.summary import read_summary  # noqa: E402
+from lstmvision.weights import find_checkpoint
+from lstmvision.models.loading import load_model
+from lstmvision.device import resolve_device  # noqa: E402
 from lstmvision.weights import read_config  # noqa: E402
 
 RECIPE = "sequencer-small"
@@ -424,7 +426,7 @@ def mce_vs_baseline(out: Path, names: list[str]) -> None:
     `lstmvision.analysis.robustness.ce_baseline` (the tool's `--baseline` arithmetic) on the per-severity top-1 of
     the robustness runs - every model saw exactly the same corrupted images (fixed seeds), so evaluating the
     baseline once is enough."""
-    from lstmvision.analysis.robustness import ce_baseline, mean_pct
+    from lstmvision.commands.analysis.robustness import ce_baseline, mean_pct
 
     reps = {n: _load(out / "robustness" / n / "robustness.json") for n in names}
     reps = {n: r for n, r in reps.items() if r}

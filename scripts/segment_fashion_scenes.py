@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lstmvision.cli import main as cli
-from lstmvision.engine.trainer import read_summary
+from lstmvision.engine.summary import read_summary
 
 # name -> (backbone, --model-kwargs); sizes chosen to be comparable (0.3-1.9 M backbone parameters)
 MODELS = {
@@ -91,7 +91,7 @@ def main() -> int:
             shutil.copy(run / f, out / name / f)
         result = json.loads((out / name / "segment_val.json").read_text())
         config = json.loads((run / "best" / "config.json").read_text())
-        from lstmvision.runtime import load_model
+        from lstmvision.models.loading import load_model
 
         model = load_model(run)
         rows.append(dict(name=name, architecture=config["architecture"], backbone_kwargs=MODELS[name][1],

@@ -6,7 +6,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get("LSTMVISION_REFERENCE_DIR", ROOT.parent / "shared" / "fixtures"))
+REFERENCE_DIR = Path(os.environ.get("LSTMVISION_REFERENCE_DIR", ROOT / "tests" / "fixtures" / "reference"))
 
 
 @pytest.fixture(autouse=True)

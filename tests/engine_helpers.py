@@ -5,6 +5,9 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from lstmvision.data import read_idx
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -16,8 +19,6 @@ def _idx_bytes(arr: np.ndarray) -> bytes:
 
 def load_slice(n_train: int, n_val: int, seed: int = 0):
     if (FMNIST / "train-images-idx3-ubyte.gz").is_file():
-        from lstmvision.data import read_idx
-
         xtr, ytr = read_idx(FMNIST / "train-images-idx3-ubyte.gz"), read_idx(FMNIST / "train-labels-idx1-ubyte.gz")
         xte, yte = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz"), read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
         return xtr[:n_train], ytr[:n_train], xte[:n_val], yte[:n_val]
@@ -46,8 +47,6 @@ def write_idx_folder(folder: Path, n_train: int = 256, n_val: int = 128, gz: boo
 
 def write_image_folder(root: Path, n_per_class: int = 6, classes=("bag", "coat", "shoe"), val_name: str = "val",
                        corrupt: int = 0) -> Path:
-    from PIL import Image
-
     xtr, ytr, xte, yte = load_slice(600, 300)
     for split, (x, y) in (("train", (xtr, ytr)), (val_name, (xte, yte))):
         for ci, c in enumerate(classes):

@@ -14,18 +14,18 @@ import torch
 import torch.nn as nn
 
 from lstmvision.cli import main
-from lstmvision.analysis import common as C
-from lstmvision.runtime import load_model
+from lstmvision.commands.analysis import common as C
+from lstmvision.commands.analysis import corruptions as K
+from lstmvision.commands.analysis import erf as E
+from lstmvision.commands.analysis import memory as M
+from lstmvision.commands.analysis import robustness as R
+from lstmvision.models import create_model
+from lstmvision.models.loading import load_model
+from lstmvision.models.timm_bridge import create_timm_model
 from lstmvision.weights import save_pretrained
-from lstmvision.analysis import corruptions as K
-from lstmvision.analysis import erf as E
-from lstmvision.analysis import memory as M
-from lstmvision.analysis import robustness as R
 
 
 def tiny_sequencer(**kw):
-    from lstmvision.models import create_model
-
     m = create_model("sequencer2d_s", num_classes=10, in_chans=1, img_size=32, layers=(1, 1), patch_sizes=(4, 2),
                      embed_dims=(16, 32), hidden_sizes=(8, 16), mlp_ratios=2.0, **kw)
     m.pretrained_cfg = {**m.pretrained_cfg, "mean": (0.5,), "std": (0.5,), "input_size": (1, 32, 32)}
@@ -193,7 +193,6 @@ def test_cross_ratio_shapes():
 def test_sequencer_first_stage_erf_is_cross_shaped_vs_cnn():
     """BiLSTM2D mixes along rows and columns only, so one block's ERF is exactly a cross (the centre patch's rows
     and columns, reaching the image borders); a conv stack's ERF is a blob."""
-    from lstmvision.models import create_model
 
     torch.manual_seed(0)
     seq = create_model("sequencer2d_s", num_classes=10, in_chans=1, layers=(1, 1), patch_sizes=(2, 2),
@@ -214,9 +213,6 @@ def test_sequencer_first_stage_erf_is_cross_shaped_vs_cnn():
 def test_default_erf_layers_per_stage_or_evenly_spaced():
     """Without --layers: every stage's output (its last block) of a hierarchical model, four evenly spaced blocks
     ending with the last of an isotropic one; a timm ResNet's stem activation is no stage."""
-    from lstmvision.models import create_model
-    from lstmvision.runtime import create_timm_model
-
     assert E.default_layers(tiny_sequencer()) == ["stages.0", "stages.1"]
     vil = create_model("vil2_tiny", num_classes=10, in_chans=1, img_size=32, patch_size=4, embed_dim=16, depth=8)
     assert E.default_layers(vil) == ["blocks.1", "blocks.3", "blocks.5", "blocks.7"]

@@ -4,10 +4,25 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from timm.data import create_transform
 
+import lstmvision
+from deploy_helpers import tiny_model
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision.data import (
-    BadImageCounter, DataError, IdxDataset, ImageFolderDataset, build_loader, default_data_root, limit, read_idx,
+    BadImageCounter,
+    DataError,
+    IdxDataset,
+    ImageFolderDataset,
+    ResumableSampler,
+    Subset,
+    build_loader,
+    default_data_root,
+    limit,
+    open_image,
+    read_idx,
+    require_readable,
     resolve_dataset,
 )
 
@@ -45,8 +60,6 @@ def test_image_folder_tree(tmp_path, val_name):
 
 
 def test_corrupt_images_skipped_and_counted(tmp_path):
-    from timm.data import create_transform
-
     root = write_image_folder(tmp_path / "imgs", n_per_class=3, corrupt=2)
     ds = resolve_dataset(root, "train", img_mode="RGB")
     tf = create_transform((3, 28, 28), is_training=False, crop_pct=1.0)
@@ -85,7 +98,6 @@ def test_limit_is_fixed_and_sampler_resumes(tmp_path):
     ds = resolve_dataset(root, "train")
     a, b = limit(ds, 40, seed=3), limit(ds, 40, seed=3)
     assert len(a) == 40 and a.indices == b.indices
-    from lstmvision.data import ResumableSampler
 
     s = ResumableSampler(ds, 1, 0, shuffle=True, seed=1)
     s.set_epoch(2)
@@ -102,7 +114,6 @@ def _gradient() -> np.ndarray:
 
 def _write_twins(folder, kinds=("8", "16", "16B", "F")):
     """The same gradient as an 8-bit PNG, a 16-bit PNG, a big-endian 16-bit TIFF and a float TIFF."""
-    from PIL import Image
 
     g = _gradient()
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,10 +132,6 @@ def _write_twins(folder, kinds=("8", "16", "16B", "F")):
 
 
 def test_wide_images_are_scaled_not_clipped(tmp_path):
-    from PIL import Image
-
-    from lstmvision.data import open_image
-
     paths = _write_twins(tmp_path)
     assert Image.open(paths["16"]).mode == "I;16"  # what the test is about: PIL's convert('L') clips these
     ref = np.asarray(open_image(paths["8"], "L"), dtype=np.int32)
@@ -136,11 +143,6 @@ def test_wide_images_are_scaled_not_clipped(tmp_path):
 
 
 def test_training_data_and_classifier_read_16_bit_like_8_bit(tmp_path):
-    from timm.data import create_transform
-
-    import lstmvision
-    from deploy_helpers import tiny_model
-
     root = tmp_path / "tree"
     _write_twins(root / "train" / "a", kinds=("8",))
     _write_twins(root / "train" / "b", kinds=("16",))
@@ -170,7 +172,6 @@ def test_all_corrupt_data_is_an_error(tmp_path):
     ds = resolve_dataset(good, "train", img_mode="RGB")
     assert len(ds) == 6
     broken = [i for i, (p, _) in enumerate(ds.samples) if "broken" in p.name]
-    from lstmvision.data import Subset, require_readable
 
     with pytest.raises(DataError, match="no readable images"):
         require_readable(Subset(ds, broken), "the subset")

@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from sklearn.datasets import load_digits
+
 from lstmvision.data import read_idx, resolve_dataset  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_digit_tasks.py"
@@ -36,7 +38,6 @@ def test_digits_task_reads_back_stratified(tmp_path, capsys):
     assert int.from_bytes(raw[:4], "big") == 0x803 and int.from_bytes(raw[4:8], "big") == 1297
     assert int.from_bytes((folder / "t10k-labels-idx1-ubyte").read_bytes()[:4], "big") == 0x801
     # stratified: every class in the test split in proportion (50 +- 1 of 500), and train/test disjoint
-    from sklearn.datasets import load_digits
 
     counts = np.bincount(test.labels, minlength=10)
     total = np.bincount(load_digits().target, minlength=10)

@@ -4,9 +4,14 @@ import json
 
 import pytest
 import torch
+import yaml
+from timm.data import ImageNetInfo
 
+import lstmvision
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision.cli import main
+from lstmvision.data import FASHION_MNIST_CLASSES
+from lstmvision.engine.run import resolve_lr
 
 TINY = ["--model", "sequencer2d_tiny", "--epochs", "2", "--batch-size", "32", "--workers", "0",
         "--log-interval", "4", "--warmup-epochs", "0"]
@@ -37,8 +42,6 @@ def test_run_folder(trained):
 
 
 def test_checkpoint_loads_with_create_model(trained):
-    import lstmvision
-
     model = lstmvision.create_model(pretrained=trained[2] / "best")
     assert model.class_names[1] == "Trouser" and tuple(model.pretrained_cfg["input_size"]) == (1, 28, 28)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
@@ -64,22 +67,18 @@ def test_predict_with_class_names(trained, capsys):
     assert len(res["results"]) == 6 and res["skipped"] == 1
     p = res["results"][0]["predictions"]
     assert len(p) == 3 and p[0]["prob"] >= p[1]["prob"]
-    from lstmvision.data import FASHION_MNIST_CLASSES
 
     assert all(q["label"] in FASHION_MNIST_CLASSES for r in res["results"] for q in r["predictions"])
     assert main(["predict", "--checkpoint", str(run), str(imgs / "train"), "--strict-images"]) == 2
 
 
 def test_predict_imagenet_names(tmp_path, capsys):
-    import lstmvision
-
     model = lstmvision.create_model("sequencer2d_tiny", num_classes=1000)
     lstmvision.save_pretrained(model, tmp_path / "w")
     imgs = write_image_folder(tmp_path / "i", n_per_class=1, classes=("a",))
     assert main(["predict", "--model", "sequencer2d_tiny", "--pretrained", str(tmp_path / "w"),
                  str(imgs / "val"), "--json", "--topk", "1", "--img-size", "32"]) == 0
     res = json.loads(capsys.readouterr().out)
-    from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     names = {info.index_to_description(i) for i in range(1000)}
@@ -95,7 +94,6 @@ def test_nan_loss_keeps_last_good_checkpoint(trained, capsys):
     assert len(err) == 1 and "global step 11" in err[0] and "last good checkpoint" in err[0]
     state = torch.load(tmp / "runs" / "nan" / "last" / "state.pth", weights_only=True)
     assert state["epoch"] == 1 and state["global_step"] == 8  # epoch 0 was saved, nothing after
-    import lstmvision
 
     model = lstmvision.create_model(pretrained=tmp / "runs" / "nan" / "last")
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -117,12 +115,10 @@ def test_config_yaml_and_recipe_override(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("recipe: sequencer-imagenet\nepochs: 3\nbatch-size: 64\n")
     assert main(["train", "--config", str(cfg), "--epochs", "5", "--print-config"]) == 0
-    import yaml
 
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["epochs"] == 5 and out["batch_size"] == 64 and out["lr_base"] == 2e-3 and out["lr_base_size"] == 2048
     assert out["warmup_epochs"] == 20 and out["mixup"] == 0.8 and out["model"] == "sequencer2d_s"
-    from lstmvision.engine.trainer import resolve_lr
 
     assert resolve_lr(dict(out, batch_size=256), world=8) == pytest.approx(2e-3)
 
@@ -162,8 +158,6 @@ def test_other_user_errors(trained, tmp_path, capsys):
 
 
 def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
-    import lstmvision
-
     other = lstmvision.create_model("sequencer2d_small32", num_classes=10, in_chans=1)
     lstmvision.save_pretrained(other, tmp_path / "o")
     (tmp_path / "o" / "model.safetensors").rename(tmp_path / "w.safetensors")

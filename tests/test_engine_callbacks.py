@@ -2,7 +2,9 @@
 import copy
 
 from engine_helpers import write_idx_folder
-from lstmvision.engine import Callback, train
+from lstmvision.engine.callbacks import Callback
+from lstmvision.engine.config import resolve_config
+from lstmvision.engine.trainer import train
 
 
 class Recorder(Callback):
@@ -23,14 +25,9 @@ class Recorder(Callback):
 
 
 def _cfg(tmp_path):
-    from lstmvision.cli import build_parser
-    from lstmvision.engine.config import resolve_config
-
     data = write_idx_folder(tmp_path / "d", 64, 32)
-    args = build_parser().parse_args(["train", "--data", str(data), "--output", str(tmp_path / "r"),
-                                      "--experiment", "cb", "--epochs", "2", "--batch-size", "16", "--workers", "0",
-                                      "--warmup-epochs", "0", "--checkpoint-steps", "2"])
-    return resolve_config(args)
+    return resolve_config(dict(data=str(data), output=str(tmp_path / "r"), experiment="cb", epochs=2, batch_size=16,
+                               workers=0, warmup_epochs=0, checkpoint_steps=2))
 
 
 def test_callback_events_and_cfg_untouched(tmp_path, capsys):
@@ -53,3 +50,12 @@ def test_callback_events_and_cfg_untouched(tmp_path, capsys):
     run = tmp_path / "r" / "cb"
     assert f"train: saved checkpoint {run / 'last'} (epoch 0 step 2, global step 2)" in out
     assert f"train: saved checkpoint {run / 'best'} (end of epoch 0, global step 4)" in out
+
+
+def test_resolve_config_takes_plain_data(tmp_path):
+    """Settings come as a dict (no argparse); None means not given; a YAML file and a recipe layer under it."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 3\nlr: 1e-3\n")
+    cfg = resolve_config(dict(epochs=None, batch_size=16, img_size=28, in_chans=1), cfg_file, "sequencer-small")
+    assert (cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["recipe"]) == (3, 1e-3, 16, "sequencer-small")
+    assert resolve_config(dict(epochs=5, img_size=28, in_chans=1), cfg_file)["epochs"] == 5

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
@@ -83,8 +84,6 @@ def test_kill_at_every_phase_of_the_epoch_commit(reference, monkeypatch):
 
 
 def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
     return load_file(str(folder / "model.safetensors"))
 
 

@@ -5,10 +5,15 @@ import re
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 
+import lstmvision
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision.cli import main
+from lstmvision.data import DataError, ImageFolderDataset, build_loader, create_eval_transform, resolve_dataset
+from lstmvision.tasks.classify import evaluate
 
 TINY = ["--batch-size", "16", "--workers", "0", "--warmup-epochs", "0", "--log-interval", "100"]
 
@@ -23,8 +28,6 @@ def _err(capsys) -> list[str]:
 
 
 def _finite_checkpoint(folder: Path) -> None:
-    import lstmvision
-
     model = lstmvision.create_model(pretrained=folder).eval()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -51,8 +54,6 @@ def _full_disk(kind: str):
     def fail(path):
         Path(path).write_bytes(b"\0" * 100)
         if kind == "safetensors":
-            from safetensors import SafetensorError
-
             raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
                                   'message: "No space left on device" })')
         if kind == "torch":
@@ -63,8 +64,6 @@ def _full_disk(kind: str):
 
 @pytest.mark.parametrize("kind", ["oserror", "safetensors", "torch"])
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch, kind):
-    import safetensors.torch
-
     calls = {"n": 0}
     real = safetensors.torch.save_file if kind != "torch" else torch.save
 
@@ -124,9 +123,6 @@ def test_no_readable_image_is_an_error(tmp_path, capsys):
     err = [line for line in _err(capsys) if "warn" not in line.lower()]
     assert rc == 2 and len(err) == 1 and "no readable images in" in err[0] and str(root) in err[0], err
     assert not (tmp_path / "runs" / "b" / "last").exists() and not (tmp_path / "runs" / "b" / "best").exists()
-
-    from lstmvision.data import DataError, ImageFolderDataset, build_loader, create_eval_transform, resolve_dataset
-    from lstmvision.engine.evaluate import evaluate
 
     with pytest.raises(DataError, match=f"no readable images in {root / 'val'}"):  # the data layer's probe
         resolve_dataset(root, "val", img_mode="RGB")

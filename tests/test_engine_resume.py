@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+import lstmvision
 from engine_helpers import write_idx_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,6 @@ def test_resume_after_sigkill(tmp_path):
     k = killed_state["step_in_epoch"]
     assert killed_state["global_step"] == k
     # the checkpoint left by SIGKILL is complete and loads
-    import lstmvision
 
     lstmvision.create_model(pretrained=out / "r" / "last")
 

@@ -3,7 +3,8 @@ import pytest
 
 from lstmvision import create_model, save_pretrained
 from lstmvision.engine.recipes import DEFAULTS
-from lstmvision.engine.tasks import ClassificationTask, build_model, get_task
+from lstmvision.tasks import get_task
+from lstmvision.tasks.classify import ClassificationTask, build_model
 
 
 def _drop_path_rates(model) -> list[float]:

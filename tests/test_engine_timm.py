@@ -6,6 +6,9 @@ import torch
 
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
+from lstmvision.data import build_loader, create_eval_transform, limit, resolve_dataset
+from lstmvision.models.loading import load_model
+from lstmvision.tasks.classify import evaluate
 
 
 def test_train_timm_resnet18_and_reload(tmp_path):
@@ -17,10 +20,6 @@ def test_train_timm_resnet18_and_reload(tmp_path):
     assert main(argv) == 0
     saved = json.loads((run / "best" / "config.json").read_text())
     assert saved["architecture"] == "timm:resnet18" and saved["kwargs"]["in_chans"] == 1
-
-    from lstmvision.runtime import load_model
-    from lstmvision.data import build_loader, create_eval_transform, limit, resolve_dataset
-    from lstmvision.engine.evaluate import evaluate
 
     model = load_model(str(run / "best"))
     cfg = model.pretrained_cfg

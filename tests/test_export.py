@@ -2,13 +2,14 @@
 import warnings
 
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 import lstmvision
 from deploy_helpers import SIZE, family, tiny_model
 from lstmvision.cli import main
-from lstmvision import export as ex
+from lstmvision.commands import export as ex
 
 
 @pytest.mark.parametrize("name", lstmvision.list_models())
@@ -37,8 +38,6 @@ def test_onnx_is_one_file_with_metadata(tmp_path):
 
 
 def test_onnx_static_export_keeps_fixed_shape(tmp_path):
-    import onnxruntime as ort
-
     result = ex.export(tiny_model("sequencer2d_s"), tmp_path / "m.onnx", img_size=SIZE, batch_size=2)
     assert [(c.batch, c.height, c.width) for c in result.checks] == [(2, SIZE, SIZE)] and result.ok
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])

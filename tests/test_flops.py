@@ -1,7 +1,7 @@
 import torch.nn as nn
 
 import lstmvision
-from lstmvision.flops import count_macs, rnn_macs
+from lstmvision.models.flops import count_macs, rnn_macs
 
 
 def test_rnn_macs_formula():

@@ -4,7 +4,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lstmvision.ops.dispatch import reload_environment, use_backend
-from lstmvision.ops.mlstm import ENV_VAR, PARALLEL_MAX_LEN, PYTORCH_BACKENDS, mlstm, resolve_backend
+from lstmvision.ops.mlstm import ENV_VAR, PARALLEL_MAX_LEN, PYTORCH_BACKENDS, mlstm, resolve_mlstm_backend
 
 
 def _inputs(B, NH, S, d, dtype=torch.float32, i_scale=1.0, f_shift=2.0, seed=0):
@@ -157,22 +157,22 @@ def test_backend_resolution(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     with use_backend():  # undoes the reloads
         reload_environment()
-        assert resolve_backend(None, PARALLEL_MAX_LEN) == "parallel"
-        assert resolve_backend(None, PARALLEL_MAX_LEN + 1) == "chunkwise"
-        assert resolve_backend("recurrent", 10_000) == "recurrent"
+        assert resolve_mlstm_backend(None, PARALLEL_MAX_LEN) == "parallel"
+        assert resolve_mlstm_backend(None, PARALLEL_MAX_LEN + 1) == "chunkwise"
+        assert resolve_mlstm_backend("recurrent", 10_000) == "recurrent"
         _setenv(monkeypatch, "recurrent")
-        assert resolve_backend(None, 10) == "recurrent"
-        assert resolve_backend("chunkwise", 10) == "chunkwise"  # the explicit argument wins over the environment
+        assert resolve_mlstm_backend(None, 10) == "recurrent"
+        assert resolve_mlstm_backend("chunkwise", 10) == "chunkwise"  # the explicit argument wins over the environment
         _setenv(monkeypatch, "auto")
-        assert resolve_backend(None, 10) == "parallel"
+        assert resolve_mlstm_backend(None, 10) == "parallel"
         with pytest.raises(ValueError, match="unknown mLSTM backend 'tritn'"):
-            resolve_backend("tritn", 10)
+            resolve_mlstm_backend("tritn", 10)
         _setenv(monkeypatch, "nope")
         with pytest.raises(ValueError, match=ENV_VAR):
             mlstm(*(t.detach() for t in _inputs(1, 1, 4, 4)))
     with use_backend(mlstm="recurrent"):  # the public setter, for a block
-        assert resolve_backend(None, 10) == "recurrent"
-    assert resolve_backend(None, 10) == "parallel"
+        assert resolve_mlstm_backend(None, 10) == "recurrent"
+    assert resolve_mlstm_backend(None, 10) == "parallel"
 
 
 def test_shape_errors():

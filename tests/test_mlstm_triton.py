@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
-from lstmvision.ops.mlstm import ENV_VAR, PARALLEL_MAX_LEN, mlstm, resolve_backend
 from lstmvision.ops.dispatch import reload_environment, use_backend
+from lstmvision.ops.mlstm import ENV_VAR, PARALLEL_MAX_LEN, mlstm, resolve_mlstm_backend
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 TRITON_CHECK = textwrap.dedent("""
     import torch
-    from lstmvision.ops.mlstm import mlstm, resolve_backend
+    from lstmvision.ops.mlstm import mlstm, resolve_mlstm_backend
 
     def inputs(B, NH, S, d, dtype=torch.float32, seed=0):
         g = torch.Generator().manual_seed(seed)
@@ -34,8 +35,8 @@ TRITON_CHECK = textwrap.dedent("""
     def rel(a, b):  # |a - b| / max(1, max|b|)
         return float((a.float() - b.float()).abs().max()) / max(1.0, float(b.abs().max()))
 
-    assert resolve_backend("triton", 10, "cpu") == "triton"  # runnable on CPU under the interpreter
-    assert resolve_backend(None, 10, "cpu") == "parallel"  # but auto never picks it
+    assert resolve_mlstm_backend("triton", 10, "cpu") == "triton"  # runnable on CPU under the interpreter
+    assert resolve_mlstm_backend(None, 10, "cpu") == "parallel"  # but auto never picks it
     worst_h = worst_g = 0.0
     # chunk 16/32 -> kernel chunk 16/32 (>= 16 for tl.dot); d 72: two masked DQK/DV tiles of 64
     for S, d, chunk in [(5, 8, 16), (16, 8, 16), (37, 8, 16), (5, 12, 32), (16, 12, 16), (37, 12, 32), (20, 72, 16)]:
@@ -96,10 +97,10 @@ def test_selection_on_cpu(monkeypatch):
     with use_backend():  # undoes the reload below
         reload_environment()
         # auto never picks triton on CPU, with or without the interpreter variable
-        assert resolve_backend(None, 10, "cpu") == "parallel"
-        assert resolve_backend("auto", PARALLEL_MAX_LEN + 1, "cpu") == "chunkwise"
+        assert resolve_mlstm_backend(None, 10, "cpu") == "parallel"
+        assert resolve_mlstm_backend("auto", PARALLEL_MAX_LEN + 1, "cpu") == "chunkwise"
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert resolve_backend("auto", 10, "cpu") == "parallel"
+        assert resolve_mlstm_backend("auto", 10, "cpu") == "parallel"
         monkeypatch.delenv("TRITON_INTERPRET")
         # explicit triton on CPU without the interpreter: one clear error, from the argument or the environment
         with pytest.raises(RuntimeError, match="needs CUDA tensors"):
@@ -109,7 +110,7 @@ def test_selection_on_cpu(monkeypatch):
         with pytest.raises(RuntimeError, match="needs CUDA tensors"):
             mlstm(*_xs())
         # without a device (model construction validates names only) it resolves by name
-        assert resolve_backend("triton", 10) == "triton"
+        assert resolve_mlstm_backend("triton", 10) == "triton"
 
 
 def test_selection_on_cuda_is_pytorch_unless_triton_is_asked_for(monkeypatch):
@@ -119,21 +120,19 @@ def test_selection_on_cuda_is_pytorch_unless_triton_is_asked_for(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with use_backend():
         reload_environment()
-        assert resolve_backend(None, 10, "cuda") == "parallel"
-        assert resolve_backend(None, 10_000, torch.device("cuda", 0)) == "chunkwise"
-        assert resolve_backend("chunkwise", 10, "cuda") == "chunkwise"
-        assert resolve_backend("triton", 10, "cuda") == "triton"  # opt-in
+        assert resolve_mlstm_backend(None, 10, "cuda") == "parallel"
+        assert resolve_mlstm_backend(None, 10_000, torch.device("cuda", 0)) == "chunkwise"
+        assert resolve_mlstm_backend("chunkwise", 10, "cuda") == "chunkwise"
+        assert resolve_mlstm_backend("triton", 10, "cuda") == "triton"  # opt-in
         with use_backend(mlstm="triton"):
-            assert resolve_backend(None, 10, "cuda") == "triton"
-            assert resolve_backend("recurrent", 10, "cuda") == "recurrent"  # the argument wins
+            assert resolve_mlstm_backend(None, 10, "cuda") == "triton"
+            assert resolve_mlstm_backend("recurrent", 10, "cuda") == "recurrent"  # the argument wins
         # the rnn2d choice does not touch the mLSTM one (names mean one thing per op)
         with use_backend(rnn2d="reference"):
-            assert resolve_backend(None, PARALLEL_MAX_LEN + 1, "cuda") == "chunkwise"
+            assert resolve_mlstm_backend(None, PARALLEL_MAX_LEN + 1, "cuda") == "chunkwise"
 
 
 def test_custom_op_fake_shapes():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     with FakeTensorMode():
         q, k = torch.empty(2, 3, 37, 12), torch.empty(2, 3, 37, 12)
         v, i, f = torch.empty(2, 3, 37, 20, dtype=torch.bfloat16), torch.empty(2, 3, 37), torch.empty(2, 3, 37)

@@ -1,6 +1,6 @@
 """Numerical parity with the official implementations, through the loading path users take.
 
-Every `*.safetensors` in $LSTMVISION_REFERENCE_DIR (default ../shared/fixtures) is checked: the equivalent
+Every `*.safetensors` in $LSTMVISION_REFERENCE_DIR (default tests/fixtures/reference, copied from the official implementations) is checked: the equivalent
 lstmvision model is built from the official constructor arguments, the official state dict is written to a
 checkpoint file and loaded with `create_model(..., pretrained=file)`, and the logits must match within 1e-4.
 """

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import timm
 
+import lstmvision
 from lstmvision.models import is_model
+from lstmvision.models.timm_bridge import create_timm_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("LSTMVISION_FMNIST", "/usr/share/datasets/fashion-mnist")
@@ -32,9 +34,6 @@ def _load_script():
 def test_full_plan_matches_the_issue():
     """The full mode's plan (no training): six compared models within 2x in parameters, the nine ablation variants
     x 2 seeds, the ViL poolings and direction designs; every architecture registered (or a timm name)."""
-    import lstmvision
-    from lstmvision.runtime import create_timm_model
-
     repro = _load_script()
     runs = repro.plan("full")
     comp = [r for r in runs if r.group == "compared"]

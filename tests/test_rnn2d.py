@@ -1,6 +1,7 @@
 """rnn2d backends against nn.LSTM/GRU/RNN (outputs and gradients), backend selection, Triton kernels
 under TRITON_INTERPRET=1 (in a subprocess, so the variable does not leak)."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstmvision.models import create_model
 from lstmvision.models.sequencer import RNN2DMixer
 from lstmvision.ops.dispatch import get_backend, reload_environment, set_backend, use_backend
-from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d, rnn2d_reference
+from lstmvision.ops.rnn2d import module_weights, resolve_rnn2d_backend, rnn2d, rnn2d_reference
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -62,17 +64,17 @@ def test_backend_selection(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with use_backend():  # undoes the reloads below
         reload_environment({})
-        assert resolve_backend(x) == "module"  # auto: nn.LSTM on every device (see benchmarks/results)
-        assert resolve_backend(x, backend="triton") == "fused"  # no CUDA, no interpreter: fallback
+        assert resolve_rnn2d_backend(x) == "module"  # auto: nn.LSTM on every device (see benchmarks/results)
+        assert resolve_rnn2d_backend(x, backend="triton") == "fused"  # no CUDA, no interpreter: fallback
         reload_environment({"LSTMVISION_KERNELS": "fused"})  # the variable, as read at import
-        assert resolve_backend(x) == "fused"
-        assert resolve_backend(x, "gru") == "fused"
+        assert resolve_rnn2d_backend(x) == "fused"
+        assert resolve_rnn2d_backend(x, "gru") == "fused"
         with use_backend(rnn2d="module"):
-            assert resolve_backend(x) == "module"  # the context wins over the variable
-        assert resolve_backend(x, backend="reference") == "reference"  # and the argument over both
+            assert resolve_rnn2d_backend(x) == "module"  # the context wins over the variable
+        assert resolve_rnn2d_backend(x, backend="reference") == "reference"  # and the argument over both
         reload_environment({"LSTMVISION_KERNELS": "bogus"})
         with pytest.raises(ValueError, match="LSTMVISION_KERNELS"):
-            resolve_backend(x)
+            resolve_rnn2d_backend(x)
 
 
 def test_set_backend_is_process_wide_validated_and_undone_by_use_backend():
@@ -80,7 +82,7 @@ def test_set_backend_is_process_wide_validated_and_undone_by_use_backend():
     with use_backend():
         previous = set_backend(rnn2d="fused", mlstm="chunkwise")
         assert previous == before and get_backend() == ("fused", "chunkwise")
-        assert resolve_backend(torch.zeros(1)) == "fused"
+        assert resolve_rnn2d_backend(torch.zeros(1)) == "fused"
         with pytest.raises(ValueError, match="unknown rnn2d backend 'cudnn'"):
             set_backend(rnn2d="cudnn")
         with pytest.raises(ValueError, match="unknown mLSTM backend 'fused'"):
@@ -91,7 +93,6 @@ def test_set_backend_is_process_wide_validated_and_undone_by_use_backend():
 
 def test_no_module_writes_the_environment():
     """Backend choices go through lstmvision.ops.dispatch; nothing in the package sets environment variables."""
-    import re
 
     pattern = re.compile(r"os\.environ\[[^]]+\]\s*=|os\.environ\.(pop|setdefault|update)\(|os\.putenv")
     offenders = [str(p) for p in Path(SRC, "lstmvision").rglob("*.py") if pattern.search(p.read_text())]
@@ -126,7 +127,6 @@ def test_every_backend_of_the_function_matches_the_reference_loop(cell):
 
 def test_model_kwarg_picks_the_mixer_backend():
     """Sequencer(rnn_backend=...) reaches every 2-D mixer and wins over the active choice."""
-    from lstmvision.models import create_model
 
     model = create_model("sequencer2d_tiny", rnn_backend="fused").eval()
     mixers = [m for m in model.modules() if isinstance(m, RNN2DMixer)]
@@ -150,9 +150,9 @@ TRITON_CHECK = textwrap.dedent("""
     import torch
     from lstmvision.models.sequencer import RNN2DMixer
     from lstmvision.ops.dispatch import use_backend
-    from lstmvision.ops.rnn2d import lstm_scan, resolve_backend
+    from lstmvision.ops.rnn2d import lstm_scan, resolve_rnn2d_backend
     torch.manual_seed(0)
-    assert resolve_backend(torch.zeros(1), backend="triton") == "triton"
+    assert resolve_rnn2d_backend(torch.zeros(1), backend="triton") == "triton"
     worst = 0.0
     for (B, H, W, C, D, bidir) in [(2, 4, 4, 8, 6, True), (1, 3, 5, 8, 20, True), (1, 2, 3, 4, 5, False)]:
         m = RNN2DMixer(C, D, bidirectional=bidir)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine_helpers import write_idx_folder
+from lstmvision import create_model, save_pretrained
 from lstmvision.cli import main
 from lstmvision.data.segmentation import make_scenes
-from lstmvision.engine.segmentation import SegmentationLoss, confusion_scores
+from lstmvision.tasks.segment import SegmentationLoss, confusion_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--img-size", "32", "--seg-base-size", "192", "48", "--seg-stride", "16", "--batch-size", "8",
@@ -106,8 +108,6 @@ def test_validate_tta_and_predict(trained, scenes, tmp_path, capsys):
 
 
 def test_resume_extends_the_run(trained, tmp_path):
-    import shutil
-
     run = tmp_path / "seq"
     shutil.copytree(trained, run)
     assert main(["segment", "train", "--resume", str(run), "--epochs", "2"]) == 0
@@ -142,8 +142,6 @@ def test_user_errors_are_one_line(scenes, argv, needle, capsys):
 
 
 def test_bad_mask_is_skipped_or_refused(scenes, tmp_path, capsys):
-    import shutil
-
     data = tmp_path / "bad"
     shutil.copytree(scenes, data)
     first = sorted((data / "annotations" / "training").iterdir())[0]
@@ -164,8 +162,6 @@ def test_nan_stops_with_last_good_checkpoint(scenes, tmp_path, capsys):
 
 
 def test_validate_refuses_a_classifier(tmp_path, scenes, capsys):
-    from lstmvision import create_model, save_pretrained
-
     save_pretrained(create_model("sequencer2d_tiny", num_classes=10, in_chans=3), tmp_path / "clf")
     assert main(["segment", "validate", "--checkpoint", str(tmp_path / "clf"), "--data", str(scenes)]) == 2
     assert "not a segmentation model" in capsys.readouterr().err

@@ -6,9 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lstmvision.data import BadImage, DataError, DEBIAN_FASHION_MNIST, find_idx_files
+from lstmvision.data import DEBIAN_FASHION_MNIST, BadImage, DataError, find_idx_files
 from lstmvision.data.segmentation import (
-    IGNORE_INDEX, SegEvalTransform, SegmentationDataset, SegTrainTransform, make_scenes,
+    IGNORE_INDEX,
+    SegEvalTransform,
+    SegmentationDataset,
+    SegTrainTransform,
+    make_scenes,
 )
 
 

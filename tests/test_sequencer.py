@@ -1,8 +1,11 @@
 """Sequencer family: parity with timm, sizes, resolutions, the timm model contract, checkpointing."""
+import argparse
+
 import pytest
 import timm
 import timm.optim
 import torch
+from safetensors.torch import save_file
 
 import lstmvision
 from conftest import perturb_
@@ -54,8 +57,6 @@ def test_timm_parity_both_ways(name):
 
 
 def test_timm_safetensors_file_loads(tmp_path):
-    from safetensors.torch import save_file
-
     theirs = perturb_(timm.create_model("sequencer2d_s", num_classes=5)).eval()
     save_file(theirs.state_dict(), str(tmp_path / "timm.safetensors"))
     ours = lstmvision.create_model("sequencer2d_s", num_classes=5, pretrained=tmp_path / "timm.safetensors").eval()
@@ -233,8 +234,6 @@ def test_unsafe_pickles_are_refused(tmp_path):
 
 
 def test_training_checkpoint_with_args_namespace_loads(tmp_path):
-    import argparse
-
     src = perturb_(lstmvision.create_model("sequencer2d_s", **TINY))
     official = src.checkpoint_filter_fn  # noqa: F841  (layout converter is exercised by the fixture tests)
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in src.state_dict().items()},

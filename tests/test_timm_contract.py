@@ -21,6 +21,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 import lstmvision
 from conftest import perturb_
+from lstmvision.commands.export import ExportError, export_torchscript
 
 _SEQ = dict(layers=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32), hidden_sizes=(4, 8, 8, 8))
 _VIL = dict(embed_dim=32, depth=2, img_size=64)
@@ -182,7 +183,6 @@ def test_torchscript(name, tmp_path):
     model = _model(name)
     x = _input(model, size=64)
     if name in VIL:  # the mLSTM kernels dispatch is not scriptable: refused in one line by lstmvision.export
-        from lstmvision.export import ExportError, export_torchscript
 
         with pytest.raises(ExportError, match="TorchScript export is not supported for Vision-LSTM"):
             export_torchscript(model, tmp_path / "vil.pt")

@@ -7,21 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torchvision.transforms.functional as TF
 import yaml
+from PIL import Image
 
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision.cli import main
+from lstmvision.commands.transfer import Backbone, Protocol, TransferTask, backbone_from_folder, pick_lr, run_config
 from lstmvision.data import resolve_dataset
-from lstmvision.engine.transfer import pick_lr
+from lstmvision.models import create_model
+from lstmvision.tasks.classify import build_transforms
+from lstmvision.weights import save_pretrained
 
 LRS = ["1e-5", "1e-2"]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from lstmvision.models import create_model
-    from lstmvision.weights import save_pretrained
-
     root = tmp_path_factory.mktemp("transfer")
     small = write_idx_folder(root / "fmnist_small", n_train=90, n_val=40)  # < 80 + 20: uses what exists
     folder = write_image_folder(root / "shapes", n_per_class=40, val_name="test")
@@ -181,15 +184,8 @@ def test_scratch_baseline_and_run_folder_weights(setup, first_run, tmp_path, how
 
 def test_fits_resize_without_augmentation(tmp_path):
     """The fits' train and eval transforms are the protocol's plain resize (any aspect ratio), no flip or crop."""
-    import torch
-    import torchvision.transforms.functional as TF
-    from PIL import Image
-
-    from lstmvision.engine.tasks import build_transforms
-    from lstmvision.engine.transfer import Backbone, Protocol, Task, run_config
-
     backbone = Backbone("sequencer2d_tiny", None, 28, 3, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], "bicubic")
-    task = Task("t", tmp_path, ["a", "b"], 10)
+    task = TransferTask("t", tmp_path, ["a", "b"], 10)
     cfg = run_config(backbone, Protocol(), task, tmp_path, 1e-3, 0, tmp_path / "run")
     train_tf, eval_tf = build_transforms(cfg, 3)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 50, 3), dtype=np.uint8))
@@ -201,10 +197,6 @@ def test_fits_resize_without_augmentation(tmp_path):
 def test_scratch_from_checkpoint_keeps_its_architecture(setup, tmp_path):
     """`--pretrained CKPT --scratch`: the checkpoint's architecture (narrowed model arguments, channels, input
     size, normalisation) with random weights; the same checkpoint fine-tuned builds the same architecture."""
-    from lstmvision.engine.transfer import backbone_from_folder
-    from lstmvision.models import create_model
-    from lstmvision.weights import save_pretrained
-
     _, tasks, _ = setup
     narrow = dict(embed_dim=32, depth=2, patch_size=4)
     model = create_model("vil2_tiny", num_classes=10, in_chans=1, img_size=28, **narrow)

@@ -6,16 +6,25 @@ import json
 import re
 
 import pytest
+import timm
+import timm.optim
 import torch
 import torch.nn as nn
+from timm.optim._param_groups import param_groups_layer_decay
 
 from lstmvision import create_model, save_pretrained
 from lstmvision.models.upernet import (
-    BackboneFeatures, MultiScaleNeck, UperNet, create_segmenter, isotropic_indices, prefix_group_matcher,
-    segment_logits, slide_inference,
+    BackboneFeatures,
+    MultiScaleNeck,
+    UperNet,
+    create_segmenter,
+    isotropic_indices,
+    prefix_group_matcher,
+    segment_logits,
+    slide_inference,
 )
 from lstmvision.models.vil import VisionLSTM
-from lstmvision.engine.segmentation import SegmentationLoss
+from lstmvision.tasks.segment import SegmentationLoss
 
 TINY_VIL = dict(embed_dim=32, depth=4, patch_size=4)
 CASES = [  # (model, in_chans, img_size, model_kwargs)
@@ -30,7 +39,6 @@ CASES = [  # (model, in_chans, img_size, model_kwargs)
 
 def _scales(model: nn.Module) -> dict[str, float]:
     """lr_scale of each parameter name under timm's layer-wise decay (0.65)."""
-    from timm.optim._param_groups import param_groups_layer_decay
 
     groups = param_groups_layer_decay(model, layer_decay=0.65, no_weight_decay_list=model.no_weight_decay())
     names = {id(p): n for n, p in model.named_parameters()}
@@ -110,7 +118,6 @@ def test_pretrained_vil_and_timm(tmp_path):
     state = {k: v for k, v in vil.state_dict().items() if k != "pos_embed"}
     assert all(torch.equal(v, state[k]) for k, v in seg.backbone.model.state_dict().items() if k != "pos_embed")
     assert seg.backbone.model.pos_embed.shape == (1, 16, 16, 32)
-    import timm
 
     resnet = timm.create_model("resnet18", num_classes=7)
     torch.save(resnet.state_dict(), tmp_path / "r18.pth")
@@ -160,8 +167,6 @@ def test_segment_logits_tta():
 
 @pytest.mark.parametrize("name,kwargs", [("sequencer2d_tiny", {}), ("vil2_tiny", TINY_VIL)])
 def test_layer_decay_groups(name, kwargs):
-    import timm.optim
-
     seg = create_segmenter(name, 3, img_size=32, model_kwargs=kwargs)
     scales = _scales(seg)
     head = [n for n in scales if not n.startswith("backbone.")]

@@ -2,12 +2,17 @@
 that used to be accepted silently are refused; warnings are one clean line; saved files get normal modes."""
 import json
 import os
+import shutil
 import stat
 
 import pytest
+import yaml
+from PIL import Image
 
+import lstmvision
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision.cli import main
+from lstmvision.weights import save_pretrained
 
 
 @pytest.fixture(autouse=True)
@@ -22,9 +27,6 @@ def idx_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    import lstmvision
-    from lstmvision.weights import save_pretrained
-
     return save_pretrained(lstmvision.create_model("sequencer2d_tiny"), tmp_path_factory.mktemp("m") / "tiny")
 
 
@@ -83,7 +85,6 @@ def test_valid_settings_still_pass(capsys, idx_data, tmp_path):
     rc, out, err = run_cli(capsys, *_train(idx_data, "--config", cfg_file, "--aa", "rand-m9-mstd0.5-inc1-mmax9",
                                            "--in-chans", "3", "--mean", "0.5", "0.4", "0.3"))
     assert rc == 0, err
-    import yaml
 
     cfg = yaml.safe_load(out)
     assert cfg["lr"] == 1e-3 and cfg["epochs"] == 1 and cfg["scale"] == [0.5, 1.0]
@@ -139,8 +140,6 @@ def test_export_write_failures(capsys, tmp_path, output, needle):
 
 
 def test_broken_config_json_is_named(capsys, tmp_path, saved_model, idx_data):
-    import shutil
-
     broken = tmp_path / "broken"
     shutil.copytree(saved_model, broken)
     (broken / "config.json").write_text("{not json")
@@ -167,9 +166,6 @@ def test_skip_warnings_are_one_clean_line(capsys, tmp_path, saved_model):
 
 
 def test_saved_files_get_the_umask_mode(tmp_path):
-    import lstmvision
-    from lstmvision.weights import save_pretrained
-
     old = os.umask(0o022)
     try:
         folder = save_pretrained(lstmvision.create_model("sequencer2d_tiny"), tmp_path / "m")
@@ -196,8 +192,6 @@ def test_validate_settings(capsys, idx_data, saved_model, extra, needle):
     (["--model", "vil2_tiny", "--img-size", "8"], "--img-size 8"),
 ])
 def test_predict_settings(capsys, tmp_path, saved_model, extra, needle):
-    from PIL import Image
-
     Image.new("L", (28, 28), 128).save(tmp_path / "x.png")
     extra = [str(a).format(saved=saved_model) for a in extra]
     rc, _, err = run_cli(capsys, "predict", *extra, tmp_path / "x.png")

@@ -2,6 +2,7 @@
 import warnings
 
 import pytest
+import timm.models
 import torch
 import torch.nn.functional as F
 
@@ -329,7 +330,6 @@ def test_legacy_norm_means_each_versions_own_norm():
 def test_layer_decay_groups_block_pairs():
     """Layer-wise lr decay (transfer, segmentation) counts block pairs as the official code does: stem, one layer
     per pair of sub-blocks, then the head - not one layer per sub-block."""
-    import timm.models
 
     model = create_model("vil2_tiny", img_size=32)  # 24 sub-blocks = 12 pairs
     groups = timm.models.group_parameters(model, model.group_matcher())

@@ -7,6 +7,8 @@ import torch.nn as nn
 from conftest import perturb_
 from lstmvision import create_model
 from lstmvision import list_models as lstmvision_models
+from lstmvision.commands import export as ex
+from lstmvision.models.flops import count_macs
 from lstmvision.models.vil import DIRECTION_DESIGNS, GridConv2d, MLSTMLayer, ViLBlock
 
 SMALL = dict(embed_dim=32, depth=4, patch_size=16, img_size=64, num_classes=7)
@@ -312,7 +314,6 @@ def test_no_graph_breaks(kw):
                                 {"global_pool": "cls"}])
 def test_onnx_export_verified_by_onnxruntime(kw, tmp_path):
     pytest.importorskip("onnxruntime")
-    from lstmvision import export as ex
 
     model = _small(embed_dim=16, depth=4, img_size=48, **kw)
     result = ex.export(model, tmp_path / "m.onnx", img_size=48, dynamic_size=True)
@@ -334,7 +335,6 @@ def test_unidirectional_differs_from_alternating_only_in_odd_sub_blocks():
 
 def test_macs_of_class_token_and_two_direction_models():
     """The MAC counter (module hooks under no_grad) runs a class-token model; two directions cost about twice."""
-    from lstmvision.flops import count_macs
 
     size = (3, 64, 64)
     base = count_macs(_small(), size)["total"]

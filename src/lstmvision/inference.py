@@ -28,9 +28,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
+from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from torchvision.transforms.functional import to_pil_image
 
-from lstmvision.data import open_image, to_mode
-from lstmvision.runtime import fit_channels, load_model, resolve_device
+from lstmvision.data import check_eval_settings, fit_channels, open_image, to_mode
+from lstmvision.device import resolve_device
+from lstmvision.models import is_model
+from lstmvision.models.loading import check_input_size, load_model
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -70,15 +74,9 @@ def data_config(
 ) -> dict[str, Any]:
     """timm's eval data config for `model`, with input channels, mean and std matched to its first conv;
     `img_size`, `crop_pct` and `interpolation` override the model's own values."""
-    from timm.data import resolve_data_config
-
-    from lstmvision.data import check_eval_settings
 
     check_eval_settings(crop_pct, interpolation)
     if img_size and getattr(model, "model_name", None) and hasattr(model, "model_kwargs"):
-        from lstmvision.engine.config import check_input_size
-        from lstmvision.models import is_model
-
         if is_model(model.model_name):
             check_input_size(model.model_name, model.model_kwargs, model_in_chans(model), img_size)
     cfg = resolve_data_config({}, model=model)
@@ -101,8 +99,6 @@ def class_names_for(model: nn.Module) -> list[str]:
     if names and len(names) == n:
         return [str(x) for x in names]
     if n == 1000:
-        from timm.data import ImageNetInfo
-
         info = ImageNetInfo()
         return [info.index_to_description(i) for i in range(n)]
     return [str(i) for i in range(n)]
@@ -113,8 +109,6 @@ class Classifier:
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
                  class_names: Sequence[str] | None = None, **data_overrides: Any):
-        from timm.data import create_transform
-
         if not int(getattr(model, "num_classes", 0) or 0):
             raise ValueError("Classifier needs a model with a classification head (num_classes > 0)")
         self.device = resolve_device(None if device is None else str(device))
@@ -149,7 +143,6 @@ class Classifier:
         elif isinstance(item, np.ndarray):
             item = Image.fromarray(item)
         elif isinstance(item, torch.Tensor):  # raw uint8 pixels (C,H,W)
-            from torchvision.transforms.functional import to_pil_image
 
             item = to_pil_image(item.cpu())
         if not isinstance(item, Image.Image):

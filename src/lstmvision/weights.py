@@ -11,12 +11,15 @@ import argparse
 import json
 import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn as nn
+from timm.models import adapt_input_conv
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -35,10 +38,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"no weights file at {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path), device="cpu")
+            return safetensors.torch.load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types
             raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
     try:
@@ -95,8 +96,6 @@ def _adapt_input_conv(model: nn.Module, state_dict: dict[str, torch.Tensor], own
         return
     theirs, ours = state_dict[key].shape, own[key].shape
     if len(theirs) == len(ours) == 4 and theirs[1] != ours[1] and (theirs[0], *theirs[2:]) == (ours[0], *ours[2:]):
-        from timm.models import adapt_input_conv
-
         state_dict[key] = adapt_input_conv(ours[1], state_dict[key])
 
 
@@ -155,7 +154,6 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
 
     `create_model(pretrained=folder)` rebuilds the same architecture and restores the weights exactly.
     """
-    from safetensors.torch import save_file
 
     name = getattr(model, "model_name", None)
     if name is None:
@@ -172,7 +170,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
         class_names=class_names or getattr(model, "class_names", None),
         format="lstmvision",
     )
-    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS_NAME, lambda p: safetensors.torch.save_file(tensors, p, metadata={"format": "pt"}))
     atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
 
@@ -222,3 +220,37 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# ------------------------------------------------------------------------ checkpoint folders
+CHECKPOINT_NAMES = ("best", "last", ".best.old", ".last.old")  # the checkpoint folders of a training run
+
+
+def _checkpoint_order(prefer: str) -> tuple[str, ...]:
+    # `.<name>.old` is the previous checkpoint when a save was interrupted mid-swap (engine.checkpoint)
+    if prefer == "last":
+        return "last", ".last.old"
+    if prefer == "best":
+        return "best", ".best.old", "last", ".last.old"
+    raise ValueError(f"prefer must be 'best' or 'last', got {prefer!r}")
+
+
+def find_checkpoint(path: str | os.PathLike, prefer: str = "last") -> Path:
+    """The checkpoint folder (config.json + weights) that `path` names: the folder itself, the folder of a file in
+    it, or in a training run folder its `prefer` checkpoint (`last/`: resuming, the default; `best/`: evaluating,
+    else `last/`). Any fallback (no best/, an interrupted save) is said in one line on stderr."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_file():
+        path = path.parent
+    if (path / CONFIG_NAME).is_file():
+        return path
+    order = _checkpoint_order(prefer)
+    for name in order:
+        if (path / name / CONFIG_NAME).is_file():
+            if name != order[0]:
+                print(f"lstmvision: {path} has no {order[0]}/ checkpoint; using {path / name}", file=sys.stderr)
+            return path / name
+    inside = "best/ or last/" if prefer == "best" else "last/"
+    raise FileNotFoundError(f"{path} holds no checkpoint (expected config.json + model.safetensors, or {inside})")

@@ -1,4 +1,7 @@
-"""`lstmvision` command line. Each subcommand lives in its own module with `add_arguments` and `run`."""
+"""`lstmvision` command line. Each subcommand lives in its own module with `add_arguments` and `run`.
+
+Only the module of the command being run is imported, and no command module imports torch before its `run`:
+`lstmvision --help` and `lstmvision CMD --help` answer at once."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +10,8 @@ import importlib
 import os
 import sys
 import warnings
+
+from lstmvision import __version__
 
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,24 +40,22 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFo
                                                 PermissionError, FileExistsError, IsADirectoryError)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: str | tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of `commands` (one name, several, or '*' for all; the others are listed
+    by name and help only, so that their modules are not imported)."""
     parser = argparse.ArgumentParser(
-        prog="lstmvision", description="LSTM-based vision backbones: Sequencer and Vision-LSTM."
+        prog="lstmvision", description="LSTM-based vision backbones: Sequencer and Vision-LSTM.", allow_abbrev=False
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = tuple(COMMANDS) if commands == "*" else (commands,) if isinstance(commands, str) else commands or ()
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        if name in wanted:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
     return parser
-
-
-def _version() -> str:
-    from lstmvision import __version__
-
-    return __version__
 
 
 @contextlib.contextmanager
@@ -77,8 +80,10 @@ def one_line_warnings(command: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level has no valued options
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    args.argv = argv
     try:
         with one_line_warnings(args.command):
             return int(args._run(args) or 0)

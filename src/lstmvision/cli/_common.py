@@ -2,13 +2,17 @@
 
 `--model NAME` (a registered name or timm:NAME) with `--pretrained FILE|FOLDER` for its weights, or
 `--checkpoint FOLDER` (a training run folder, whose best/ is used, or a checkpoint / save_pretrained folder).
-Loading itself is `lstmvision.runtime.load_model`.
+Loading itself is `lstmvision.models.loading.load_model`.
 """
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
+from lstmvision.constants import AMP_MODES
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_weights_arguments(p: argparse.ArgumentParser, model_help: str = "registered model name or timm:NAME "
@@ -29,12 +33,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", "-b", type=int, default=128)
     p.add_argument("--workers", "-j", type=int, default=1, help="data-loader workers (CPU threads = the other cores)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--amp", choices=AMP_MODES, default="none")
 
 
-def model_from_args(args: argparse.Namespace) -> torch.nn.Module:
+def model_from_args(args: argparse.Namespace) -> "torch.nn.Module":
     """The model named by --model / --pretrained / --checkpoint (see the module docstring), in eval mode."""
-    from lstmvision.runtime import load_model
+    from lstmvision.models.loading import load_model
 
     if args.checkpoint and args.pretrained:
         raise ValueError("give either --checkpoint or --pretrained, not both")

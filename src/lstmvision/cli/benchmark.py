@@ -5,11 +5,10 @@ import argparse
 import json
 import os
 
+from lstmvision.constants import PRECISIONS, RNN2D_BACKENDS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lstmvision.benchmark import DTYPES
-    from lstmvision.ops.dispatch import RNN2D_BACKENDS
-
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="model to measure (repeatable): NAME, ref:NAME (official formulation: nn.LSTM modules) "
                         "or timm:NAME")
@@ -17,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="baseline measured in the same process (repeatable), e.g. timm:sequencer2d_s or ref:NAME")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--precision", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--mode", choices=["infer", "train"], default="infer")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and model")
@@ -35,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.benchmark import benchmark, table
+    from lstmvision.commands.benchmark import benchmark, table
 
     report = benchmark(
         args.model, args.compare, args.batch_size, args.img_size, args.precision, args.mode, args.device,

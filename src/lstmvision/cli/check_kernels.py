@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -17,8 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lstmvision.device import resolve_device
     from lstmvision.ops.check import as_dicts, check_kernels, format_table
-    from lstmvision.runtime import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -26,9 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.analysis.common import open_images
-    from lstmvision.analysis.erf import erf_report, table
-    from lstmvision.runtime import load_model, resolve_device
+    from lstmvision.commands.analysis.common import open_images
+    from lstmvision.commands.analysis.erf import erf_report, table
+    from lstmvision.device import resolve_device
+    from lstmvision.models.loading import load_model
 
     specs = analysis_specs(args)
     if args.images < 1:

@@ -4,25 +4,25 @@ from __future__ import annotations
 import argparse
 
 from lstmvision.cli._common import add_weights_arguments
-from lstmvision.export import DEFAULT_OPSET, FORMATS, MIN_OPSET, TOLERANCE
+from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_weights_arguments(p, model_help="registered model name or timm:NAME (random weights unless --pretrained; "
                                         "optional with --checkpoint)")
-    p.add_argument("--format", choices=FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
     p.add_argument("--output", "-o", required=True, help="file to write")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
     p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
     p.add_argument("--opset", type=int, default=None, help=f"ONNX opset ({MIN_OPSET}..20, default {DEFAULT_OPSET})")
     p.add_argument("--img-size", type=int, default=None, help="export resolution (default: the model's input_size)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the export (default 1)")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max |Δ| allowed (default {TOLERANCE:g})")
+    p.add_argument("--tolerance", type=float, default=EXPORT_TOLERANCE, help=f"max |Δ| allowed (default {EXPORT_TOLERANCE:g})")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision import export as ex
     from lstmvision.cli._common import model_from_args
+    from lstmvision.commands import export as ex
 
     model = model_from_args(args)
     if not (args.checkpoint or args.pretrained):

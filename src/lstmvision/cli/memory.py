@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, specs: list[str]) -> int:
-    from lstmvision.analysis.memory import memory_report, table
-    from lstmvision.runtime import load_model, resolve_device
+    from lstmvision.commands.analysis.memory import memory_report, table
+    from lstmvision.device import resolve_device
+    from lstmvision.models.loading import load_model
 
     device = resolve_device(args.device)
     models = (load_model(spec, None, args.num_classes, args.in_chans) for spec in specs)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from lstmvision.flops import model_rows
-from lstmvision.models import list_models
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default=None, help="wildcard or substring filter, e.g. 'sequencer2d_*'")
@@ -17,6 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lstmvision.models import list_models
+    from lstmvision.models.flops import model_rows
+
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}")

@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import model_from_args
     from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.device import choose_device
     from lstmvision.inference import Classifier
-    from lstmvision.runtime import choose_device
 
     if args.topk < 1:
         raise ValueError("--topk must be at least 1")

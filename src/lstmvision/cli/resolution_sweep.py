@@ -20,9 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.analysis.common import open_images
-    from lstmvision.analysis.resolution import resolution_sweep, table
-    from lstmvision.runtime import load_model, resolve_device
+    from lstmvision.commands.analysis.common import open_images
+    from lstmvision.commands.analysis.resolution import resolution_sweep, table
+    from lstmvision.device import resolve_device
+    from lstmvision.models.loading import load_model
 
     specs = analysis_specs(args)
     device = resolve_device(args.device)

@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 
-from lstmvision.analysis.common import parse_fraction
-from lstmvision.analysis.corruptions import CORRUPTIONS, SEVERITIES
 from lstmvision.cli._common import add_analysis_arguments
+from lstmvision.constants import CORRUPTION_NAMES, SEVERITIES
+
+
+def parse_fraction(text: str) -> float:
+    """'0.0039', '1/255' -> float."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (use e.g. 0.004 or 1/255)") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="SPEC", help="model (folder, name or timm:NAME) to normalise CE against")
     p.add_argument("--imagenet", choices=["auto", "yes", "no"], default="auto",
                    help="use the AlexNet constants (auto: when the model has 1000 classes)")
-    p.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), metavar="NAME",
+    p.add_argument("--corruptions", nargs="+", default=list(CORRUPTION_NAMES), metavar="NAME",
                    help="subset of the 15 corruptions (default all)")
     p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), help="subset of 1..5")
     p.add_argument("--no-corruptions", action="store_true", help="skip ImageNet-C (e.g. attacks only)")
@@ -28,13 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.analysis.common import open_images
-    from lstmvision.analysis.robustness import check_settings, robustness_report, table
-    from lstmvision.runtime import load_model, resolve_device
+    from lstmvision.commands.analysis.common import open_images
+    from lstmvision.commands.analysis.robustness import check_robustness_settings, robustness_report, table
+    from lstmvision.device import resolve_device
+    from lstmvision.models.loading import load_model
 
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("give exactly one of --checkpoint PATH or --model NAME")
-    check_settings(args.corruptions, args.severities, args.eps, args.pgd_steps)
+    check_robustness_settings(args.corruptions, args.severities, args.eps, args.pgd_steps)
     if args.no_corruptions and not args.attack:
         raise ValueError("--no-corruptions leaves nothing to do without --attack")
     device = resolve_device(args.device)

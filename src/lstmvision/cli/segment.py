@@ -5,6 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lstmvision.cli.train import add_train_arguments, list_recipes, print_config, resolve_args, run_training
+from lstmvision.engine.recipes import RECIPES
+
 ACTIONS = {
     "train": "train UperNet on a backbone (registered name or timm:NAME) through the training engine",
     "validate": "mIoU / aAcc / mAcc / per-class IoU of a trained segmenter (sliding window, optional TTA)",
@@ -16,13 +19,11 @@ ACTIONS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text in ACTIONS.items():
-        q = sub.add_parser(name, help=help_text, description=help_text)
+        q = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         globals()[f"_add_{name}"](q)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from lstmvision.engine.config import add_train_arguments
-
     add_train_arguments(p, segment=True)
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(task="segment")
@@ -76,45 +77,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from lstmvision.engine.config import resolve_config
-    from lstmvision.engine.recipes import get_recipe
-
     if args.list_recipes:
-        from lstmvision.engine.recipes import RECIPES
-
-        for name, recipe in RECIPES.items():
-            if recipe.get("task") == "segment":
-                print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+        list_recipes("segment")
         return 0
     if not args.recipe:
         args.recipe = "upernet-small"
-    cfg = resolve_config(args)
-    if get_recipe(cfg["recipe"]).get("task") != "segment":
+    cfg = resolve_args(args)
+    if RECIPES[cfg["recipe"]].get("task") != "segment":
         raise ValueError(f"recipe {cfg['recipe']!r} is a classification recipe; use `lstmvision train` "
                          "(segmentation recipes: upernet-small, upernet-ade20k)")
     if args.print_config:
-        print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
+        print_config(cfg)
         return 0
-    from lstmvision.cli.train import run_training
-
     return run_training(cfg, "segment train")
 
 
 def _load(args: argparse.Namespace):
-    from lstmvision.runtime import choose_device, load_model
+    from lstmvision.device import check_amp, choose_device
+    from lstmvision.models.loading import load_model
 
     device = choose_device(args.device, getattr(args, "workers", 0))
-    if args.amp == "fp16" and device.type == "cpu":
-        raise ValueError("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp none on CPU")
+    check_amp(args.amp, device)
     if any(s <= 0 for s in args.scales):
         raise ValueError(f"--scales must be positive, got {args.scales}")
     return load_model(args.checkpoint), device
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from lstmvision.segment import markdown_table, save_examples, validate_segmentation
+    from lstmvision.commands.segment import save_examples, segmentation_table, validate_segmentation
     from lstmvision.weights import atomic_write
 
     for flag in ("limit_val", "crop", "stride", "examples"):
@@ -129,7 +119,7 @@ def _run_validate(args: argparse.Namespace) -> int:
                                    args.examples)
     examples = result.pop("examples", None)
     result["checkpoint"] = args.checkpoint
-    table = markdown_table(result)
+    table = segmentation_table(result)
     print(table, end="")
     if args.output:
         out = Path(args.output)
@@ -144,7 +134,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from lstmvision.segment import predict_masks
+    from lstmvision.commands.segment import predict_masks
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-import yaml
+from lstmvision.constants import AMP_MODES
+from lstmvision.engine.recipes import DEFAULT_RECIPE, RECIPES
+from lstmvision.engine.settings import SEGMENT_KEYS, SETTINGS, SWITCHES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lstmvision.engine.config import add_train_arguments
-
     add_train_arguments(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.epilog = ("Distributed: torchrun --nproc-per-node N -m lstmvision train ... (nccl on GPUs, gloo on CPU; "
@@ -17,25 +18,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.engine.config import resolve_config
-    from lstmvision.engine.recipes import RECIPES
-
     if args.list_recipes:
-        for name, recipe in RECIPES.items():
-            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+        list_recipes("classify")
         return 0
-    cfg = resolve_config(args)
+    cfg = resolve_args(args)
     if args.print_config:
-        print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
+        print_config(cfg)
         return 0
     return run_training(cfg, "train")
+
+
+def list_recipes(task: str) -> None:
+    for name, recipe in RECIPES.items():
+        if recipe.get("task", "classify") == task:
+            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+
+
+def resolve_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings from the parsed flags (`lstmvision.engine.config.resolve_config`)."""
+    from lstmvision.engine.config import resolve_config
+
+    return resolve_config(vars(args), args.config, args.recipe)
+
+
+def print_config(cfg: dict[str, Any]) -> None:
+    import yaml
+
+    print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
 
 
 def run_training(cfg: dict, prog: str) -> int:
     """Train by `cfg` and print the outcome in the run's metrics (classification or segmentation)."""
     from lstmvision.engine.callbacks import debug_callbacks
-    from lstmvision.engine.tasks import get_task
     from lstmvision.engine.trainer import train
+    from lstmvision.tasks import get_task
 
     result = train(cfg, callbacks=debug_callbacks(cfg))
     if result.get("rank", 0) == 0:
@@ -50,3 +66,28 @@ def run_training(cfg: dict, prog: str) -> int:
             print(f"{prog}: run folder: {result['run_dir']} (checkpoints best/ and last/)")
         print(json.dumps({k: v for k, v in result.items() if k != "rank"}), flush=True)
     return 0
+
+
+def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False) -> None:
+    """The training flags; `segment` adds the segmentation settings (`lstmvision segment train`)."""
+    p.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML of settings (flags override it)")
+    p.add_argument("--recipe", help=f"named preset (default {DEFAULT_RECIPE}); see --list-recipes")
+    p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
+    for key, (typ, nargs, help_text) in SETTINGS.items():
+        if key in SEGMENT_KEYS and not segment:
+            continue
+        kw: dict[str, Any] = dict(type=typ, default=None, help=help_text, dest=key)
+        if nargs is not None:
+            kw["nargs"] = nargs
+        if key == "amp":
+            kw["choices"] = AMP_MODES
+        p.add_argument("--" + key.replace("_", "-"), **kw)
+    for key, help_text in SWITCHES.items():
+        if key in SEGMENT_KEYS and not segment:
+            continue
+        p.add_argument("--" + key.replace("_", "-"), dest=key, action=argparse.BooleanOptionalAction, default=None,
+                       help=help_text)
+    p.add_argument("--debug-nan-at-step", dest="_debug_nan_at_step", type=int, default=None,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--debug-step-delay", dest="_debug_step_delay", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug-rank-dir", dest="_debug_rank_dir", default=None, help=argparse.SUPPRESS)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lstmvision.constants import VTAB_LRS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lstmvision.engine.transfer import VTAB_LRS
-
     p.add_argument("--pretrained", help="weights to fine-tune: a save_pretrained folder or a training run folder "
                                         "(uses best/); with --scratch a registered model name or such a folder")
     p.add_argument("--scratch", action="store_true", help="train from scratch (the baseline): --pretrained names a "
@@ -38,9 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def backbone(args: argparse.Namespace):
     """What `--pretrained` / `--scratch` / `--model` ask to fine-tune."""
     from lstmvision.cli import UserError
-    from lstmvision.engine.transfer import backbone_from_folder, backbone_from_name
+    from lstmvision.commands.transfer import backbone_from_folder, backbone_from_name
     from lstmvision.models import is_model
-    from lstmvision.runtime import find_checkpoint
+    from lstmvision.weights import find_checkpoint
 
     if args.model and args.pretrained:
         raise UserError("give --pretrained CKPT (fine-tune) or --model NAME (from scratch), not both")
@@ -61,7 +61,7 @@ def backbone(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.engine.transfer import Protocol, transfer
+    from lstmvision.commands.transfer import Protocol, transfer
 
     protocol = Protocol(epochs=args.epochs, lrs=tuple(args.lrs), seeds=args.seeds, train_size=args.train_size,
                         val_size=args.val_size, split_seed=args.split_seed, batch_size=args.batch_size,

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import model_from_args
-    from lstmvision.runtime import choose_device
-    from lstmvision.validate import validate
+    from lstmvision.commands.validate import validate
+    from lstmvision.device import choose_device
     from lstmvision.weights import atomic_write
 
     model = model_from_args(args)

@@ -21,13 +21,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from lstmvision.constants import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INTERPOLATIONS  # noqa: F401 (re-exported)
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -312,7 +314,6 @@ class BadImageCounter:
             self.seen.add(b.path)
 
 
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
 def check_eval_settings(crop_pct: float | None, interpolation: str | None) -> None:
@@ -326,7 +327,6 @@ def check_eval_settings(crop_pct: float | None, interpolation: str | None) -> No
 def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpolation: str = "bicubic",
                           crop_mode: str = "center"):
     """timm's eval transform; `crop_mode` 'squash' resizes to the input size ignoring the aspect ratio."""
-    from timm.data import create_transform
 
     check_eval_settings(crop_pct, interpolation)
     return create_transform(input_size, is_training=False, mean=mean, std=std, crop_pct=crop_pct,
@@ -379,3 +379,23 @@ def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
     subset = Subset(dataset, sorted(torch.randperm(len(dataset), generator=g)[:n].tolist()))
     require_readable(subset, f"the {n} images chosen from {getattr(dataset, 'root', 'the data')}")
     return subset
+
+
+def fit_channels(values: Sequence[float], chans: int) -> tuple[float, ...]:
+    """Per-channel normalisation values for a `chans`-channel input: repeated from one value, averaged to one."""
+    values = tuple(float(v) for v in values)
+    if len(values) == chans:
+        return values
+    if len(values) == 1:
+        return values * chans
+    if chans == 1:
+        return (sum(values) / len(values),)
+    raise ValueError(f"normalisation has {len(values)} values but the model takes {chans} channels")
+
+
+def dataset_source(dataset) -> str:
+    """Where a (possibly subset) dataset reads from, for messages."""
+    while hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    root = getattr(dataset, "root", None)
+    return str(root) if root is not None else "the evaluation data"

@@ -22,12 +22,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
+from lstmvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from lstmvision.data import (
-    FASHION_MNIST_CLASSES, BadImage, DataError, _reason, default_data_root, find_idx_files, list_images,
-    open_image, read_idx,
+    FASHION_MNIST_CLASSES,
+    BadImage,
+    DataError,
+    _reason,
+    default_data_root,
+    find_idx_files,
+    list_images,
+    open_image,
+    read_idx,
 )
-from lstmvision.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_INDEX = 255
 ADE20K_NUM_CLASSES = 150
@@ -366,7 +374,6 @@ def make_scenes(output: str | os.PathLike, n_train: int = 2000, n_val: int = 200
     info = {**params, "source": str(source), "layout": "ade20k", "classes": SCENE_CLASSES,
             "annotation_values": "0 = ignore (outlines), 1 = background, 2..11 = garments in class order",
             "counts": {}, "class_pixel_frequency": {}, "ignored_pixel_fraction": {}}
-    from tqdm import tqdm
 
     with tqdm(total=n_train + n_val, desc="scenes", unit="img", disable=not progress) as bar:
         for k, (split, (n, garments)) in enumerate(splits.items()):

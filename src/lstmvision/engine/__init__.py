@@ -1,8 +1,3 @@
-"""Training and evaluation engine: recipes, config resolution, the train loop, evaluation and checkpoints."""
-from lstmvision.engine.callbacks import Callback
-from lstmvision.engine.checkpoint import CheckpointWriteError
-from lstmvision.engine.evaluate import evaluate
-from lstmvision.engine.recipes import DEFAULTS, RECIPES, get_recipe
-from lstmvision.engine.trainer import TrainingError, train
-
-__all__ = ["DEFAULTS", "RECIPES", "Callback", "CheckpointWriteError", "TrainingError", "evaluate", "get_recipe", "train"]
+"""The training engine: settings and recipes (`settings`, `recipes`, `config`), the loop (`trainer.train`), a run's
+parts and state (`run`, `state`), checkpoints (`checkpoint`), the run folder's summary (`summary`) and callbacks.
+What is trained (data, model, loss, scoring) comes from a `lstmvision.tasks.Task`."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from lstmvision.engine.trainer import Run
+    from lstmvision.engine.run import Run
 
 
 class Callback:

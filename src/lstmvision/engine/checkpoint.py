@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from lstmvision.weights import atomic_write, save_pretrained
 
@@ -42,10 +45,6 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_errors() -> tuple[type[BaseException], ...]:
     """What a failed write raises: OSError, torch.save's RuntimeError ('unexpected pos'), SafetensorError."""
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # older safetensors
-        return (OSError, RuntimeError)
     return (OSError, RuntimeError, SafetensorError)
 
 
@@ -139,10 +138,6 @@ def load_state(folder: Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-
     py = random.getstate()
     np_state = np.random.get_state()
     state = dict(
@@ -157,10 +152,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]

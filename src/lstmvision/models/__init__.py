@@ -1,7 +1,9 @@
 """Model families. Importing this package registers every architecture (in lstmvision's registry; timm's only
 after `register_timm()`)."""
-from lstmvision.models import sequencer  # noqa: F401  (registers the Sequencer family)
-from lstmvision.models import vil  # noqa: F401  (registers the Vision-LSTM family)
+from lstmvision.models import (
+    sequencer,  # noqa: F401  (registers the Sequencer family)
+    vil,  # noqa: F401  (registers the Vision-LSTM family)
+)
 from lstmvision.models.registry import create_model, get_pretrained_cfg, is_model, list_models, register_model
 from lstmvision.models.sequencer import Sequencer
 from lstmvision.models.timm_bridge import register_timm

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
+from timm.models import FeatureDictNet, FeatureGraphNet, FeatureHookNet, FeatureListNet
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._features import FeatureGetterNet
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from lstmvision.constants import IMAGENET_MEAN, IMAGENET_STD
+from lstmvision.weights import CONFIG_NAME, load_pretrained, read_config
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _CFGS: dict[str, dict[str, Any]] = {}
@@ -82,9 +85,7 @@ def _check_name(name: str) -> None:
 def _saved_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    from lstmvision.weights import read_config
-
-    cfg_file = Path(path) / "config.json"
+    cfg_file = Path(path) / CONFIG_NAME
     if Path(path).is_dir() and cfg_file.is_file():
         return read_config(path)
     return None
@@ -112,8 +113,6 @@ def create_model(
     `forward_intermediates`, maps in `feature_fmt`, NCHW unless given), 'hook', 'fx', 'list' or 'dict' (these
     return the model's native NHWC maps), or a timm feature class; `feature_cfg` holds further wrapper options.
     """
-    from lstmvision.weights import load_pretrained
-
     if pretrained is not None and not Path(pretrained).exists():
         raise FileNotFoundError(f"pretrained weights not found: {pretrained}")
     saved = _saved_config(pretrained)
@@ -148,8 +147,6 @@ def create_model(
     if pretrained is not None:
         load_pretrained(model, pretrained)
     if features_only:
-        from timm.models._builder import pretrained_cfg_for_features
-
         model = _feature_wrapper(model, out_indices, feature_fmt, feature_cls, dict(feature_cfg or {}))
         model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
         model.model_name = name
@@ -159,9 +156,6 @@ def create_model(
 
 
 def _feature_class(feature_cls: str | type) -> type:
-    from timm.models import FeatureDictNet, FeatureGraphNet, FeatureHookNet, FeatureListNet
-    from timm.models._features import FeatureGetterNet
-
     if isinstance(feature_cls, type):
         return feature_cls
     classes = dict(getter=FeatureGetterNet, hook=FeatureHookNet, fx=FeatureGraphNet, list=FeatureListNet,
@@ -176,9 +170,6 @@ def _feature_wrapper(
     feature_cfg: dict[str, Any],
 ) -> nn.Module:
     """timm's features_only adaptation (timm.models.build_model_with_cfg): route the feature class and options."""
-    from timm.models import FeatureDictNet, FeatureHookNet
-    from timm.models._features import FeatureGetterNet
-
     cls = _feature_class(feature_cls or feature_cfg.pop("feature_cls", "getter"))
     feature_cfg.pop("feature_cls", None)
     if out_indices is not None:

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 
 __all__ = ["LSTM", "GRU", "RNN", "RNN_GATES", "is_rnn"]
 

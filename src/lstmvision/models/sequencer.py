@@ -24,7 +24,7 @@ from lstmvision.models.common import check_input, image_size, resize_pos_embed
 from lstmvision.models.registry import make_cfg, register_model
 from lstmvision.models.rnn import GRU, LSTM, RNN
 from lstmvision.ops import dispatch
-from lstmvision.ops.rnn2d import module_weights, resolve_backend, rnn2d
+from lstmvision.ops.rnn2d import module_weights, resolve_rnn2d_backend, rnn2d
 
 # nn.RNNBase layers with torch's LSTM/GRU/RNN weights and kernels that torch.compile traces without graph breaks
 RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -98,7 +98,7 @@ class RNN2DMixer(nn.Module):
     def _forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
         rnn = self.rnn_v if self.rnn_v is not None else self.rnn_h
         cell = _CELLS[rnn.mode]
-        backend = resolve_backend(x, cell, self.backend)
+        backend = resolve_rnn2d_backend(x, cell, self.backend)
         if backend == "module":
             parts = self._forward_modules(x)
         else:
@@ -118,10 +118,12 @@ class RNN2DMixer(nn.Module):
         B, H, W, C = x.shape
         parts = []
         if self.rnn_v is not None:
+            # (B, H, W, C) -> (B*W, H, C)
             v = x.permute(0, 2, 1, 3).reshape(B * W, H, C)  # one sequence per column, top to bottom
-            v = self.rnn_v(v)[0].reshape(B, W, H, -1).permute(0, 2, 1, 3)
+            v = self.rnn_v(v)[0].reshape(B, W, H, -1).permute(0, 2, 1, 3)  # (B*W, H, out) -> (B, H, W, out)
             parts.append(v)
         if self.rnn_h is not None:
+            # (B, H, W, C) -> (B*H, W, C); rnn_h output (B*H, W, out) -> (B, H, W, out)
             h = self.rnn_h(x.reshape(B * H, W, C))[0].reshape(B, H, W, -1)  # one sequence per row
             parts.append(h)
         return parts
@@ -140,6 +142,7 @@ class RNN1DMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
+        # (B, H, W, C) -> (B, H*W, C) raster order; rnn output (B, H*W, C) -> (B, H, W, C)
         return self.rnn(x.reshape(B, H * W, C))[0].reshape(B, H, W, -1)
 
 
@@ -172,6 +175,7 @@ class Downsample(nn.Module):
         self.down = nn.Conv2d(in_dim, out_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, H, W, in_dim) -> (B, in_dim, H, W); conv output (B, out_dim, H/p, W/p) -> (B, H/p, W/p, out_dim)
         return self.down(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
@@ -367,7 +371,7 @@ class Sequencer(nn.Module):
         if self.shuffle_tokens and self.training:
             B, H, W, C = x.shape
             perm = torch.randperm(H * W, device=x.device)
-            x = x.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
+            x = x.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)  # (B, H, W, C) -> (B, H*W, C) -> (B, H, W, C)
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -401,6 +405,7 @@ class Sequencer(nn.Module):
             x = stage(x)
             if i in take:
                 y = self.norm(x) if norm and i == last else x
+                # (B, H, W, C) -> (B, C, H, W)
                 intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
         if intermediates_only:
             return intermediates

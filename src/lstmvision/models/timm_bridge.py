@@ -14,16 +14,18 @@ import dataclasses
 import warnings
 from typing import Any, Callable
 
+import timm
+import timm.models
 import torch.nn as nn
+from timm.models import PretrainedCfg
 
+from lstmvision.constants import TIMM_PREFIX
 from lstmvision.models.registry import create_model, get_pretrained_cfg, list_models
 
 default_cfgs: dict[str, dict[str, Any]] = {}  # read by timm.models.register_model
 
 
 def _timm_cfg(name: str) -> dict[str, Any]:
-    from timm.models import PretrainedCfg
-
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     return {k: v for k, v in get_pretrained_cfg(name).items() if k in fields}
 
@@ -63,8 +65,6 @@ def _entrypoint(name: str) -> Callable[..., nn.Module]:
 
 def register_timm() -> list[str]:
     """Register each lstmvision model that timm lacks with timm; returns the names added by this call."""
-    import timm.models
-
     added = []
     for name in list_models():
         if name in default_cfgs or timm.models.is_model(name):
@@ -73,3 +73,32 @@ def register_timm() -> list[str]:
         timm.models.register_model(_entrypoint(name))
         added.append(name)
     return added
+
+
+def timm_name(spec: str) -> str | None:
+    """NAME of a `timm:NAME` spec, else None."""
+    return spec[len(TIMM_PREFIX):] if spec.startswith(TIMM_PREFIX) else None
+
+
+def create_timm_model(name: str, num_classes: int | None, in_chans: int | None, img_size: int | None,
+                      kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """timm model `name` (no download), any input size where the architecture allows; `model_name` is
+    'timm:NAME' and `model_kwargs` what rebuilds it."""
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+    kw: dict[str, Any] = dict(kwargs or {})
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    if in_chans is not None:
+        kw["in_chans"] = in_chans
+    cfg = timm.get_pretrained_cfg(name)
+    fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
+    if img_size is not None and fixed:
+        kw.setdefault("img_size", img_size)
+    try:  # ViT-style models: let them take any input size (position embeddings interpolated)
+        model = timm.create_model(name, pretrained=False, dynamic_img_size=True, **kw)
+    except TypeError:
+        model = timm.create_model(name, pretrained=False, **kw)
+    model.model_name = TIMM_PREFIX + name
+    model.model_kwargs = {k: v for k, v in kw.items() if k != "num_classes"}
+    return model

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -30,6 +31,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import Tensor
+
+from lstmvision.constants import UPERNET_PREFIX
+from lstmvision.models.registry import create_model
+from lstmvision.models.timm_bridge import create_timm_model, timm_name
+from lstmvision.models.vil import VisionLSTM
+from lstmvision.weights import convert_state_dict, find_checkpoint, load_state_dict_into, read_state_dict
 
 ISOTROPIC_TAPS = (7, 11, 15, 23)  # the ViL / BEiT taps of a 24-block backbone
 
@@ -227,15 +234,11 @@ class UperNet(nn.Module):
 def _build_backbone(
     model: str, in_chans: int, img_size: int, drop_path_rate: float, kwargs: dict[str, Any]
 ) -> nn.Module:
-    from lstmvision.runtime import TIMM_PREFIX, create_timm_model
-
     kw = dict(kwargs)
     if drop_path_rate:
         kw["drop_path_rate"] = drop_path_rate
-    if model.startswith(TIMM_PREFIX):
-        return create_timm_model(model[len(TIMM_PREFIX):], 0, in_chans, img_size, kw)
-    from lstmvision.models.registry import create_model
-
+    if timm_name(model):
+        return create_timm_model(timm_name(model), 0, in_chans, img_size, kw)
     kw.setdefault("img_size", img_size)  # position embeddings (ViL, Sequencer with pos_embed)
     return create_model(model, num_classes=0, in_chans=in_chans, **kw)
 
@@ -251,11 +254,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> None:
     """A classification checkpoint (file, saved folder or training run folder) into a classifier-free backbone:
     foreign layouts converted (lstmvision families, timm's module filter: position embeddings resized), the
     classifier's keys dropped, every other key checked."""
-    from pathlib import Path
-
-    from lstmvision.runtime import find_checkpoint
-    from lstmvision.weights import convert_state_dict, load_state_dict_into, read_state_dict
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
@@ -275,8 +273,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> None:
 
 def default_decoder_channels(backbone: nn.Module) -> int:
     """192 for a ViL of width <= 192 (ViL-T), 384 for wider ViLs (S, B), 256 for any other backbone."""
-    from lstmvision.models.vil import VisionLSTM
-
     if isinstance(backbone, VisionLSTM):
         return 192 if backbone.embed_dim <= 192 else 384
     return 256
@@ -301,8 +297,6 @@ def create_segmenter(
     `create_segmenter(**model.segmenter_args)` rebuilds it. For `save_pretrained`: `model_name` is
     'upernet:' + model and `model_kwargs` the segmenter_args without num_classes.
     """
-    from lstmvision.runtime import UPERNET_PREFIX
-
     kwargs = dict(model_kwargs or {})
     net = _build_backbone(model, in_chans, img_size, drop_path_rate, kwargs)
     if pretrained is not None:

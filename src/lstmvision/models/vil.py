@@ -51,7 +51,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.common import check_input, image_size, resize_pos_embed
 from lstmvision.models.registry import make_cfg, register_model
-from lstmvision.ops.mlstm import mlstm
+from lstmvision.ops.mlstm import mlstm, resolve_mlstm_backend
 
 # torch.fx records these as calls (their size checks run on the real input, not on trace-time proxies)
 torch.fx.wrap("check_input")
@@ -124,16 +124,16 @@ class MultiHeadLayerNorm(OffsetLayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, NH, S, DH = x.shape
-        x = x.transpose(1, 2)  # (B, S, NH, DH)
+        x = x.transpose(1, 2)  # (B, NH, S, DH) -> (B, S, NH, DH)
         if torch.jit.is_tracing():  # ONNX export: the head width is a traced value, F.layer_norm needs it static
             mean = x.mean(-1, keepdim=True)
             x = (x - mean) * torch.rsqrt((x - mean).pow(2).mean(-1, keepdim=True) + self.eps)
         else:
             x = F.layer_norm(x, (DH,), eps=self.eps)
-        x = x * (1 + self.weight).view(NH, DH)
+        x = x * (1 + self.weight).view(NH, DH)  # (NH*DH,) -> (NH, DH)
         if self.bias is not None:
-            x = x + self.bias.view(NH, DH)
-        return x.reshape(B, S, NH * DH)
+            x = x + self.bias.view(NH, DH)  # (NH*DH,) -> (NH, DH)
+        return x.reshape(B, S, NH * DH)  # (B, S, NH, DH) -> (B, S, NH*DH)
 
 
 class BlockDiagonalLinear(nn.Module):
@@ -149,7 +149,8 @@ class BlockDiagonalLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(*shape[:-1], -1, self.block)
+        x = x.reshape(*shape[:-1], -1, self.block)  # (..., dim) -> (..., blocks, block)
+        # (..., blocks, in) x (blocks, out, in) -> (..., blocks, out) -> (..., dim)
         x = torch.einsum("...hi,hoi->...ho", x, self.weight).reshape(shape)
         return x + self.bias if self.bias is not None else x
 
@@ -162,8 +163,8 @@ class CausalConv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
         # class tokens (cls_at) are ordinary sequence positions for the 1-D conv, as in the official v1
-        x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))
-        return super().forward(x).transpose(1, 2)
+        x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))  # (B, S, C) -> (B, C, k-1+S)
+        return super().forward(x).transpose(1, 2)  # (B, C, S) -> (B, S, C)
 
 
 class GridConv2d(nn.Conv2d):
@@ -183,8 +184,8 @@ class GridConv2d(nn.Conv2d):
         h, w = grid
         if h * w != S:
             raise ValueError(f"{S} tokens do not form the {h}x{w} grid")
-        y = super().forward(x.transpose(1, 2).reshape(B, C, h, w))
-        return y.reshape(B, C, S).transpose(1, 2)
+        y = super().forward(x.transpose(1, 2).reshape(B, C, h, w))  # (B, S, C) -> (B, C, S) -> (B, C, h, w)
+        return y.reshape(B, C, S).transpose(1, 2)  # (B, C, h, w) -> (B, C, S) -> (B, S, C)
 
 
 class MLSTMCell(nn.Module):
@@ -202,8 +203,9 @@ class MLSTMCell(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         B, S, E = q.shape
         gate_in = torch.cat([q, k, v], dim=-1)
-        i = self.igate(gate_in).transpose(1, 2)  # (B, NH, S)
-        f = self.fgate(gate_in).transpose(1, 2)
+        i = self.igate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
+        f = self.fgate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
+        # (B, S, E) -> (B, S, NH, DH) -> (B, NH, S, DH), DH = E // NH
         q, k, v = (t.reshape(B, S, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size)
         return self.outnorm(h)
@@ -257,6 +259,7 @@ def _transpose_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Row-major (B, h·w, C) tokens of an (h, w) grid -> the row-major tokens of the transposed (w, h) grid."""
     B, S, C = x.shape
     h, w = grid
+    # (B, S, C) -> (B, h, w, C) -> (B, w, h, C) -> (B, S, C)
     return x.reshape(B, h, w, C).transpose(1, 2).reshape(B, S, C)
 
 
@@ -287,7 +290,7 @@ def _to_scan(
             x = _transpose_grid(x, grid)
         grid = (w, h)
     if direction % 2:
-        x = x.flip(1)
+        x = x.flip(1)  # (B, S, C) -> (B, S, C), sequence reversed
     return x, grid
 
 
@@ -295,7 +298,7 @@ def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: 
     """The inverse of `_to_scan` (`grid` is the row-major grid)."""
     h, w = grid
     if direction % 2:
-        x = x.flip(1)
+        x = x.flip(1)  # (B, S, C) -> (B, S, C), sequence reversed
     if direction >= 2:
         if num_cls:
             mid = (h * w) // 2
@@ -355,13 +358,14 @@ class ViLBlock(nn.Module):
         """(B, h, w, C) -> (B, h, w, C); with class tokens `cls` (B, n, C): -> (map, class tokens)."""
         B, h, w, C = x.shape
         if cls is None:
-            y = self._mix(self.norm(x).reshape(B, h * w, C), (h, w), 0)
-            return x + self.drop_path(y.reshape(B, h, w, C))
+            y = self._mix(self.norm(x).reshape(B, h * w, C), (h, w), 0)  # (B, h, w, C) -> (B, h*w, C)
+            return x + self.drop_path(y.reshape(B, h, w, C))  # (B, h*w, C) -> (B, h, w, C)
         # class tokens in the middle of the row-major sequence; one sequence, so one DropPath draw per sample
         mid, n = (h * w) // 2, cls.shape[1]
-        t = x.reshape(B, h * w, C)
+        t = x.reshape(B, h * w, C)  # (B, h, w, C) -> (B, h*w, C)
         seq = torch.cat([t[:, :mid], cls, t[:, mid:]], dim=1)
         seq = seq + self.drop_path(self._mix(self.norm(seq), (h, w), n))
+        # patch tokens (B, h*w, C) -> (B, h, w, C); class tokens (B, n, C)
         return torch.cat([seq[:, :mid], seq[:, mid + n:]], dim=1).reshape(B, h, w, C), seq[:, mid:mid + n]
 
 
@@ -423,9 +427,7 @@ class VisionLSTM(nn.Module):
         if init_mode not in ("original", "original-fixed"):
             raise ValueError(f"init_mode must be 'original' or 'original-fixed', got {init_mode!r}")
         if mlstm_backend is not None:
-            from lstmvision.ops.mlstm import resolve_backend
-
-            resolve_backend(mlstm_backend, 1)  # fail early on a typo
+            resolve_mlstm_backend(mlstm_backend, 1)  # fail early on a typo
         self.num_classes = num_classes
         self.global_pool = _pool_name(global_pool)
         if self.global_pool == "cls" and num_cls_tokens < 1:
@@ -499,7 +501,7 @@ class VisionLSTM(nn.Module):
         linspace(3, 6), unit skip, offset norms at 0, PyTorch-default convs, trunc-normal(2e-5) head."""
         D = self.embed_dim
         w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # (D, in_chans, p, p) -> (D, in_chans*p*p)
         nn.init.zeros_(self.patch_embed.proj.bias)
         trunc_normal_(self.pos_embed, std=0.02)
         small = math.sqrt(2 / (5 * D))
@@ -574,6 +576,7 @@ class VisionLSTM(nn.Module):
         return (h - self.patch_size) // self.stride + 1, (w - self.patch_size) // self.stride + 1
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, D, h, w) -> (B, h, w, D)
         x = self.patch_embed.proj(check_input(x, self.in_chans, self.min_input_size)).permute(0, 2, 3, 1)
         return x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))  # (B, h, w, D)
 
@@ -590,6 +593,7 @@ class VisionLSTM(nn.Module):
 
     def _final_norm(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
         """The final norm of the map, or (class-token models) of the sequence [class tokens, row-major patches]."""
+        # x (B, h, w, C) -> (B, h*w, C), after cls (B, n, C)
         return self.norm(x) if cls is None else self.norm(torch.cat([cls, x.flatten(1, 2)], dim=1))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -610,11 +614,11 @@ class VisionLSTM(nn.Module):
         if self.global_pool == "":
             return x
         if self.global_pool == "to_image":
-            return x.permute(0, 3, 1, 2)
+            return x.permute(0, 3, 1, 2)  # (B, h, w, C) -> (B, C, h, w)
         n = self.num_prefix_tokens
         if self.global_pool == "cls":
-            return x[:, :n].flatten(1)
-        t = x[:, n:] if n else x.flatten(1, 2)  # the patch tokens, row-major
+            return x[:, :n].flatten(1)  # (B, n, C) -> (B, n*C)
+        t = x[:, n:] if n else x.flatten(1, 2)  # (B, h, w, C) -> (B, h*w, C); the patch tokens, row-major
         if self.global_pool == "middle":
             return t[:, t.shape[1] // 2]
         if self.global_pool == "bilateral_flatten":
@@ -659,6 +663,7 @@ class VisionLSTM(nn.Module):
                 x, cls = self._run_block(block, x, cls)
             if j in take:  # patch tokens only
                 y = self.norm(x) if norm else x
+                # (B, h, w, C) -> (B, C, h, w)
                 intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
         if intermediates_only:
             return intermediates

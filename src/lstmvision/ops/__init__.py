@@ -7,12 +7,17 @@ place, `lstmvision.ops.dispatch`: `set_backend(rnn2d=..., mlstm=...)`, `use_back
 backend available on a device with the math reference (`lstmvision check-kernels`).
 """
 from lstmvision.ops.dispatch import (
-    MLSTM_BACKENDS, RNN2D_BACKENDS, Backends, get_backend, set_backend, use_backend,
+    MLSTM_BACKENDS,
+    RNN2D_BACKENDS,
+    Backends,
+    get_backend,
+    set_backend,
+    use_backend,
 )
-from lstmvision.ops.mlstm import mlstm, resolve_backend
+from lstmvision.ops.mlstm import mlstm, resolve_mlstm_backend
 from lstmvision.ops.rnn2d import rnn2d, rnn2d_reference
 
 __all__ = [
-    "Backends", "MLSTM_BACKENDS", "RNN2D_BACKENDS", "get_backend", "mlstm", "resolve_backend", "rnn2d",
+    "Backends", "MLSTM_BACKENDS", "RNN2D_BACKENDS", "get_backend", "mlstm", "resolve_mlstm_backend", "rnn2d",
     "rnn2d_reference", "set_backend", "use_backend",
 ]

@@ -25,7 +25,7 @@ _kernels = kernel_loader("lstmvision.ops._mlstm_triton", "mlstm_states_kernel", 
 
 def chunk_len(S: int, chunk_size: int) -> int:
     """The kernels' chunk: a power of 2 (tl.arange), at least 16 (tl.dot), at most next_pow2(chunk_size)."""
-    import triton
+    import triton  # noqa: PLC0415 (optional dependency: GPU kernels)
 
     return max(16, triton.next_power_of_2(max(1, min(int(chunk_size), S))))
 

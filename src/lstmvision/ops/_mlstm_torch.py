@@ -22,6 +22,7 @@ def parallel(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Te
     causal = torch.ones(S, S, dtype=torch.bool, device=q.device).tril_()
     log_d = log_d.masked_fill(~causal, float("-inf"))
     m = log_d.amax(dim=-1, keepdim=True)  # (B, NH, S, 1); the diagonal is always finite
+    # k (B, NH, S, dqk) -> (B, NH, dqk, S); scores (B, NH, S, S)
     scores = (q @ k.transpose(-1, -2)).to(gdt) * (dqk**-0.5)
     c = scores * torch.exp(log_d - m)
     normaliser = torch.maximum(c.sum(dim=-1, keepdim=True).abs(), torch.exp(-m)) + eps
@@ -38,10 +39,12 @@ def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.T
     if pad:  # zeros at the end: later tokens never reach earlier (causal) outputs
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         i, f = (F.pad(t, (0, pad)) for t in (i, f))
+    # (B, NH, nc*L, dqk) -> (B, NH, nc, L, dqk)
     q = q.reshape(B, NH, nc, L, dqk)  # scaled by dqk^-0.5 in the gate dtype below, not in bf16/fp16
-    k = k.reshape(B, NH, nc, L, dqk)
-    v = v.reshape(B, NH, nc, L, dv)
-    ig = i.to(gdt).reshape(B, NH, nc, L)
+    k = k.reshape(B, NH, nc, L, dqk)  # (B, NH, nc*L, dqk) -> (B, NH, nc, L, dqk)
+    v = v.reshape(B, NH, nc, L, dv)  # (B, NH, nc*L, dv) -> (B, NH, nc, L, dv)
+    ig = i.to(gdt).reshape(B, NH, nc, L)  # (B, NH, nc*L) -> (B, NH, nc, L)
+    # (B, NH, nc*L) -> (B, NH, nc, L)
     b = torch.cumsum(F.logsigmoid(f.to(gdt)).reshape(B, NH, nc, L), dim=-1)  # inclusive, inside each chunk
     g = b[..., -1]  # (B, NH, nc): total log decay of each chunk
 
@@ -49,7 +52,7 @@ def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.T
     a = g.unsqueeze(-1) - b + ig
     a_max = a.amax(dim=-1)
     kw = k.to(gdt) * torch.exp(a - a_max.unsqueeze(-1)).unsqueeze(-1)  # (B, NH, nc, L, dqk)
-    c_loc = kw.transpose(-1, -2) @ v.to(gdt)  # (B, NH, nc, dqk, dv)
+    c_loc = kw.transpose(-1, -2) @ v.to(gdt)  # (B, NH, nc, L, dqk) -> (B, NH, nc, dqk, L); (B, NH, nc, dqk, dv)
     n_loc = kw.sum(dim=-2)  # (B, NH, nc, dqk)
 
     # --- inter-chunk recurrence: a loop over chunks only, on (dqk, dv) states
@@ -75,13 +78,14 @@ def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.T
     log_d = log_d.masked_fill(~causal, float("-inf"))
     m_inter = b + m_prev.unsqueeze(-1)  # (B, NH, nc, L)
     m = torch.maximum(m_inter, log_d.amax(dim=-1))
+    # k (B, NH, nc, L, dqk) -> (B, NH, nc, dqk, L); w (B, NH, nc, L, L)
     w = (q @ k.transpose(-1, -2)).to(gdt) * (dqk**-0.5) * torch.exp(log_d - m.unsqueeze(-1))
     inter = torch.exp(m_inter - m)
     qg = q.to(gdt) * (dqk**-0.5)
     num = (w.to(v.dtype) @ v).to(gdt) + inter.unsqueeze(-1) * (qg @ c_prev)
     den = w.sum(dim=-1) + inter * (qg @ n_prev.unsqueeze(-1)).squeeze(-1)
     den = torch.maximum(den.abs(), torch.exp(-m)) + eps
-    h = (num / den.unsqueeze(-1)).reshape(B, NH, nc * L, dv)
+    h = (num / den.unsqueeze(-1)).reshape(B, NH, nc * L, dv)  # (B, NH, nc, L, dv) -> (B, NH, nc*L, dv)
     return h[:, :, :S].to(v.dtype)
 
 

@@ -11,7 +11,7 @@ import torch
 
 def triton_available() -> bool:
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401, PLC0415 (optional dependency: GPU kernels)
     except Exception:  # pragma: no cover - triton missing or broken
         return False
     return True
@@ -34,7 +34,7 @@ def kernel_loader(module: str, *names: str) -> Callable[[], tuple[Any, ...]]:
 
     def load() -> tuple[Any, ...]:
         if not cache:
-            import triton
+            import triton  # noqa: PLC0415 (optional dependency: GPU kernels)
 
             mod = importlib.import_module(module)
             cache.append((triton, *(getattr(mod, n) for n in names)))

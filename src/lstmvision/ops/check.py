@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from lstmvision.device import time_steps
 from lstmvision.ops._triton_common import can_run
 from lstmvision.ops.mlstm import mlstm
 from lstmvision.ops.rnn2d import rnn2d, rnn2d_reference
@@ -114,8 +115,6 @@ def _unavailable(case: _Case, backend: str, dtype: torch.dtype, device: torch.de
 
 
 def _forward_ms(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int = 3) -> float:
-    from lstmvision.runtime import time_steps  # (runtime imports the models, which import ops)
-
     with torch.no_grad():  # the first call warms up (kernel compilation, allocator)
         times = [time_steps(fn, 1, device, warmup=int(r == 0)) for r in range(repeats)]
     return statistics.median(times) * 1e3

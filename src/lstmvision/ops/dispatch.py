@@ -25,8 +25,8 @@ import contextlib
 import os
 from typing import Iterator, Mapping, NamedTuple
 
-RNN2D_BACKENDS = ("auto", "module", "reference", "fused", "triton")
-MLSTM_BACKENDS = ("auto", "parallel", "chunkwise", "recurrent", "triton")
+from lstmvision.constants import MLSTM_BACKENDS, RNN2D_BACKENDS
+
 ENV_VARS = {"rnn2d": "LSTMVISION_KERNELS", "mlstm": "LSTMVISION_MLSTM_BACKEND"}
 _CHOICES = {"rnn2d": RNN2D_BACKENDS, "mlstm": MLSTM_BACKENDS}
 _LABELS = {"rnn2d": "rnn2d", "mlstm": "mLSTM"}

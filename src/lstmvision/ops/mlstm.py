@@ -58,7 +58,7 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 PYTORCH_BACKENDS = ("parallel", "chunkwise", "recurrent")
 
 
-def resolve_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
+def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
     """The backend a call uses: `backend`, else the active choice (`dispatch`), with 'auto' resolved by length.
 
     With `device` given, 'triton' is checked to be runnable there (RuntimeError otherwise).
@@ -88,10 +88,10 @@ def mlstm(
         raise ValueError(f"mlstm expects q, k (B, NH, S, DQK) and v (B, NH, S, DV); got {q.shape}, {k.shape}, {v.shape}")
     if i.shape != q.shape[:3] or f.shape != q.shape[:3]:
         raise ValueError(f"mlstm expects gate pre-activations i, f of shape {tuple(q.shape[:3])}; got {i.shape}, {f.shape}")
-    fn = BACKENDS[resolve_backend(backend, q.shape[2], q.device)]
+    fn = BACKENDS[resolve_mlstm_backend(backend, q.shape[2], q.device)]
     if q.device.type in ("cuda", "cpu", "xpu", "mps") and torch.is_autocast_enabled(q.device.type):
         with torch.autocast(q.device.type, enabled=False):
             return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
     return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
 
-__all__ = ["BACKENDS", "ENV_VAR", "PARALLEL_MAX_LEN", "PYTORCH_BACKENDS", "mlstm", "resolve_backend"]
+__all__ = ["BACKENDS", "ENV_VAR", "PARALLEL_MAX_LEN", "PYTORCH_BACKENDS", "mlstm", "resolve_mlstm_backend"]

@@ -33,7 +33,7 @@ from lstmvision.ops import dispatch
 from lstmvision.ops._triton_common import can_run, interpret, kernel_loader, triton_available
 
 __all__ = [
-    "BACKENDS", "DirWeights", "rnn2d", "rnn2d_reference", "resolve_backend", "module_weights", "lstm_scan",
+    "BACKENDS", "DirWeights", "rnn2d", "rnn2d_reference", "resolve_rnn2d_backend", "module_weights", "lstm_scan",
     "triton_available",
 ]
 
@@ -43,7 +43,7 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 DirWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def resolve_backend(x: torch.Tensor, cell: str = "lstm", backend: str | None = None) -> str:
+def resolve_rnn2d_backend(x: torch.Tensor, cell: str = "lstm", backend: str | None = None) -> str:
     """The backend that actually runs for this input: the request, downgraded where it cannot run."""
     want = dispatch.requested("rnn2d", backend)
     if want == "auto":
@@ -69,7 +69,7 @@ def _cell_step(cell: str, xg: torch.Tensor, h: torch.Tensor, c: torch.Tensor | N
     """One step of PyTorch's cell math; xg = x_t @ w_ih^T (no bias)."""
     w_ih, w_hh, b_ih, b_hh = w
     gi = xg + b_ih
-    gh = h @ w_hh.t() + b_hh
+    gh = h @ w_hh.t() + b_hh  # w_hh (G*D, D) -> (D, G*D); gh (N, G*D)
     if cell == "lstm":
         i, f, g, o = (gi + gh).chunk(4, -1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -90,7 +90,7 @@ def _run_1d(seq: torch.Tensor, w: DirWeights, cell: str, reverse: bool, nonlinea
     d = w[1].shape[1]
     h = seq.new_zeros(n, d)
     c = seq.new_zeros(n, d) if cell == "lstm" else None
-    xg = seq @ w[0].t()
+    xg = seq @ w[0].t()  # w_ih (G*D, C) -> (C, G*D); xg (N, T, G*D)
     outs: list[torch.Tensor] = [None] * t_len  # type: ignore[list-item]
     for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
         h, c = _cell_step(cell, xg[:, t], h, c, w, nonlinearity)
@@ -114,13 +114,13 @@ def rnn2d_reference(
     B, H, W, C = x.shape
     v = h = None
     if weights_v:
-        cols = x.permute(0, 2, 1, 3).reshape(B * W, H, C)
+        cols = x.permute(0, 2, 1, 3).reshape(B * W, H, C)  # (B, H, W, C) -> (B*W, H, C): columns as sequences
         outs = [_run_1d(cols, w, cell, k == 1, nonlinearity) for k, w in enumerate(weights_v)]
-        v = torch.cat(outs, -1).reshape(B, W, H, -1).permute(0, 2, 1, 3)
+        v = torch.cat(outs, -1).reshape(B, W, H, -1).permute(0, 2, 1, 3)  # (B*W, H, dirs*D) -> (B, H, W, dirs*D)
     if weights_h:
-        rows = x.reshape(B * H, W, C)
+        rows = x.reshape(B * H, W, C)  # (B, H, W, C) -> (B*H, W, C): rows as sequences
         outs = [_run_1d(rows, w, cell, k == 1, nonlinearity) for k, w in enumerate(weights_h)]
-        h = torch.cat(outs, -1).reshape(B, H, W, -1)
+        h = torch.cat(outs, -1).reshape(B, H, W, -1)  # (B*H, W, dirs*D) -> (B, H, W, dirs*D)
     return torch.cat([p for p in (v, h) if p is not None], -1)
 
 
@@ -159,7 +159,7 @@ class _RunOrder:
 def _scan_steps(cell: str, xs, w_hh: torch.Tensor, b_hn: torch.Tensor | None, nonlinearity: str) -> list:
     T = len(xs)
     D = w_hh.shape[-1]
-    w_t = w_hh.transpose(1, 2)  # (R, D, G*D)
+    w_t = w_hh.transpose(1, 2)  # (R, G*D, D) -> (R, D, G*D)
     hs: list[torch.Tensor] = []
     if cell == "lstm":
         h = c = None
@@ -219,7 +219,7 @@ def _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton):
     D = dirs[0][2][1].shape[1]
     # 1) input projections of every direction: one GEMM over the NHWC map
     xp, b_hn = _input_projection(x, [w for _, _, w in dirs], cell, D)
-    xp = xp.unflatten(-1, (len(dirs), G * D))
+    xp = xp.unflatten(-1, (len(dirs), G * D))  # (B, H, W, ndirs*G*D) -> (B, H, W, ndirs, G*D)
     # 2) recurrences: one loop for all directions when both axes have the same length, else one per axis
     if len(axes) == 1 or H == W:
         groups = [[a for a, _ in axes]]
@@ -235,6 +235,7 @@ def _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton):
         xs = xp.new_empty(T, len(js), N, G * D)
         for r, j in enumerate(js):  # one strided copy per direction into the (T, R, N, G*D) scan layout
             a = dirs[j][0]
+            # (B, H, W, G*D) -> (T, B, L, G*D), L = W or H, into xs[:, r] (T, N, G*D) viewed as (T, B, L, G*D)
             xs[:, r].view(T, B, W if a == "v" else H, G * D).copy_(xp[..., j, :].permute(_AXIS_PERM[a]))
         w_hh = torch.stack([dirs[j][2][1] for j in js])
         if use_triton:
@@ -243,8 +244,9 @@ def _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton):
             hs = _scan_torch(cell, xs, w_hh, None if b_hn is None else b_hn[js], nonlinearity, n_fwd)
         for r, j in enumerate(js):  # one strided copy per direction back into (B, H, W, dirs, D)
             a = dirs[j][0]
+            # hs[:, r] (T, N, D) viewed as (T, B, L, D) -> (B, H, W, D) into out[..., j, :]
             out[..., j, :].copy_(hs[:, r].view(T, B, W if a == "v" else H, D).permute(_AXIS_INV[a]))
-    return out.flatten(-2)
+    return out.flatten(-2)  # (B, H, W, ndirs, D) -> (B, H, W, ndirs*D)
 
 
 # ------------------------------------------------------------------------------ module (torch's kernels)
@@ -266,10 +268,13 @@ def _rnn2d_module(x, weights_v, weights_h, cell, nonlinearity):
     B, H, W, C = x.shape
     parts = []
     if weights_v:
+        # (B, H, W, C) -> (B*W, H, C)
         cols = x.permute(0, 2, 1, 3).reshape(B * W, H, C)  # one sequence per column, top to bottom
+        # (B*W, H, dirs*D) -> (B, W, H, dirs*D) -> (B, H, W, dirs*D)
         parts.append(_run_torch_rnn(cols, weights_v, cell, nonlinearity).reshape(B, W, H, -1).permute(0, 2, 1, 3))
     if weights_h:
-        rows = x.reshape(B * H, W, C)  # one sequence per row, left to right
+        rows = x.reshape(B * H, W, C)  # (B, H, W, C) -> (B*H, W, C); one sequence per row, left to right
+        # (B*H, W, dirs*D) -> (B, H, W, dirs*D)
         parts.append(_run_torch_rnn(rows, weights_h, cell, nonlinearity).reshape(B, H, W, -1))
     return torch.cat(parts, -1)
 
@@ -291,7 +296,7 @@ def rnn2d(
         raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
     if not weights_v and not weights_h:
         raise ValueError("rnn2d needs vertical or horizontal weights")
-    which = resolve_backend(x, cell, backend)
+    which = resolve_rnn2d_backend(x, cell, backend)
     if which == "module":
         return _rnn2d_module(x, weights_v, weights_h, cell, nonlinearity)
     if which == "reference":
@@ -305,7 +310,7 @@ _kernels = kernel_loader("lstmvision.ops._rnn2d_triton", "lstm_fwd_kernel", "lst
 
 def _launch_cfg(D: int) -> tuple[int, int, int]:
     """(padded hidden size, sequences per program, warps). Untuned: no GPU measurement is committed yet."""
-    import triton
+    import triton  # noqa: PLC0415 (optional dependency: GPU kernels)
 
     DP = max(16, triton.next_power_of_2(D))
     block_n = 16 if interpret() else (64 if DP <= 64 else 32)
@@ -362,7 +367,7 @@ def _lstm_scan_bwd(dhs: torch.Tensor, xs: torch.Tensor, w_hh: torch.Tensor, hs: 
         hf = hs.float()
         h_prev[1:, :n_fwd] = hf[:-1, :n_fwd]  # forward directions: h_{t-1}
         h_prev[:-1, n_fwd:] = hf[1:, n_fwd:]  # reversed directions: h_{t+1}
-    dw = torch.einsum("trng,trnd->rgd", dxs, h_prev).to(w_hh.dtype)
+    dw = torch.einsum("trng,trnd->rgd", dxs, h_prev).to(w_hh.dtype)  # (T, R, N, G4) x (T, R, N, D) -> (R, G4, D)
     return dxs.to(xs.dtype), dw
 
 

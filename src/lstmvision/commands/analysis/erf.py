@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from torchvision import transforms as T
+from tqdm import tqdm
 
-from lstmvision.analysis import common as C
+from lstmvision.commands.analysis import common as C
 from lstmvision.data import limit
-from lstmvision.runtime import resolve_device
+from lstmvision.device import resolve_device
 
 
 # ------------------------------------------------------------------------------------------ core
@@ -187,8 +189,6 @@ def _safe(name: str) -> str:
 # ---------------------------------------------------------------------------------------------- report
 def _image_batches(model: nn.Module, data: C.EvalImages, size: int, train_aug: bool, seed: int,
                    device: torch.device):
-    from torchvision import transforms as T
-
     mean, std = C.model_norm(model)
     in_chans = C.model_in_chans(model)
     if train_aug:
@@ -275,7 +275,6 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str] | 
     """ERF maps of `layers` of each model (with `.label`, from `runtime.load_model`; None: `default_layers` of
     each) over exactly `images` random images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to
     `output` and returns the report."""
-    from tqdm import tqdm
 
     if images < 1:
         raise ValueError(f"--images must be at least 1, got {images}")

@@ -27,9 +27,10 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from tqdm import tqdm
 
-from lstmvision.analysis import common as C
-from lstmvision.runtime import resolve_device, time_steps
+from lstmvision.commands.analysis import common as C
+from lstmvision.device import resolve_device, time_steps
 from lstmvision.ops.dispatch import get_backend
 
 
@@ -93,7 +94,6 @@ def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | P
     """Peak forward memory (and throughput) of each model (with `.label`, from `runtime.load_model`) at each input
     size; writes memory.json, .md and .png to `output` and returns the report. Every model stays loaded until the
     end, because the throughput rounds interleave them."""
-    from tqdm import tqdm
 
     if any(s < 8 for s in sizes):
         raise ValueError(f"--sizes must be at least 8 px, got {sizes}")
@@ -131,7 +131,6 @@ def interleaved_throughput(measured: list, batch_size: int, warmup: int, iters: 
                            device: torch.device) -> None:
     """Fills images_per_s (median over `repeats` rounds) and its min / max into each entry's results; every round
     measures every model at every size whose memory pass succeeded."""
-    from tqdm import tqdm
 
     samples: dict[tuple[int, str], list[float]] = {}
     for _ in tqdm(range(repeats), desc="throughput rounds"):

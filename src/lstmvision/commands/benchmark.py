@@ -21,7 +21,6 @@ FLOP counters skip it; sequencer2d_s at 224 = 8.33 G).
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import resource
 import statistics
@@ -32,9 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lstmvision.constants import TIMM_PREFIX
+from lstmvision.device import device_name, resolve_device, time_steps
+from lstmvision.models import is_model
+from lstmvision.models.flops import count_macs, count_params
+from lstmvision.models.loading import load_model
 from lstmvision.ops.dispatch import get_backend, use_backend
-from lstmvision.flops import count_macs, count_params
-from lstmvision.runtime import TIMM_PREFIX, load_model, resolve_device, time_steps
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -67,7 +69,6 @@ def build(spec: str, default_kernels: str | None, img_size: int | None = None) -
     source, name, forced = parse_spec(spec)
     if source == "timm":
         return Entry(spec, source, name, None, load_model(TIMM_PREFIX + name, img_size=img_size))
-    from lstmvision.models import is_model
 
     if not is_model(name):
         raise ValueError(f"unknown lstmvision model {name!r} (see `lstmvision models`)")
@@ -129,18 +130,6 @@ def make_step(e: Entry, x: torch.Tensor, precision: str, mode: str, compile: boo
                 opt.zero_grad(set_to_none=True)
             return loss
     return step
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})"
 
 
 def versions() -> dict[str, str | None]:

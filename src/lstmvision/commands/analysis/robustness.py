@@ -26,10 +26,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from lstmvision.analysis import common as C
-from lstmvision.analysis.corruptions import ALEXNET_ERR, CORRUPTIONS, SEVERITIES, corrupt
-from lstmvision.runtime import resolve_device
+from lstmvision.commands.analysis import common as C
+from lstmvision.commands.analysis.corruptions import ALEXNET_ERR, CORRUPTIONS, SEVERITIES, corrupt
+from lstmvision.device import resolve_device
 
 
 # ------------------------------------------------------------------------------------------ scores
@@ -85,7 +86,6 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 def adversarial_top1(net: nn.Module, batches, device, attack: str, eps: float, steps: int, step_size: float,
                      seed: int = 0) -> tuple[float, float]:
     """(adversarial top-1 %, max |x_adv - x|) of `net` (taking [0, 1] inputs)."""
-    from tqdm import tqdm
 
     g = torch.Generator().manual_seed(seed)
     correct = total = 0
@@ -115,7 +115,6 @@ def _corrupted_batches(data: C.EvalImages, size: int, in_chans: int, name: str |
 def corruption_errors(model: nn.Module, data: C.EvalImages, size: int, corruptions: list[str], severities: list[int],
                       device: torch.device, seed: int = 0) -> tuple[float, dict[str, dict[int, float]]]:
     """(clean error, {corruption: {severity: error}}) in [0, 1]."""
-    from tqdm import tqdm
 
     mean, std = C.model_norm(model)
     in_chans = C.model_in_chans(model)
@@ -129,7 +128,7 @@ def corruption_errors(model: nn.Module, data: C.EvalImages, size: int, corruptio
     return clean, err
 
 
-def check_settings(corruptions: list[str], severities: list[int], eps: float, pgd_steps: int) -> None:
+def check_robustness_settings(corruptions: list[str], severities: list[int], eps: float, pgd_steps: int) -> None:
     bad = [c for c in corruptions if c not in CORRUPTIONS]
     if bad:
         raise ValueError(f"unknown corruption {bad[0]!r}; choose from {', '.join(CORRUPTIONS)}")
@@ -177,7 +176,7 @@ def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
     writes robustness.json, .md (and .png) to `output` and returns the report."""
     corruptions = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     severities = list(SEVERITIES) if severities is None else list(severities)
-    check_settings(corruptions, severities, eps, pgd_steps)
+    check_robustness_settings(corruptions, severities, eps, pgd_steps)
     if not corruptions and not attack:
         raise ValueError("no corruptions and no attack: nothing to do")
     device = device or resolve_device(None)

@@ -14,11 +14,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lstmvision.data import BadImageCounter, DataError, build_loader, limit
-from lstmvision.engine.evaluate import autocast_context, data_source, sum_over_ranks
-from lstmvision.engine.tasks import Data, Task, fill_normalisation, model_kwargs
-
+from lstmvision.data import BadImageCounter, DataError, build_loader, dataset_source, limit
+from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset, SegTrainTransform
+from lstmvision.device import autocast_context, sum_over_ranks
+from lstmvision.models.upernet import create_segmenter, segment_logits
+from lstmvision.tasks.base import Data, Task, fill_normalisation, model_kwargs
 
 
 class SegmentationLoss(nn.Module):
@@ -68,9 +70,6 @@ def evaluate_segmentation(model: nn.Module, loader, device: torch.device, num_cl
     """Sliding-window (optionally multi-scale + flip) evaluation; exact across distributed ranks.
 
     `on_batch(images, masks, predictions)` sees every evaluated batch (for example pictures)."""
-    from torchmetrics.classification import MulticlassConfusionMatrix
-
-    from lstmvision.models.upernet import segment_logits
 
     was_training = model.training
     model.eval()
@@ -101,7 +100,7 @@ def evaluate_segmentation(model: nn.Module, loader, device: torch.device, num_cl
     sums = sum_over_ranks(sums, device)
     model.train(was_training)
     if sums[2].item() == 0:
-        raise DataError(f"no readable images in {data_source(loader.dataset)} (every evaluation image was skipped)")
+        raise DataError(f"no readable images in {dataset_source(loader.dataset)} (every evaluation image was skipped)")
     result = confusion_scores(confusion.compute())
     result.update(loss=sums[0].item() / max(sums[1].item(), 1), count=int(sums[2].item()), skipped=bad.count)
     return result
@@ -109,8 +108,6 @@ def evaluate_segmentation(model: nn.Module, loader, device: torch.device, num_cl
 
 def create_for_config(cfg: dict[str, Any], num_classes: int, in_chans: int) -> nn.Module:
     """The UperNet `cfg` describes (backbone `cfg['model']`), with the attributes save_pretrained needs."""
-    from lstmvision.models.upernet import create_segmenter
-
     kwargs = model_kwargs(cfg)
     drop_path = kwargs.pop("drop_path_rate", 0.0)
     kwargs.pop("drop_rate", None)
@@ -135,8 +132,6 @@ class SegmentationTask(Task):
             raise ValueError("segmentation training needs --batch-size >= 2 (the decoder has BatchNorm)")
 
     def build_data(self, cfg: dict[str, Any], world: int, rank: int, pin_memory: bool) -> Data:
-        from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset, SegTrainTransform
-
         in_chans = int(cfg["in_chans"] or 3)
         img_mode = "L" if in_chans == 1 else "RGB"
         train_ds = SegmentationDataset(cfg["data"], "train", img_mode=img_mode)

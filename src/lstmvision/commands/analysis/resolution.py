@@ -19,8 +19,8 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from lstmvision.analysis import common as C
-from lstmvision.runtime import resolve_device
+from lstmvision.commands.analysis import common as C
+from lstmvision.device import resolve_device
 
 
 def sweep_sizes(native: int, sizes: list[int] | None, factors: list[float] | None) -> list[int]:

@@ -1,106 +1,71 @@
-"""What the trainer trains. A task reads the data, builds the model and its loss, and scores the model; the loop,
-checkpoints, resume, DDP, AMP, EMA and progress are the trainer's and the same for every task.
-
-- `classify` (`ClassificationTask`): image classification, top-1 / top-5 (the default).
-- `segment` (`lstmvision.engine.segmentation.SegmentationTask`): semantic segmentation, mIoU / aAcc / mAcc.
-
-`cfg['task']` picks one; `get_task` returns it.
-"""
+"""Image classification as a task of the training engine (the default, `cfg['task'] = 'classify'`), and the one
+classifier evaluation: loss, top-1 and top-5 over a loader, exact across distributed ranks."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import accuracy
 
-from lstmvision.data import DataError, build_loader, create_eval_transform, limit, resolve_dataset
-from lstmvision.engine.evaluate import evaluate
-from lstmvision.runtime import TIMM_PREFIX, create_timm_model, fit_channels
-
-
-@dataclass
-class Data:
-    train_loader: Any
-    val_loader: Any
-    class_names: list[str]
-    in_chans: int
-    data_chans: int  # channels of the images themselves (1: grayscale data), whatever the model takes
-    num_classes: int
-    steps_per_epoch: int
-    n_train: int
-    n_val: int
-
-
-class Task:
-    """The task-specific parts of a training run."""
-
-    name = ""
-    score = ""  # the validation metric that picks best/ (higher is better)
-    metrics: tuple[str, ...] = ()  # summary.csv columns after val_loss, in order
-
-    def check(self, cfg: dict[str, Any], device: torch.device) -> None:
-        """Combinations of settings the task cannot run (one clear error before anything is built)."""
-
-    def build_data(self, cfg: dict[str, Any], world: int, rank: int, pin_memory: bool) -> Data:
-        raise NotImplementedError
-
-    def build_model(self, cfg: dict[str, Any], data: Data) -> nn.Module:
-        raise NotImplementedError
-
-    def build_loss(self, cfg: dict[str, Any], data: Data) -> tuple[nn.Module, Any]:
-        """The training loss and the batch mixer (Mixup/CutMix) or None."""
-        raise NotImplementedError
-
-    def evaluate(self, model: nn.Module, loader, device: torch.device, cfg: dict[str, Any], bad) -> dict[str, Any]:
-        """Validation metrics: `loss` and every name in `metrics` (plus anything else worth logging)."""
-        raise NotImplementedError
+from lstmvision.data import (
+    BadImageCounter,
+    DataError,
+    build_loader,
+    create_eval_transform,
+    dataset_source,
+    limit,
+    resolve_dataset,
+)
+from lstmvision.device import autocast_context, sum_over_ranks
+from lstmvision.models.loading import load_model
+from lstmvision.models.timm_bridge import timm_name
+from lstmvision.tasks.base import Data, Task, fill_normalisation, model_kwargs
 
 
-def fill_normalisation(cfg: dict[str, Any], in_chans: int) -> None:
-    """Mean/std for the model's channels: Fashion-MNIST's for grayscale, ImageNet's for RGB unless given."""
-    if cfg["mean"] is None or cfg["std"] is None:
-        from lstmvision.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-        from lstmvision.models.registry import IMAGENET_MEAN, IMAGENET_STD
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "none",
+             channels_last: bool = False, bad: BadImageCounter | None = None) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, top1 correct, top5 correct, count
+    bad = bad or BadImageCounter()
+    for x, y, skipped in loader:
+        bad(skipped)
+        if x is None:
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            out = model(x)
+        out = out.float()
+        k = min(5, out.shape[1])
+        top1, top5 = accuracy(out, y, topk=(1, k))
+        n = y.shape[0]
+        sums += torch.tensor([F.cross_entropy(out, y, reduction="sum").item(), top1.item() * n / 100,
+                              top5.item() * n / 100, n], dtype=torch.float64)
+    sums = sum_over_ranks(sums, device)
+    model.train(was_training)
+    if sums[3].item() == 0:
+        raise DataError(f"no readable images in {dataset_source(loader.dataset)} (every evaluation image was skipped)")
+    n = sums[3].item()
+    return dict(loss=sums[0].item() / n, top1=100 * sums[1].item() / n, top5=100 * sums[2].item() / n,
+                count=int(sums[3].item()), skipped=bad.count)
 
-        gray = in_chans == 1
-        cfg["mean"] = list(FASHION_MNIST_MEAN if gray else IMAGENET_MEAN)
-        cfg["std"] = list(FASHION_MNIST_STD if gray else IMAGENET_STD)
-    cfg["mean"], cfg["std"] = list(fit_channels(cfg["mean"], in_chans)), list(fit_channels(cfg["std"], in_chans))
 
-
-def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """--model-kwargs plus the regularisation settings the model takes as arguments."""
-    kwargs = dict(cfg.get("model_kwargs") or {})
-    if cfg["drop_path"]:
-        kwargs["drop_path_rate"] = cfg["drop_path"]
-    if cfg["drop"]:
-        kwargs["drop_rate"] = cfg["drop"]
-    return kwargs
-
-
-# ------------------------------------------------------------------------------------ classification
 def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_names: list[str]) -> nn.Module:
     """The registered model `cfg['model']`, or any timm model as 'timm:NAME', with the run's data settings."""
     kwargs = model_kwargs(cfg)
     size = int(cfg["img_size"])
-    if cfg["model"].startswith(TIMM_PREFIX):
-        model = create_timm_model(cfg["model"][len(TIMM_PREFIX):], num_classes, in_chans, size, kwargs)
-        if cfg["pretrained"]:
-            from lstmvision.weights import load_pretrained
-
-            load_pretrained(model, cfg["pretrained"])
-    else:
-        from lstmvision.models import create_model, is_model
-
-        if not is_model(cfg["model"]):
-            create_model(cfg["model"])  # raises the registry's "unknown model" error with suggestions
-        kwargs.setdefault("img_size", size)  # models with position embeddings need it (ViL)
-        if cfg["pretrained"]:  # a saved folder's own rates would otherwise carry over to the fine-tuning
-            kwargs.setdefault("drop_path_rate", cfg["drop_path"])
-            kwargs.setdefault("drop_rate", cfg["drop"])
-        model = create_model(cfg["model"], pretrained=cfg["pretrained"], num_classes=num_classes,
-                             in_chans=in_chans, **kwargs)
+    if cfg["pretrained"] and not timm_name(cfg["model"]):  # a saved folder's own rates would carry over
+        kwargs.setdefault("drop_path_rate", cfg["drop_path"])
+        kwargs.setdefault("drop_rate", cfg["drop"])
+    built_size = kwargs.pop("img_size", size)  # --model-kwargs img_size wins (position embeddings)
+    model = load_model(cfg["model"], cfg["pretrained"], num_classes, in_chans, built_size, **kwargs).train()
     model.class_names = list(class_names)
     model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(in_chans, size, size), mean=tuple(cfg["mean"]),
                                 std=tuple(cfg["std"]), crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
@@ -111,8 +76,6 @@ def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_name
 
 
 def build_transforms(cfg: dict[str, Any], in_chans: int):
-    from timm.data import create_transform
-
     size = int(cfg["img_size"])
     input_size = (in_chans, size, size)
     crop_mode = cfg.get("crop_mode") or "center"  # 'squash': plain resize to the input size (transfer protocol)
@@ -167,9 +130,6 @@ class ClassificationTask(Task):
         return build_model(cfg, data.num_classes, data.in_chans, data.class_names)
 
     def build_loss(self, cfg: dict[str, Any], data: Data) -> tuple[nn.Module, Any]:
-        from timm.data import Mixup
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
         if cfg["mixup"] > 0 or cfg["cutmix"] > 0:
             mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], prob=cfg["mixup_prob"],
                           switch_prob=cfg["mixup_switch_prob"], label_smoothing=cfg["smoothing"],
@@ -181,14 +141,3 @@ class ClassificationTask(Task):
 
     def evaluate(self, model: nn.Module, loader, device: torch.device, cfg: dict[str, Any], bad) -> dict[str, Any]:
         return evaluate(model, loader, device, cfg["amp"], cfg["channels_last"], bad)
-
-
-def get_task(name: str | None) -> Task:
-    """The task `name` ('classify' when None)."""
-    if name in (None, "classify"):
-        return ClassificationTask()
-    if name == "segment":
-        from lstmvision.engine.segmentation import SegmentationTask
-
-        return SegmentationTask()
-    raise ValueError(f"unknown task {name!r}; choose classify or segment")

@@ -24,12 +24,24 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from lstmvision.data import (IdxDataset, ImageFolderDataset, build_loader, create_eval_transform, find_idx_files,
-                             resolve_dataset)
+from lstmvision.constants import VTAB_LRS
+from lstmvision.data import (
+    IdxDataset,
+    ImageFolderDataset,
+    build_loader,
+    create_eval_transform,
+    find_idx_files,
+    resolve_dataset,
+)
+from lstmvision.device import resolve_device
+from lstmvision.engine.checkpoint import STATE_NAME
 from lstmvision.engine.recipes import DEFAULTS
-from lstmvision.weights import atomic_write
+from lstmvision.engine.summary import read_summary
+from lstmvision.engine.trainer import train
+from lstmvision.models import create_model, get_pretrained_cfg
+from lstmvision.tasks.classify import evaluate
+from lstmvision.weights import atomic_write, find_checkpoint
 
-VTAB_LRS = (1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-4)
 LR_SCALE_BATCH = 64  # the protocol's lr_scale_factor: lr = lr * batch / 64
 
 
@@ -104,7 +116,6 @@ def backbone_from_folder(folder: str | os.PathLike, img_size: int | None = None,
         raise FileNotFoundError(f"{folder} holds no saved model (config.json + model.safetensors)")
     saved = json.loads(cfg_file.read_text())
     pcfg = saved.get("pretrained_cfg") or {}
-    from lstmvision.models import get_pretrained_cfg
 
     pcfg = {**get_pretrained_cfg(saved["architecture"]), **pcfg}
     in_chans, _, size = pcfg["input_size"]
@@ -116,7 +127,6 @@ def backbone_from_folder(folder: str | os.PathLike, img_size: int | None = None,
 
 def backbone_from_name(name: str, img_size: int | None = None) -> Backbone:
     """The registered model `name` from scratch, at its default input size; channels from the data."""
-    from lstmvision.models import get_pretrained_cfg
 
     pcfg = get_pretrained_cfg(name)
     return Backbone(name, None, int(img_size or pcfg["input_size"][-1]),
@@ -125,7 +135,7 @@ def backbone_from_name(name: str, img_size: int | None = None) -> Backbone:
 
 # ---------------------------------------------------------------------------------------------- tasks
 @dataclass
-class Task:
+class TransferTask:
     name: str
     root: Path
     class_names: list[str]
@@ -147,7 +157,7 @@ def task_names(roots: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def open_task(root: str | os.PathLike, name: str, protocol: Protocol) -> Task:
+def open_task(root: str | os.PathLike, name: str, protocol: Protocol) -> TransferTask:
     """The task at `root` with its seeded train/val draw from the training split."""
     root = Path(root)
     if not root.is_dir():
@@ -167,7 +177,7 @@ def open_task(root: str | os.PathLike, name: str, protocol: Protocol) -> Task:
                    f"{protocol.val_size}: using {n_train} train / {n_val} val")
     g = torch.Generator().manual_seed(protocol.split_seed)
     perm = torch.randperm(n, generator=g).tolist()
-    return Task(name, root, list(train.class_names), n, sorted(perm[:n_train]), sorted(perm[n_train:n_train + n_val]),
+    return TransferTask(name, root, list(train.class_names), n, sorted(perm[:n_train]), sorted(perm[n_train:n_train + n_val]),
                 warning)
 
 
@@ -176,7 +186,7 @@ def _write_idx(path: Path, arr: np.ndarray) -> None:
     path.write_bytes(header + np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
 
 
-def _write_subset(task: Task, folder: Path, train_idx: list[int], val_idx: list[int]) -> None:
+def _write_subset(task: TransferTask, folder: Path, train_idx: list[int], val_idx: list[int]) -> None:
     """`folder` as a dataset of the task's training images `train_idx` (train split) and `val_idx` (val split)."""
     files = find_idx_files(task.root, "train")
     if files is not None:
@@ -199,7 +209,7 @@ def _write_subset(task: Task, folder: Path, train_idx: list[int], val_idx: list[
                 shutil.copy2(path, link)
 
 
-def materialise(task: Task, folder: Path, train_idx: list[int], val_idx: list[int]) -> Path:
+def materialise(task: TransferTask, folder: Path, train_idx: list[int], val_idx: list[int]) -> Path:
     """The subset dataset at `folder`, written once (built aside, then renamed into place)."""
     if folder.is_dir():
         return folder
@@ -211,7 +221,7 @@ def materialise(task: Task, folder: Path, train_idx: list[int], val_idx: list[in
     return folder
 
 
-def task_test_split(task: Task, img_mode: str):
+def task_test_split(task: TransferTask, img_mode: str):
     """The task's test split: `test/` of an image-folder tree when present, else what resolve_dataset calls val."""
     if find_idx_files(task.root, "train") is None and (task.root / "test").is_dir():
         return ImageFolderDataset(task.root / "test", img_mode, task.class_names)
@@ -223,7 +233,7 @@ def lr_tag(lr: float) -> str:
     return f"{lr:g}"
 
 
-def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, lr: float, seed: int,
+def run_config(backbone: Backbone, protocol: Protocol, task: TransferTask, data: Path, lr: float, seed: int,
                run_dir: Path) -> dict[str, Any]:
     """The engine config of one fit: full fine-tuning, no augmentation, a new head of the task's classes."""
     cfg = dict(DEFAULTS)
@@ -249,9 +259,6 @@ def run_config(backbone: Backbone, protocol: Protocol, task: Task, data: Path, l
 
 def resumable(run_dir: Path) -> bool:
     """Whether `run_dir` holds a checkpoint the engine can resume from (also after a crash inside a commit)."""
-    from lstmvision.engine.checkpoint import STATE_NAME
-    from lstmvision.runtime import find_checkpoint
-
     try:
         return (find_checkpoint(run_dir) / STATE_NAME).is_file()
     except FileNotFoundError:
@@ -259,8 +266,6 @@ def resumable(run_dir: Path) -> bool:
 
 
 def finished_rows(run_dir: Path, epochs: int) -> list[dict[str, Any]] | None:
-    from lstmvision.engine.trainer import read_summary
-
     rows = read_summary(run_dir)
     return rows if (run_dir / "last").is_dir() and len(rows) >= epochs else None
 
@@ -279,7 +284,6 @@ class Progress:
 
 def fit_run(cfg: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
     """The summary rows of the run `cfg` describes: read if it finished before, else trained (or resumed)."""
-    from lstmvision.engine.trainer import train
 
     run_dir = Path(cfg["output"]) / cfg["experiment"]
     rows = finished_rows(run_dir, cfg["epochs"])
@@ -294,12 +298,8 @@ def fit_run(cfg: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
     return rows
 
 
-def score_on_test(run_dir: Path, task: Task, protocol: Protocol) -> dict[str, Any]:
+def score_on_test(run_dir: Path, task: TransferTask, protocol: Protocol) -> dict[str, Any]:
     """Top-1 of the run's end-of-training weights (last/) on the task's test split; cached in test.json."""
-    from lstmvision.engine.evaluate import evaluate
-    from lstmvision.models import create_model
-    from lstmvision.runtime import resolve_device
-
     out = run_dir / "test.json"
     if out.is_file():
         return json.loads(out.read_text())
@@ -337,7 +337,7 @@ def check_output(output: Path, backbone: Backbone, protocol: Protocol) -> None:
     atomic_write(f, lambda p: Path(p).write_text(json.dumps(want, indent=2)))
 
 
-def save_split(task: Task, folder: Path) -> None:
+def save_split(task: TransferTask, folder: Path) -> None:
     """`split.json` of the task: the drawn indices (the same on every rerun with the same settings)."""
     f = folder / "split.json"
     data = dict(root=str(task.root.resolve()), n_available=task.n_available, train=task.train_idx, val=task.val_idx)
@@ -353,7 +353,7 @@ def pick_lr(lrs: Sequence[float], val_top1: dict[str, float]) -> float:
     return max(lrs, key=lambda lr: val_top1[lr_tag(lr)])
 
 
-def sweep_task(task: Task, backbone: Backbone, protocol: Protocol, folder: Path,
+def sweep_task(task: TransferTask, backbone: Backbone, protocol: Protocol, folder: Path,
                progress: Progress) -> dict[str, list[float]]:
     """Val top-1 (last epoch) of every lr x seed, trained on the drawn train part; keyed by `lr_tag`, per seed."""
     data = materialise(task, folder / "data_sweep", task.train_idx, task.val_idx)
@@ -367,7 +367,7 @@ def sweep_task(task: Task, backbone: Backbone, protocol: Protocol, folder: Path,
     return val
 
 
-def final_task(task: Task, backbone: Backbone, protocol: Protocol, folder: Path, lr: float,
+def final_task(task: TransferTask, backbone: Backbone, protocol: Protocol, folder: Path, lr: float,
                progress: Progress) -> list[float]:
     """Test top-1 per seed of `lr` retrained on the drawn train + val images."""
     data = materialise(task, folder / "data_final", sorted(task.train_idx + task.val_idx), task.val_idx)
@@ -380,7 +380,7 @@ def final_task(task: Task, backbone: Backbone, protocol: Protocol, folder: Path,
     return tests
 
 
-def run_task(task: Task, backbone: Backbone, protocol: Protocol, output: Path, progress: Progress) -> dict[str, Any]:
+def run_task(task: TransferTask, backbone: Backbone, protocol: Protocol, output: Path, progress: Progress) -> dict[str, Any]:
     """Sweep, pick, retrain and test one task; its row of the results table."""
     folder = output / task.name
     save_split(task, folder)
@@ -421,11 +421,11 @@ def write_results(output: Path, backbone: Backbone, protocol: Protocol, rows: li
     result = dict(backbone=asdict(backbone), protocol=asdict(protocol), tasks=rows,
                   mean_test_top1=float(np.mean([r["test_top1"] for r in rows])) if rows else None)
     atomic_write(output / "transfer.json", lambda p: Path(p).write_text(json.dumps(result, indent=2)))
-    atomic_write(output / "transfer.md", lambda p: Path(p).write_text(markdown_table(result)))
+    atomic_write(output / "transfer.md", lambda p: Path(p).write_text(transfer_table(result)))
     return result
 
 
-def markdown_table(result: dict[str, Any]) -> str:
+def transfer_table(result: dict[str, Any]) -> str:
     proto, rows = result["protocol"], result["tasks"]
     lrs = [lr_tag(lr) for lr in proto["lrs"]]
     weights = result["backbone"]["weights"] or "none (from scratch)"

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lstmvision.constants import SEVERITIES  # noqa: F401 (re-exported)
+
 # AlexNet mean top-1 errors per corruption over the 5 severities (the ImageNet-C mCE baseline).
 ALEXNET_ERR = {
     "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
@@ -39,7 +41,6 @@ ALEXNET_ERR = {
     "snow": 0.866816, "frost": 0.826572, "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204,
     "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
 }
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
+from lstmvision.models import create_model, get_pretrained_cfg
 from lstmvision.models.rnn import RNN_GATES, is_rnn
 from lstmvision.ops.dispatch import use_backend
 
@@ -67,9 +69,6 @@ def count_params(model: nn.Module) -> int:
 def model_rows(names: list[str], img_size: int | None = None, macs: bool = True) -> list[dict]:
     """Per registered model: parameters, input size, paper top-1 and (with `macs`) GMACs at `img_size` (default:
     each model's own)."""
-    from tqdm import tqdm
-
-    from lstmvision.models import create_model, get_pretrained_cfg
 
     rows = []
     for name in tqdm(names, desc="measuring", disable=len(names) < 3, leave=False):

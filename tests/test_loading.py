@@ -1,4 +1,4 @@
-"""lstmvision.runtime: one load_model for every kind of model spec, one checkpoint finder, one timing loop, and the
+"""lstmvision.models.loading: one load_model for every kind of model spec, one checkpoint finder, one timing loop, and the
 CLI vocabulary built on them (--checkpoint / --pretrained / --model mean the same in every command)."""
 import json
 from pathlib import Path
@@ -8,11 +8,12 @@ import torch
 from safetensors.torch import save_file
 
 from engine_helpers import write_idx_folder
-from lstmvision import runtime
 from lstmvision.cli import main
+from lstmvision.device import time_steps
 from lstmvision.engine.checkpoint import save_checkpoint
 from lstmvision.models import create_model
-from lstmvision.weights import save_pretrained
+from lstmvision.models.loading import load_model
+from lstmvision.weights import find_checkpoint, save_pretrained
 
 # a Sequencer2D small enough for CPU tests: 1-channel 32 px input, 10 classes (the idx data's)
 TINY = dict(img_size=32, layers=(1, 1), patch_sizes=(4, 2), embed_dims=(16, 32), hidden_sizes=(8, 16), mlp_ratios=2.0)
@@ -61,55 +62,55 @@ def data(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ find_checkpoint
 def test_find_checkpoint_prefers_best_or_last(run_dir, capsys):
-    assert runtime.find_checkpoint(run_dir, prefer="best") == run_dir / "best"
-    assert runtime.find_checkpoint(run_dir, prefer="last") == run_dir / "last"
-    assert runtime.find_checkpoint(run_dir) == run_dir / "last"  # the engine's resume: the default
-    assert runtime.find_checkpoint(run_dir / "best") == run_dir / "best"  # a checkpoint folder is itself
-    assert runtime.find_checkpoint(run_dir / "last" / "state.pth") == run_dir / "last"  # a file: its folder
+    assert find_checkpoint(run_dir, prefer="best") == run_dir / "best"
+    assert find_checkpoint(run_dir, prefer="last") == run_dir / "last"
+    assert find_checkpoint(run_dir) == run_dir / "last"  # the engine's resume: the default
+    assert find_checkpoint(run_dir / "best") == run_dir / "best"  # a checkpoint folder is itself
+    assert find_checkpoint(run_dir / "last" / "state.pth") == run_dir / "last"  # a file: its folder
     assert capsys.readouterr().err == ""  # no fallback, nothing said
 
 
 def test_find_checkpoint_fallbacks_are_said(last_only, tmp_path, capsys):
-    assert runtime.find_checkpoint(last_only, prefer="best") == last_only / "last"
+    assert find_checkpoint(last_only, prefer="best") == last_only / "last"
     assert "has no best/ checkpoint; using" in capsys.readouterr().err
     # a save interrupted mid-swap leaves the previous checkpoint as .last.old
     run = tmp_path / "run"
     (run / ".last.old").mkdir(parents=True)
     save_pretrained(tiny(), run / ".last.old")
-    assert runtime.find_checkpoint(run, prefer="last") == run / ".last.old"
+    assert find_checkpoint(run, prefer="last") == run / ".last.old"
     assert "has no last/ checkpoint" in capsys.readouterr().err
 
 
 def test_find_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        runtime.find_checkpoint(tmp_path / "missing")
+        find_checkpoint(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-        runtime.find_checkpoint(tmp_path, prefer="best")
+        find_checkpoint(tmp_path, prefer="best")
     with pytest.raises(ValueError, match="prefer"):
-        runtime.find_checkpoint(tmp_path, prefer="first")
+        find_checkpoint(tmp_path, prefer="first")
 
 
 # ----------------------------------------------------------------------------------------------- load_model
 def test_load_model_registered_name():
-    m = runtime.load_model("sequencer2d_s", num_classes=3, in_chans=1, **TINY)
+    m = load_model("sequencer2d_s", num_classes=3, in_chans=1, **TINY)
     assert m.label == "sequencer2d_s" and m.num_classes == 3 and not m.training
     assert m(torch.randn(1, 1, 32, 32)).shape == (1, 3)
 
 
 def test_load_model_saved_folder(models, tmp_path):
     save_pretrained(models[0], tmp_path / "saved")
-    m = runtime.load_model(tmp_path / "saved")
+    m = load_model(tmp_path / "saved")
     assert m.label == "saved" and same_weights(m, models[0]) and not m.training
 
 
 def test_load_model_run_folder_uses_best(run_dir, models, capsys):
-    m = runtime.load_model(str(run_dir))
+    m = load_model(str(run_dir))
     assert m.label == "fmnist" and same_weights(m, models[0])
     assert capsys.readouterr().err == ""
 
 
 def test_load_model_run_folder_with_only_last_says_so(last_only, models, capsys):
-    m = runtime.load_model(str(last_only))
+    m = load_model(str(last_only))
     assert same_weights(m, models[1]) and m.label == "unfinished"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no best/ checkpoint" in err[0] and str(last_only / "last") in err[0]
@@ -118,42 +119,42 @@ def test_load_model_run_folder_with_only_last_says_so(last_only, models, capsys)
 def test_load_model_weights_file_with_name(models, run_dir, tmp_path):
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in models[0].state_dict().items()}, str(path))
-    m = runtime.load_model("sequencer2d_s", pretrained=path, in_chans=1, **TINY)
+    m = load_model("sequencer2d_s", pretrained=path, in_chans=1, **TINY)
     assert m.num_classes == 10 and same_weights(m, models[0])  # classes taken from the file's classifier
     # a run folder as pretrained weights works as its best/ does
-    m = runtime.load_model("sequencer2d_s", pretrained=run_dir)
+    m = load_model("sequencer2d_s", pretrained=run_dir)
     assert same_weights(m, models[0])
     with pytest.raises(ValueError, match="weights file: say which architecture"):
-        runtime.load_model(path)
+        load_model(path)
     with pytest.raises(ValueError, match="either"):
-        runtime.load_model(run_dir, pretrained=path)
+        load_model(run_dir, pretrained=path)
 
 
 def test_load_model_timm(tmp_path):
-    m = runtime.load_model("timm:resnet18", num_classes=4, in_chans=1)
+    m = load_model("timm:resnet18", num_classes=4, in_chans=1)
     assert m.label == "resnet18" and m.num_classes == 4 and m.model_name == "timm:resnet18" and not m.training
     path = tmp_path / "resnet.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
-    again = runtime.load_model("timm:resnet18", pretrained=path, in_chans=1)
+    again = load_model("timm:resnet18", pretrained=path, in_chans=1)
     assert again.num_classes == 4 and same_weights(again, m)
     save_pretrained(m, tmp_path / "saved_timm")  # a timm model saved as a folder comes back as timm
-    back = runtime.load_model(tmp_path / "saved_timm")
+    back = load_model(tmp_path / "saved_timm")
     assert back.model_name == "timm:resnet18" and same_weights(back, m)
 
 
 def test_load_model_unknown_names():
     with pytest.raises(ValueError, match="unknown model"):
-        runtime.load_model("no_such_model")
+        load_model("no_such_model")
     with pytest.raises(ValueError, match="unknown timm model"):
-        runtime.load_model("timm:no_such_model")
+        load_model("timm:no_such_model")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        runtime.load_model("runs/no/such/run")
+        load_model("runs/no/such/run")
 
 
 # --------------------------------------------------------------------------------------------------- timing
 def test_time_steps_counts_only_timed_calls():
     calls = []
-    seconds = runtime.time_steps(lambda: calls.append(1), 3, torch.device("cpu"), warmup=2)
+    seconds = time_steps(lambda: calls.append(1), 3, torch.device("cpu"), warmup=2)
     assert len(calls) == 5 and seconds >= 0
 
 

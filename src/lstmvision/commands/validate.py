@@ -8,6 +8,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from lstmvision.data import BadImageCounter, build_loader, create_eval_transform, limit, resolve_dataset
+from lstmvision.device import resolve_device
+from lstmvision.inference import data_config
+from lstmvision.tasks.classify import evaluate
+
 
 def validate(model: nn.Module, data: str | os.PathLike | None = None, limit_val: int | None = None,
              batch_size: int = 128, workers: int = 1, device: torch.device | None = None, amp: str = "none",
@@ -19,11 +24,6 @@ def validate(model: nn.Module, data: str | os.PathLike | None = None, limit_val:
     Preprocessing is the model's `pretrained_cfg` (channels matched) with `img_size`, `crop_pct` and
     `interpolation` overriding it. Returns the metrics and the settings used.
     """
-    from lstmvision.data import BadImageCounter, build_loader, create_eval_transform, limit, resolve_dataset
-    from lstmvision.engine.evaluate import evaluate
-    from lstmvision.inference import data_config
-    from lstmvision.runtime import resolve_device
-
     if batch_size < 1:
         raise ValueError("--batch-size must be a positive integer")
     device = device or resolve_device(None)

@@ -24,14 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
 
+from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
 from lstmvision.weights import jsonable_cfg
 
-FORMATS = ("onnx", "torchscript")
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
-DEFAULT_OPSET = 17
-MIN_OPSET = 11  # Resize with bicubic mode (v_sequencer_s_pe's position embedding) needs opset 11
-TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
@@ -55,7 +53,7 @@ class ExportResult:
     path: Path
     format: str
     checks: list[Check] = field(default_factory=list)
-    tolerance: float = TOLERANCE
+    tolerance: float = EXPORT_TOLERANCE
 
     @property
     def max_abs_diff(self) -> float:
@@ -128,9 +126,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Write `model` as one ONNX file (TorchScript-based exporter); returns the path."""
-    import onnx
-
-    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
+    import onnx  # noqa: PLC0415 (optional dependency: the [export] extra)
 
     if not MIN_OPSET <= opset <= max_opset:
         raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET}..{max_opset} (default {DEFAULT_OPSET})")
@@ -190,7 +186,7 @@ def export_torchscript(model: nn.Module, path: str | Path) -> Path:
 # ------------------------------------------------------------------------------------- verification
 def _runner(path: Path, fmt: str):
     if fmt == "onnx":
-        import onnxruntime as ort
+        import onnxruntime as ort  # noqa: PLC0415 (optional dependency: the [export] extra)
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -254,15 +250,15 @@ def export(
     dynamic_batch: bool = False,
     dynamic_size: bool = False,
     opset: int | None = None,
-    tolerance: float = TOLERANCE,
+    tolerance: float = EXPORT_TOLERANCE,
 ) -> ExportResult:
     """Export `model` to `output` as ONNX or TorchScript and verify it (see the module docstring)."""
     output = Path(output)
     fmt = fmt or SUFFIXES.get(output.suffix.lower())
     if fmt is None:
-        raise ExportError(f"cannot tell the format from {output.name!r}: give --format {{{','.join(FORMATS)}}}")
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise ExportError(f"cannot tell the format from {output.name!r}: give --format {{{','.join(EXPORT_FORMATS)}}}")
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if opset is not None and fmt != "onnx":
         raise ExportError("--opset applies to ONNX only, not to TorchScript")
     if batch_size < 1:

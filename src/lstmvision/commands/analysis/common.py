@@ -10,18 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+from tqdm import tqdm
 
-from lstmvision.data import limit, resolve_dataset
+from lstmvision.data import fit_channels, limit, resolve_dataset
+from lstmvision.device import device_name
 from lstmvision.inference import model_in_chans
-from lstmvision.runtime import fit_channels
+from lstmvision.tasks.classify import evaluate
 
 
 def model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -66,18 +71,8 @@ def rnns_in_train_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def device_description(device: torch.device) -> str:
-    from lstmvision.benchmark import device_name
-
     extra = f"CUDA {torch.version.cuda}, " if device.type == "cuda" else ""
     return f"{device_name(device)}, {extra}torch {torch.__version__}"
-
-
-def parse_fraction(text: str) -> float:
-    """'0.0039', '1/255' -> float."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"not a number: {text!r} (use e.g. 0.004 or 1/255)") from None
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -123,9 +118,6 @@ def open_images(path: str | Path | None, split: str = "val", limit_to: int | Non
 
 def resize_image(img: Image.Image, size: int, crop_pct: float = 1.0, interpolation: str = "bicubic") -> Image.Image:
     """Resize so the centre `crop_pct` of the shorter side becomes `size`, then centre-crop size x size."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
     mode = InterpolationMode(interpolation)
     scale = int(round(size / crop_pct))
     img = TF.resize(img, scale, interpolation=mode)
@@ -168,9 +160,6 @@ class MappedDataset(torch.utils.data.Dataset):
 @torch.no_grad()
 def top1(model: nn.Module, batches, device: torch.device, desc: str = "", progress: bool = True) -> float:
     """Top-1 (%) of `model` (taking [0, 1] inputs) over an iterable of (x, y), by the engine's `evaluate`."""
-    from tqdm import tqdm
-
-    from lstmvision.engine.evaluate import evaluate
 
     triples = ((x, y, []) for x, y in tqdm(batches, desc=desc, leave=False, disable=not progress))
     return float(evaluate(model, triples, device)["top1"])
@@ -193,10 +182,8 @@ def write_report(out: Path, name: str, report: dict, markdown: str,
 @contextlib.contextmanager
 def figure(path: Path, *args: Any, **subplots_kw: Any) -> Iterator[tuple[Any, Any]]:
     """`plt.subplots(*args, **subplots_kw)` as (fig, axes); laid out and saved to `path` (PNG, 120 dpi) on exit."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(*args, **subplots_kw)
     try:

@@ -7,9 +7,19 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image
+
+from lstmvision.data import BadImageCounter, build_loader, limit, open_image
+from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset
+from lstmvision.device import autocast_context
+from lstmvision.models.upernet import segment_logits
+from lstmvision.tasks.segment import default_stride, evaluate_segmentation
+from lstmvision.weights import atomic_write
 
 
 def settings(model: nn.Module, crop: int | None = None, stride: int | None = None,
@@ -17,7 +27,6 @@ def settings(model: nn.Module, crop: int | None = None, stride: int | None = Non
     """Evaluation settings: the model's own (saved at training time) with the given overrides."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     crop = int(crop or cfg.get("input_size", (3, 512, 512))[-1])
-    from lstmvision.engine.segmentation import default_stride
 
     return dict(crop=crop, stride=int(stride or cfg.get("seg_stride") or default_stride(crop)),
                 base_size=tuple(base_size or cfg.get("seg_base_size") or (2048, 512)),
@@ -38,10 +47,6 @@ def validate_segmentation(model: nn.Module, data: str | os.PathLike, device: tor
                           examples: int = 0, seed: int = 0) -> dict[str, Any]:
     """Score `model` on the validation split of `data`. With `examples` > 0 the result holds the first
     `examples` (image, mask, prediction) triples under 'examples' (for `save_examples`)."""
-    from lstmvision.data import BadImageCounter, build_loader, limit
-    from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset
-    from lstmvision.engine.segmentation import evaluate_segmentation
-
     check_segmenter(model)
     s = settings(model, crop, stride, base_size)
     ds = SegmentationDataset(data, "val", img_mode="L" if s["in_chans"] == 1 else "RGB",
@@ -75,7 +80,7 @@ def _round(v: float) -> float | None:
     return None if v != v else round(v, 2)  # NaN: class absent from data and predictions
 
 
-def markdown_table(result: dict[str, Any]) -> str:
+def segmentation_table(result: dict[str, Any]) -> str:
     lines = [f"mIoU {result['miou']:.2f} | aAcc {result['aacc']:.2f} | mAcc {result['macc']:.2f} "
              f"({result['images']} images, crop {result['crop']}, stride {result['stride']}, scales "
              f"{result['scales']}, flip {result['flip']})", "", "| class | IoU | Acc |", "|---|---:|---:|"]
@@ -109,14 +114,8 @@ def _denormalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
 def save_examples(examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], model: nn.Module,
                   path: str | os.PathLike, title: str = "") -> Path:
     """A PNG grid: one row per example, columns image | ground truth | prediction."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from lstmvision.weights import atomic_write
-
     s, n = settings(model), model.num_classes
     fig, axes = plt.subplots(len(examples), 3, figsize=(6, 2 * len(examples)), squeeze=False)
     for row, (x, y, pred) in zip(axes, examples):
@@ -142,13 +141,6 @@ def predict_masks(model: nn.Module, images: Sequence[str | os.PathLike], device:
                   output: str | os.PathLike, amp: str = "none", scales: Sequence[float] = (1.0,),
                   flip: bool = False) -> list[dict[str, Any]]:
     """Segment image files: `output/<stem>.png` (class index per pixel) and `output/<stem>_color.png`."""
-    from PIL import Image
-
-    from lstmvision.data import open_image
-    from lstmvision.data.segmentation import SegEvalTransform
-    from lstmvision.engine.evaluate import autocast_context
-    from lstmvision.models.upernet import segment_logits
-    from lstmvision.weights import atomic_write
 
     check_segmenter(model)
     s = settings(model)

@@ -1,0 +1,1 @@
+"""The analyses of the papers: resolution sweep, effective receptive field, robustness, memory."""

@@ -1,0 +1,96 @@
+"""The schema of the training settings: the type, count and help of every setting (`SETTINGS`, on/off
+`SWITCHES`), and the vocabularies they are checked against. Plain data with no torch import, so the command line
+builds its flags from it without loading the engine; `lstmvision.engine.config` checks values against it."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def flag(key: str) -> str:
+    """The command-line flag of setting `key` (`lr_base` -> `--lr-base`)."""
+    return "--" + key.replace("_", "-")
+
+
+# setting → (type, nargs, help); every DEFAULTS key that is not a switch has one
+SETTINGS: dict[str, tuple[Any, Any, str]] = {
+    "model": (str, None, "registered model name (see `lstmvision models`)"),
+    "pretrained": (str, None, "initial weights: file or saved folder (a new head if classes differ)"),
+    "num_classes": (int, None, "classes (default: from the data)"),
+    "in_chans": (int, None, "input channels (default: 1 for grayscale data, else 3)"),
+    "model_kwargs": (str, "*", "extra model arguments as key=value (values parsed as YAML)"),
+    "data": (str, None, "ImageFolder tree (train/, val/|validation/) or a folder of MNIST idx files "
+                        "(default: $LSTMVISION_DATA or /usr/share/datasets/fashion-mnist)"),
+    "limit_train": (int, None, "use a fixed random subset of N training images"),
+    "limit_val": (int, None, "use a fixed random subset of N validation images"),
+    "epochs": (int, None, "epochs (plus --cooldown-epochs)"),
+    "batch_size": (int, None, "batch size per process"),
+    "grad_accum": (int, None, "gradient accumulation steps"),
+    "lr": (float, None, "learning rate (default: --lr-base scaled by global batch / --lr-base-size)"),
+    "lr_base": (float, None, "base learning rate for linear scaling"),
+    "lr_base_size": (int, None, "global batch at which --lr-base applies"),
+    "opt": (str, None, "timm optimizer name (adamw, sgd, lamb, ...)"),
+    "opt_eps": (float, None, "optimizer epsilon"),
+    "opt_betas": (float, "+", "optimizer betas"),
+    "momentum": (float, None, "SGD momentum"),
+    "weight_decay": (float, None, "weight decay (not on biases / norms / no_weight_decay())"),
+    "clip_grad": (float, None, "clip gradient norm to this value"),
+    "layer_decay": (float, None, "layer-wise lr decay"),
+    "sched": (str, None, "timm scheduler (cosine, step, ...)"),
+    "warmup_epochs": (float, None, "warmup epochs"),
+    "warmup_lr": (float, None, "warmup start lr"),
+    "min_lr": (float, None, "final lr"),
+    "cooldown_epochs": (int, None, "epochs at min lr after the schedule"),
+    "img_size": (int, None, "input size"),
+    "crop_pct": (float, None, "eval center-crop fraction"),
+    "interpolation": (str, None, "eval interpolation"),
+    "train_interpolation": (str, None, "train interpolation (random = bilinear or bicubic)"),
+    "mean": (float, "+", "normalisation mean"),
+    "std": (float, "+", "normalisation std"),
+    "scale": (float, 2, "RandomResizedCrop scale range"),
+    "ratio": (float, 2, "RandomResizedCrop aspect-ratio range"),
+    "hflip": (float, None, "horizontal-flip probability"),
+    "color_jitter": (float, None, "color jitter (0 = off)"),
+    "aa": (str, None, "auto-augment policy, e.g. rand-m9-mstd0.5-inc1-mmax9 or 3a ('none' = off)"),
+    "reprob": (float, None, "RandomErasing probability"),
+    "remode": (str, None, "RandomErasing mode"),
+    "mixup": (float, None, "Mixup alpha (0 = off)"),
+    "cutmix": (float, None, "CutMix alpha (0 = off)"),
+    "mixup_prob": (float, None, "probability of Mixup/CutMix per batch"),
+    "mixup_switch_prob": (float, None, "probability of CutMix instead of Mixup"),
+    "smoothing": (float, None, "label smoothing"),
+    "drop_path": (float, None, "stochastic depth rate"),
+    "drop": (float, None, "head dropout"),
+    "ema_decay": (float, None, "EMA decay"),
+    "amp": (str, None, "mixed precision: none, bf16 or fp16"),
+    "device": (str, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
+    "workers": (int, None, "data-loader worker processes per rank"),
+    "threads": (int, None, "CPU compute threads per process (default: cores left after the workers)"),
+    "seed": (int, None, "random seed"),
+    "output": (str, None, "parent folder of run folders"),
+    "experiment": (str, None, "run folder name (default: date-model-size)"),
+    "resume": (str, None, "resume a run: its folder, its last/ folder or last/state.pth"),
+    "log_interval": (int, None, "steps between log lines"),
+    "checkpoint_steps": (int, None, "also save last/ every N steps inside an epoch (0 = only at epoch end)"),
+    # segmentation only (`lstmvision segment train`)
+    "seg_base_size": (int, 2, "LONG SHORT: the image scale random resizing and evaluation start from"),
+    "seg_ratio_range": (float, 2, "random resize ratio range around --seg-base-size"),
+    "seg_cat_max_ratio": (float, None, "random crops retry while one class covers more than this fraction"),
+    "seg_stride": (int, None, "sliding-window stride of evaluation (default: 2/3 of --img-size, the crop)"),
+    "aux_weight": (float, None, "loss weight of the auxiliary FCN head (0 = no auxiliary head)"),
+    "decoder_channels": (int, None, "UperNet decoder channels (default: 192 for ViL-T, 384 for larger ViL, "
+                                    "else 256)"),
+}
+SEGMENT_KEYS = ("seg_base_size", "seg_ratio_range", "seg_cat_max_ratio", "seg_stride", "aux_weight",
+                "decoder_channels", "photometric")
+TASK_NAMES = ("classify", "segment")
+SWITCHES: dict[str, str] = {
+    "ema": "keep an EMA of the weights (evaluated too)",
+    "channels_last": "channels-last memory format",
+    "compile": "torch.compile the model",
+    "grad_checkpointing": "gradient checkpointing",
+    "strict_images": "an unreadable image is an error instead of being skipped",
+    "photometric": "photometric distortion (brightness, contrast, saturation, hue) of training images",
+}
+SWITCH_KEYS = (*SWITCHES, "eval_ema")
+ERASE_MODES = ("const", "rand", "pixel")
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "rsqrt")
