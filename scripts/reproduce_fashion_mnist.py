@@ -57,12 +57,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
 from lstmvision.commands.analysis import common as C  # noqa: E402
+from lstmvision.device import resolve_device  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
 from lstmvision.engine.summary import read_summary  # noqa: E402
-from lstmvision.weights import find_checkpoint
-from lstmvision.models.loading import load_model
-from lstmvision.device import resolve_device  # noqa: E402
-from lstmvision.weights import read_config  # noqa: E402
+from lstmvision.models.loading import create_model  # noqa: E402
+from lstmvision.weights import find_checkpoint, read_config  # noqa: E402
 
 RECIPE = "sequencer-small"
 NATIVE = 28
@@ -292,7 +291,7 @@ def describe(name: str, arch: str, kwargs: dict[str, Any], run: Path, record: Pa
 
     `top1` is the final epoch's test top-1 (the checkpoint the analyses use; no selection on the test set);
     `best_top1` is the best epoch's, for reference."""
-    model = load_model(str(run / "last"))
+    model = create_model(str(run / "last")).eval()
     saved_arch = read_config(find_checkpoint(run / "last"))["architecture"]
     if saved_arch != arch:  # the label is the checkpoint's own architecture name, never a hand-typed one
         raise SystemExit(f"{run}/last holds {saved_arch!r}, not {arch!r}")

@@ -91,9 +91,9 @@ def main() -> int:
             shutil.copy(run / f, out / name / f)
         result = json.loads((out / name / "segment_val.json").read_text())
         config = json.loads((run / "best" / "config.json").read_text())
-        from lstmvision.models.loading import load_model
+        from lstmvision.models.loading import create_model
 
-        model = load_model(run)
+        model = create_model(run).eval()
         rows.append(dict(name=name, architecture=config["architecture"], backbone_kwargs=MODELS[name][1],
                          params=sum(p.numel() for p in model.parameters()),
                          backbone_params=sum(p.numel() for p in model.backbone.parameters()),

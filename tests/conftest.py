@@ -1,10 +1,15 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Weight caches of this test session only: nothing a user downloaded is read, nothing is left behind.
+_CACHES = tempfile.mkdtemp(prefix="lstmvision-test-caches-")
+os.environ["HF_HOME"] = os.path.join(_CACHES, "hf")
+os.environ["TORCH_HOME"] = os.path.join(_CACHES, "torch")
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("LSTMVISION_REFERENCE_DIR", ROOT / "tests" / "fixtures" / "reference"))
 

@@ -20,8 +20,7 @@ from lstmvision.commands.analysis import erf as E
 from lstmvision.commands.analysis import memory as M
 from lstmvision.commands.analysis import robustness as R
 from lstmvision.models import create_model
-from lstmvision.models.loading import load_model
-from lstmvision.models.timm_bridge import create_timm_model
+from lstmvision.models.timm_models import create_timm_model
 from lstmvision.weights import save_pretrained
 
 
@@ -143,7 +142,7 @@ def test_attacks_bounded_and_effective():
 
 
 def test_attack_on_sequencer_keeps_modes_and_bounds(ckpt):
-    model = load_model(str(ckpt))
+    model = create_model(str(ckpt)).eval()
     net = C.Normalized(model, (0.5,), (0.5,)).eval()
     x, y = torch.rand(2, 1, 32, 32), torch.tensor([1, 2])
     acc, max_delta = R.adversarial_top1(net, [(x, y)], torch.device("cpu"), "pgd", 2 / 255, 2, 1 / 255)

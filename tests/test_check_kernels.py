@@ -31,7 +31,7 @@ def test_fp32_rows_exist_and_pass(tmp_path, capsys, monkeypatch):
             r = rows[op, backend, "fp32"]
             assert r["status"] == "pass" and r["fwd_abs_err"] < 1e-5 and r["grad_rel_err"] < 1e-5 and r["ms"] > 0
         assert rows[op, "triton", "fp32"]["status"] == "unavailable"  # no CUDA, no interpreter: not a failure
-    for backend in ("parallel", "chunkwise", "recurrent"):
+    for backend in ("parallel", "fused", "chunkwise", "recurrent"):
         assert rows["mlstm", backend, "fp32"]["status"] == "pass"
 
 

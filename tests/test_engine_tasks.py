@@ -13,7 +13,7 @@ def _drop_path_rates(model) -> list[float]:
 
 def test_fine_tuning_takes_the_runs_drop_path_not_the_checkpoints(tmp_path):
     save_pretrained(create_model("sequencer2d_tiny", num_classes=10, in_chans=1, drop_path_rate=0.2), tmp_path / "m")
-    cfg = dict(DEFAULTS, pretrained=str(tmp_path / "m"), img_size=28, mean=[0.5], std=[0.25], drop_path=0.0)
+    cfg = dict(DEFAULTS, initial_checkpoint=str(tmp_path / "m"), img_size=28, mean=[0.5], std=[0.25], drop_path=0.0)
     assert all(r == 0 for r in _drop_path_rates(build_model(cfg, 10, 1, [str(i) for i in range(10)])))
     cfg["drop_path"] = 0.1
     assert max(_drop_path_rates(build_model(cfg, 10, 1, [str(i) for i in range(10)]))) == pytest.approx(0.1)

@@ -7,8 +7,9 @@ import torch
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
 from lstmvision.data import build_loader, create_eval_transform, limit, resolve_dataset
-from lstmvision.models.loading import load_model
+from lstmvision.models.loading import create_model
 from lstmvision.tasks.classify import evaluate
+from lstmvision.weights import read_config
 
 
 def test_train_timm_resnet18_and_reload(tmp_path):
@@ -18,10 +19,11 @@ def test_train_timm_resnet18_and_reload(tmp_path):
             "--model", "timm:resnet18", "--img-size", "32", "--epochs", "1", "--batch-size", "16", "--workers", "0",
             "--limit-train", "48", "--limit-val", "32", "--warmup-epochs", "0"]
     assert main(argv) == 0
-    saved = json.loads((run / "best" / "config.json").read_text())
-    assert saved["architecture"] == "timm:resnet18" and saved["kwargs"]["in_chans"] == 1
+    saved = json.loads((run / "best" / "config.json").read_text())  # timm's hub layout: timm can rebuild it
+    assert saved["architecture"] == "resnet18" and saved["lstmvision"]["timm"] and saved["model_args"]["in_chans"] == 1
+    assert read_config(run / "best")["architecture"] == "timm:resnet18"
 
-    model = load_model(str(run / "best"))
+    model = create_model(str(run / "best")).eval()
     cfg = model.pretrained_cfg
     assert tuple(cfg["input_size"]) == (1, 32, 32) and model.class_names[0] == "T-shirt/top"
     ds = limit(resolve_dataset(data, "val", img_mode="L", class_names=model.class_names), 32, 42)

@@ -1,5 +1,6 @@
-"""lstmvision.models.loading: one load_model for every kind of model spec, one checkpoint finder, one timing loop, and the
-CLI vocabulary built on them (--checkpoint / --pretrained / --model mean the same in every command)."""
+"""lstmvision.models.loading: one create_model for every kind of model spec, one checkpoint finder, one timing loop, and the
+CLI vocabulary built on them (--checkpoint / --initial-checkpoint / --pretrained / --model mean the same in every
+command)."""
 import json
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from lstmvision.cli import main
 from lstmvision.device import time_steps
 from lstmvision.engine.checkpoint import save_checkpoint
 from lstmvision.models import create_model
-from lstmvision.models.loading import load_model
 from lstmvision.weights import find_checkpoint, save_pretrained
 
 # a Sequencer2D small enough for CPU tests: 1-channel 32 px input, 10 classes (the idx data's)
@@ -90,65 +90,65 @@ def test_find_checkpoint_errors(tmp_path):
         find_checkpoint(tmp_path, prefer="first")
 
 
-# ----------------------------------------------------------------------------------------------- load_model
-def test_load_model_registered_name():
-    m = load_model("sequencer2d_s", num_classes=3, in_chans=1, **TINY)
+# ---------------------------------------------------------------------------------------------- create_model
+def test_create_model_registered_name():
+    m = create_model("sequencer2d_s", num_classes=3, in_chans=1, **TINY).eval()
     assert m.label == "sequencer2d_s" and m.num_classes == 3 and not m.training
     assert m(torch.randn(1, 1, 32, 32)).shape == (1, 3)
 
 
-def test_load_model_saved_folder(models, tmp_path):
+def test_create_model_saved_folder(models, tmp_path):
     save_pretrained(models[0], tmp_path / "saved")
-    m = load_model(tmp_path / "saved")
+    m = create_model(tmp_path / "saved").eval()
     assert m.label == "saved" and same_weights(m, models[0]) and not m.training
 
 
-def test_load_model_run_folder_uses_best(run_dir, models, capsys):
-    m = load_model(str(run_dir))
+def test_create_model_run_folder_uses_best(run_dir, models, capsys):
+    m = create_model(str(run_dir)).eval()
     assert m.label == "fmnist" and same_weights(m, models[0])
     assert capsys.readouterr().err == ""
 
 
-def test_load_model_run_folder_with_only_last_says_so(last_only, models, capsys):
-    m = load_model(str(last_only))
+def test_create_model_run_folder_with_only_last_says_so(last_only, models, capsys):
+    m = create_model(str(last_only)).eval()
     assert same_weights(m, models[1]) and m.label == "unfinished"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no best/ checkpoint" in err[0] and str(last_only / "last") in err[0]
 
 
-def test_load_model_weights_file_with_name(models, run_dir, tmp_path):
+def test_create_model_weights_file_with_name(models, run_dir, tmp_path):
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in models[0].state_dict().items()}, str(path))
-    m = load_model("sequencer2d_s", pretrained=path, in_chans=1, **TINY)
+    m = create_model("sequencer2d_s", pretrained=path, in_chans=1, **TINY).eval()
     assert m.num_classes == 10 and same_weights(m, models[0])  # classes taken from the file's classifier
     # a run folder as pretrained weights works as its best/ does
-    m = load_model("sequencer2d_s", pretrained=run_dir)
+    m = create_model("sequencer2d_s", pretrained=run_dir).eval()
     assert same_weights(m, models[0])
     with pytest.raises(ValueError, match="weights file: say which architecture"):
-        load_model(path)
+        create_model(path).eval()
     with pytest.raises(ValueError, match="either"):
-        load_model(run_dir, pretrained=path)
+        create_model(run_dir, pretrained=path).eval()
 
 
-def test_load_model_timm(tmp_path):
-    m = load_model("timm:resnet18", num_classes=4, in_chans=1)
+def test_create_model_timm(tmp_path):
+    m = create_model("timm:resnet18", num_classes=4, in_chans=1).eval()
     assert m.label == "resnet18" and m.num_classes == 4 and m.model_name == "timm:resnet18" and not m.training
     path = tmp_path / "resnet.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
-    again = load_model("timm:resnet18", pretrained=path, in_chans=1)
+    again = create_model("timm:resnet18", pretrained=path, in_chans=1).eval()
     assert again.num_classes == 4 and same_weights(again, m)
     save_pretrained(m, tmp_path / "saved_timm")  # a timm model saved as a folder comes back as timm
-    back = load_model(tmp_path / "saved_timm")
+    back = create_model(tmp_path / "saved_timm").eval()
     assert back.model_name == "timm:resnet18" and same_weights(back, m)
 
 
-def test_load_model_unknown_names():
+def test_create_model_unknown_names():
     with pytest.raises(ValueError, match="unknown model"):
-        load_model("no_such_model")
+        create_model("no_such_model").eval()
     with pytest.raises(ValueError, match="unknown timm model"):
-        load_model("timm:no_such_model")
+        create_model("timm:no_such_model").eval()
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        load_model("runs/no/such/run")
+        create_model("runs/no/such/run").eval()
 
 
 # --------------------------------------------------------------------------------------------------- timing
@@ -159,9 +159,9 @@ def test_time_steps_counts_only_timed_calls():
 
 
 # ----------------------------------------------------------------------------------------- CLI vocabulary
-def test_validate_pretrained_run_and_results_file(run_dir, data, tmp_path, monkeypatch, capsys):
+def test_validate_initial_checkpoint_run_and_results_file(run_dir, data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    argv = ["validate", "--model", "sequencer2d_s", "--pretrained", str(run_dir), "--data", str(data),
+    argv = ["validate", "--model", "sequencer2d_s", "--initial-checkpoint", str(run_dir), "--data", str(data),
             "--limit-val", "6", "--device", "cpu", "--workers", "0"]
     assert main(argv) == 0
     assert "images" in capsys.readouterr().out
@@ -169,7 +169,8 @@ def test_validate_pretrained_run_and_results_file(run_dir, data, tmp_path, monke
     assert main(argv + ["--results-file", "out/val.json"]) == 0
     result = json.loads((tmp_path / "out" / "val.json").read_text())
     assert result["images"] == 6 and result["checkpoint"] == str(run_dir) and result["model"] == "sequencer2d_s"
-    # --limit is still accepted (hidden) for --limit-val; --checkpoint RUN is the same model as --pretrained RUN
+    # --limit is still accepted (hidden) for --limit-val; --checkpoint RUN is the same model as
+    # --initial-checkpoint RUN
     assert main(["validate", "--checkpoint", str(run_dir), "--data", str(data), "--limit", "6", "--device", "cpu",
                  "--workers", "0", "--results-file", "b.json"]) == 0
     other = json.loads(Path("b.json").read_text())
@@ -183,15 +184,15 @@ def test_validate_last_only_run_says_it_uses_last(last_only, data, tmp_path, mon
     assert "no best/ checkpoint; using" in capsys.readouterr().err
 
 
-def test_export_checkpoint_and_pretrained_run_folder(run_dir, models, tmp_path, capsys):
+def test_export_checkpoint_and_initial_checkpoint_run_folder(run_dir, models, tmp_path, capsys):
     out = tmp_path / "m.pt"
     assert main(["export", "--checkpoint", str(run_dir), "--output", str(out)]) == 0
     assert out.is_file() and capsys.readouterr().out.strip().splitlines()[-1].startswith("ok")
-    assert main(["export", "--model", "sequencer2d_s", "--pretrained", str(run_dir), "--output",
+    assert main(["export", "--model", "sequencer2d_s", "--initial-checkpoint", str(run_dir), "--output",
                  str(tmp_path / "p.pt")]) == 0
-    assert "random weights" not in capsys.readouterr().out
+    assert "random weights" not in "".join(capsys.readouterr())
     weights = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in models[0].state_dict().items()}, str(weights))
     assert main(["export", "--checkpoint", str(weights), "--output", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--model NAME --pretrained" in err[0]
+    assert len(err) == 1 and "--model NAME --initial-checkpoint" in err[0]

@@ -33,7 +33,7 @@ def _assert_close(a, b, tol, what):
 def test_backends_agree_fp32(S, chunk):
     xs = _inputs(2, 2, S, 8)
     ref_h, ref_g = _fwd_bwd(xs, "parallel")
-    for backend in ("chunkwise", "recurrent"):
+    for backend in ("fused", "chunkwise", "recurrent"):
         h, g = _fwd_bwd(xs, backend, chunk)
         _assert_close(h, ref_h, 1e-5, f"{backend} output, S={S}")
         for name, a, b in zip("qkvif", g, ref_g):
@@ -44,7 +44,7 @@ def test_backends_agree_fp64_tightly():
     """In fp64 the only difference left is where eps meets the stabiliser."""
     xs = _inputs(1, 3, 45, 6, dtype=torch.float64, i_scale=2.0, f_shift=0.0)
     ref_h, ref_g = _fwd_bwd(xs, "parallel")
-    for backend in ("chunkwise", "recurrent"):
+    for backend in ("fused", "chunkwise", "recurrent"):
         h, g = _fwd_bwd(xs, backend, 8)
         _assert_close(h, ref_h, 2e-6, backend)
         for a, b in zip(g, ref_g):
@@ -157,14 +157,14 @@ def test_backend_resolution(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     with use_backend():  # undoes the reloads
         reload_environment()
-        assert resolve_mlstm_backend(None, PARALLEL_MAX_LEN) == "parallel"
+        assert resolve_mlstm_backend(None, PARALLEL_MAX_LEN) == "fused"
         assert resolve_mlstm_backend(None, PARALLEL_MAX_LEN + 1) == "chunkwise"
         assert resolve_mlstm_backend("recurrent", 10_000) == "recurrent"
         _setenv(monkeypatch, "recurrent")
         assert resolve_mlstm_backend(None, 10) == "recurrent"
         assert resolve_mlstm_backend("chunkwise", 10) == "chunkwise"  # the explicit argument wins over the environment
         _setenv(monkeypatch, "auto")
-        assert resolve_mlstm_backend(None, 10) == "parallel"
+        assert resolve_mlstm_backend(None, 10) == "fused"
         with pytest.raises(ValueError, match="unknown mLSTM backend 'tritn'"):
             resolve_mlstm_backend("tritn", 10)
         _setenv(monkeypatch, "nope")
@@ -172,7 +172,7 @@ def test_backend_resolution(monkeypatch):
             mlstm(*(t.detach() for t in _inputs(1, 1, 4, 4)))
     with use_backend(mlstm="recurrent"):  # the public setter, for a block
         assert resolve_mlstm_backend(None, 10) == "recurrent"
-    assert resolve_mlstm_backend(None, 10) == "parallel"
+    assert resolve_mlstm_backend(None, 10) == "fused"
 
 
 def test_shape_errors():

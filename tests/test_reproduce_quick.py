@@ -15,7 +15,7 @@ import timm
 
 import lstmvision
 from lstmvision.models import is_model
-from lstmvision.models.timm_bridge import create_timm_model
+from lstmvision.models.timm_models import create_timm_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("LSTMVISION_FMNIST", "/usr/share/datasets/fashion-mnist")

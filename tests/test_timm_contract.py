@@ -264,7 +264,7 @@ def test_timm_create_model_builds_and_loads_lstmvision_models(tmp_path):
         assert torch.equal(theirs(x), ours(x))
     assert timm.data.resolve_data_config({}, model=theirs)["crop_pct"] == 1.0
     assert timm.models.get_pretrained_cfg_value("vil2_tiny", "classifier") == "head"
-    with pytest.warns(UserWarning, match="no downloadable weights"):
-        timm.create_model("vil2_tiny", pretrained=True, **_VIL)
+    with pytest.raises(lstmvision.WeightsError, match=r"lstmvision download vil2_tiny\.in1k_e800"):
+        timm.create_model("vil2_tiny", pretrained=True, **_VIL)  # offline, nothing cached: never random weights
     features = timm.create_model("vil2_tiny", **_VIL, features_only=True, feature_cls="hook", out_indices=(1,))
     assert [f.shape for f in features(x)] == [(1, 4, 4, 32)]

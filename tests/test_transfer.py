@@ -127,7 +127,7 @@ def test_rerun_skips_finished_and_resumes_unfinished(first_run, capsys):
 
 def _argv(tasks: list[str], ckpt: str, out: Path, **change) -> list[str]:
     """The reduced-protocol command line; `change` replaces flags (dashes as underscores; None drops one)."""
-    flags = {"--pretrained": [ckpt], "--data": tasks, "--output": [str(out)], "--epochs": ["1"],
+    flags = {"--initial-checkpoint": [ckpt], "--data": tasks, "--output": [str(out)], "--epochs": ["1"],
              "--train-size": ["80"], "--val-size": ["20"], "--lrs": LRS, "--workers": ["0"], "--device": ["cpu"]}
     for key, value in change.items():
         flags["--" + key.replace("_", "-")] = value
@@ -139,8 +139,11 @@ def _argv(tasks: list[str], ckpt: str, out: Path, **change) -> list[str]:
     (dict(lrs=["1e-3", "-1"]), "positive"),
     (dict(lrs=["1e-3", "1e-3"]), "twice"),
     (dict(seeds=["0"]), "--seeds"),
-    (dict(pretrained=None, model=["no_such_model"]), "unknown model"),
-    (dict(pretrained=["sequencer2d_tiny"]), "--scratch"),
+    (dict(initial_checkpoint=None, model=["no_such_model"]), "unknown model"),
+    (dict(initial_checkpoint=["sequencer2d_tiny"]), "use --model sequencer2d_tiny"),
+    (dict(initial_checkpoint=None, pretrained=[]), "--pretrained fine-tunes the released weights of --model"),
+    (dict(model=["sequencer2d_tiny"]), "not both"),
+    (dict(initial_checkpoint=None, model=["sequencer2d_tiny"], pretrained=[]), "has no released weights"),
 ])
 def test_bad_input_exits_2(setup, tmp_path, capsys, change, message):
     _, tasks, ckpt = setup
@@ -166,19 +169,21 @@ def test_too_small_task_and_changed_settings_exit_2(setup, first_run, tmp_path, 
 def test_scratch_baseline_and_run_folder_weights(setup, first_run, tmp_path, how):
     _, tasks, ckpt = setup
     if how == "scratch":  # a registered name without weights; channels and normalisation from the data
-        change = dict(pretrained=["sequencer2d_tiny"], scratch=[], img_size=["28"])
+        change = dict(initial_checkpoint=None, model=["sequencer2d_tiny"], img_size=["28"])
     else:  # a training run folder: its best/
-        change = dict(pretrained=[str(first_run[0] / "shapes" / "sweep_lr0.01_seed0")])
+        change = dict(initial_checkpoint=[str(first_run[0] / "shapes" / "sweep_lr0.01_seed0")])
     out = tmp_path / "out"
     assert main(_argv(tasks[:1], ckpt, out, lrs=["1e-3"], **change)) == 0
     result = _result(out)
     final = yaml.safe_load((out / "fmnist_small" / "final_lr0.001_seed0" / "config.yaml").read_text())
     if how == "scratch":
-        assert result["backbone"]["weights"] is None and final["pretrained"] is None
+        assert result["backbone"]["weights"] is None and final["initial_checkpoint"] is None
+        assert final["pretrained"] is False
         assert final["in_chans"] == 1 and final["img_size"] == 28
     else:
         assert result["backbone"]["weights"].endswith("sweep_lr0.01_seed0/best")
-        assert final["pretrained"] == result["backbone"]["weights"] and final["num_classes"] == 10
+        assert final["initial_checkpoint"] == result["backbone"]["weights"] and final["num_classes"] == 10
+        assert final["pretrained"] is False
     assert result["tasks"][0]["test_top1"] >= 0
 
 
@@ -195,7 +200,7 @@ def test_fits_resize_without_augmentation(tmp_path):
 
 
 def test_scratch_from_checkpoint_keeps_its_architecture(setup, tmp_path):
-    """`--pretrained CKPT --scratch`: the checkpoint's architecture (narrowed model arguments, channels, input
+    """`--initial-checkpoint CKPT --scratch`: the checkpoint's architecture (narrowed model arguments, channels, input
     size, normalisation) with random weights; the same checkpoint fine-tuned builds the same architecture."""
     _, tasks, _ = setup
     narrow = dict(embed_dim=32, depth=2, patch_size=4)
@@ -217,7 +222,7 @@ def test_scratch_from_checkpoint_keeps_its_architecture(setup, tmp_path):
         (out / "transfer.md").read_text()
     final = out / "fmnist_small" / "final_lr0.001_seed0"
     cfg = yaml.safe_load((final / "config.yaml").read_text())
-    assert cfg["pretrained"] is None and cfg["model_kwargs"] == narrow
+    assert cfg["initial_checkpoint"] is None and cfg["pretrained"] is False and cfg["model_kwargs"] == narrow
     assert (cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"]) == (28, 1, [0.25], [0.5])
     trained = create_model(pretrained=final / "last")
     assert trained.model_kwargs == dict(narrow, in_chans=1, img_size=28)

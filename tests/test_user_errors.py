@@ -125,7 +125,7 @@ def test_all_corrupt_data(capsys, tmp_path, saved_model):
 
 @pytest.mark.parametrize("output, needle", [
     ("{file}/model.pt", "is a file, not a folder"),          # TorchScript where a folder is a regular file
-    ("/sys/model.pt", "Permission denied"),                    # TorchScript into a read-only place
+    ("/sys/model.pt", "cannot write /sys/model.pt: permission denied"),  # TorchScript into a read-only place
     ("/sys/lstmvision-new/model.onnx", "cannot write"),       # ONNX into a new folder on a read-only fs
     ("{file}/sub/model.onnx", "is a file, not a folder"),
 ])

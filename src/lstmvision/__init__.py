@@ -16,21 +16,29 @@ _PUBLIC = {
     "create_model": "lstmvision.models",
     "get_pretrained_cfg": "lstmvision.models",
     "list_models": "lstmvision.models",
-    "load_model": "lstmvision.models.loading",
+    "list_pretrained": "lstmvision.models",
+    "push_to_hf_hub": "lstmvision.models",
+    "save_for_hf": "lstmvision.weights",
     "register_timm": "lstmvision.models",
     "load_pretrained": "lstmvision.weights",
     "save_pretrained": "lstmvision.weights",
 }
 __all__ = [
-    "Classifier", "Prediction", "WeightsError", "create_model", "get_pretrained_cfg", "list_models", "load_model",
-    "load_pretrained", "register_timm", "save_pretrained",
+    "Classifier", "Prediction", "WeightsError", "create_model", "get_pretrained_cfg", "list_models",
+    "list_pretrained", "load_pretrained", "push_to_hf_hub", "register_timm", "save_for_hf", "save_pretrained",
 ]
 
 if TYPE_CHECKING:
     from lstmvision.inference import Classifier, Prediction
-    from lstmvision.models import create_model, get_pretrained_cfg, list_models, register_timm
-    from lstmvision.models.loading import load_model
-    from lstmvision.weights import WeightsError, load_pretrained, save_pretrained
+    from lstmvision.models import (
+        create_model,
+        get_pretrained_cfg,
+        list_models,
+        list_pretrained,
+        push_to_hf_hub,
+        register_timm,
+    )
+    from lstmvision.weights import WeightsError, load_pretrained, save_for_hf, save_pretrained
 
 
 def __getattr__(name: str) -> Any:

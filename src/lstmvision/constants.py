@@ -7,8 +7,12 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 AMP_MODES = ("none", "bf16", "fp16")
 TIMM_PREFIX = "timm:"  # a model spec built by timm: `timm:NAME`
 UPERNET_PREFIX = "upernet:"  # the architecture of a segmentation model saved by `lstmvision segment train`
-RNN2D_BACKENDS = ("auto", "module", "reference", "fused", "triton")  # the BiLSTM2D scan (lstmvision.ops.rnn2d)
-MLSTM_BACKENDS = ("auto", "parallel", "chunkwise", "recurrent", "triton")  # the mLSTM (lstmvision.ops.mlstm)
+# the BiLSTM2D scan (lstmvision.ops.rnn2d); flashrnn-*: the opt-in FlashRNN library (lstmvision[kernels])
+RNN2D_BACKENDS = ("auto", "module", "reference", "fused", "triton",
+                  "flashrnn-vanilla", "flashrnn-vanilla_fwbw", "flashrnn-triton", "flashrnn-cuda")
+# the mLSTM (lstmvision.ops.mlstm); mlstm_kernels-*: the opt-in NXAI mlstm_kernels library (lstmvision[kernels])
+MLSTM_BACKENDS = ("auto", "parallel", "fused", "chunkwise", "recurrent", "triton",
+                  "mlstm_kernels-chunkwise-native", "mlstm_kernels-parallel-native", "mlstm_kernels-chunkwise-triton")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXPORT_FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17

@@ -19,7 +19,6 @@ Labels: `model.class_names` (saved in config.json by `save_pretrained`), else th
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,10 +30,10 @@ from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 from torchvision.transforms.functional import to_pil_image
 
-from lstmvision.data import check_eval_settings, fit_channels, open_image, to_mode
+from lstmvision.data import check_eval_settings, fit_channels, open_image, open_image_or_skip, to_mode
 from lstmvision.device import resolve_device
 from lstmvision.models import is_model
-from lstmvision.models.loading import check_input_size, load_model
+from lstmvision.models.loading import check_input_size, create_model
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -124,15 +123,15 @@ class Classifier:
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         model_name: str | None = None, **kwargs: Any) -> "Classifier":
         """From a folder written by `save_pretrained` or a training run folder, or a weights file together with
-        `model_name` (as `lstmvision.runtime.load_model`)."""
+        `model_name` (as `lstmvision.models.loading.create_model`)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no model at {path}")
         if path.is_file() and model_name is None:
             raise ValueError(f"{path} is a weights file: give model_name= (the architecture it holds)")
         if model_name is None:
-            return cls(load_model(path, **kwargs), device=device)
-        return cls(load_model(model_name, pretrained=path, **kwargs), device=device)
+            return cls(create_model(path, **kwargs).eval(), device=device)
+        return cls(create_model(model_name, pretrained=path, **kwargs).eval(), device=device)
 
     # ---------------------------------------------------------------------------------- preprocessing
     def _image(self, item: Any) -> Image.Image:
@@ -219,14 +218,9 @@ class Classifier:
                 batch.clear()
 
         for f in map(Path, files):
-            try:
-                img = open_image(f, "L" if self.in_chans == 1 else "RGB")  # 16-bit / float images scaled
-            except Exception as e:  # PIL raises many error types for broken files
-                if strict:
-                    raise ValueError(f"unreadable image {f} ({type(e).__name__}); drop --strict-images to skip "
-                                     "it") from None
+            img = open_image_or_skip(f, "L" if self.in_chans == 1 else "RGB", strict)  # 16-bit / float scaled
+            if img is None:
                 skipped += 1
-                warnings.warn(f"skipping unreadable image {f} ({type(e).__name__})", stacklevel=2)
                 continue
             batch.append((f, img))
             if len(batch) >= batch_size:

@@ -8,9 +8,11 @@ re-initialised with a warning; any other mismatch is one clear error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,9 +21,13 @@ from typing import Any
 import safetensors.torch
 import torch
 import torch.nn as nn
-from timm.models import adapt_input_conv
+from timm.models import PretrainedCfg, adapt_input_conv
+
+from lstmvision.constants import TIMM_PREFIX
 
 WEIGHTS_NAME = "model.safetensors"
+_TIMM_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
+_SOURCE_FIELDS = frozenset(("url", "file", "file_name", "state_dict", "hf_hub_id", "hf_hub_filename", "source"))
 CONFIG_NAME = "config.json"
 _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
 
@@ -47,13 +53,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(
-            f"{path} holds objects that are not plain tensors and was not unpickled for safety "
-            f"({str(e).splitlines()[0]}). Re-save it as a plain state dict or as .safetensors."
-        ) from None
+        raise WeightsError(refused_pickle(path, e)) from None
     except (RuntimeError, EOFError) as e:
         raise WeightsError(f"{path} is not a readable torch checkpoint: {str(e).splitlines()[0]}") from None
     return unwrap_state_dict(obj, source=str(path))
+
+
+def refused_pickle(path: str | os.PathLike, e: BaseException) -> str:
+    """The one line for a torch file that safe loading (`weights_only=True`) refused: it names the file and the
+    class or function the pickle asked for (never torch's advice to unpickle it anyway)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    named = f" (e.g. {found.group(1)})" if found else ""
+    return (f"{path} holds objects that are not plain tensors{named} and was not unpickled for safety (unpickling "
+            "can run arbitrary code); re-save it as a plain state dict or as .safetensors")
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -150,11 +162,14 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: list[str] | None = None) -> Path:
-    """Save a model built by `create_model` as `folder/model.safetensors` + `folder/config.json`.
+    """Save a model built by `create_model` as `folder/model.safetensors` + `folder/config.json` in timm's Hub
+    layout (`architecture`, `num_classes`, `num_features`, `global_pool`, `model_args`, `pretrained_cfg` with
+    timm's fields, `label_names`; lstmvision's further cfg fields under `lstmvision`).
 
-    `create_model(pretrained=folder)` rebuilds the same architecture and restores the weights exactly.
+    `create_model("local-dir:FOLDER", pretrained=True)` (or `create_model(FOLDER)`) rebuilds the architecture
+    and restores the weights exactly; after `lstmvision.register_timm()` so does `timm.create_model`, and the
+    folder can be pushed to the Hub as it is (`push_to_hf_hub`).
     """
-
     name = getattr(model, "model_name", None)
     if name is None:
         raise WeightsError("save_pretrained needs a model built by lstmvision.create_model")
@@ -162,17 +177,26 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = jsonable_cfg(model)
+    timm_cfg = {k: v for k, v in cfg.items() if k in _TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
+    extra = {k: v for k, v in cfg.items() if k not in _TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
+    names = class_names or getattr(model, "class_names", None)
+    pool = getattr(model, "global_pool", None)
     config = dict(
-        architecture=name,
+        architecture=name.removeprefix(TIMM_PREFIX),
         num_classes=model.num_classes,
-        kwargs=getattr(model, "model_kwargs", {}),
-        pretrained_cfg=cfg,
-        class_names=class_names or getattr(model, "class_names", None),
-        format="lstmvision",
+        num_features=getattr(model, "num_features", None),
+        global_pool=pool if isinstance(pool, str) else None,
+        model_args=getattr(model, "model_kwargs", {}),
+        pretrained_cfg=timm_cfg,
+        label_names=list(names) if names else None,
+        lstmvision=dict(format=2, timm=name.startswith(TIMM_PREFIX), pretrained_cfg=extra),
     )
     atomic_write(folder / WEIGHTS_NAME, lambda p: safetensors.torch.save_file(tensors, p, metadata={"format": "pt"}))
     atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
+
+
+save_for_hf = save_pretrained  # timm's name for writing its Hub layout
 
 
 def jsonable_cfg(model: nn.Module) -> dict[str, Any]:
@@ -195,7 +219,10 @@ def _umask() -> int:
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The `config.json` of a folder written by `save_pretrained`; a broken one is a WeightsError naming it."""
+    """The `config.json` of a saved folder, as `architecture` ('timm:NAME' for timm's own models, 'upernet:...'
+    for segmenters), `num_classes`, `kwargs` (the model arguments), `pretrained_cfg` and `class_names`. Reads
+    timm's Hub layout (`save_pretrained`, `timm.models.push_to_hf_hub`) and lstmvision's earlier one; a broken
+    file is a WeightsError naming it."""
     path = Path(folder) / CONFIG_NAME
     try:
         config = json.loads(path.read_text())
@@ -203,8 +230,18 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path} is not a readable config file ({e}); re-save the model, or pass the "
                            f"weights file {Path(folder) / WEIGHTS_NAME} with a model name") from None
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
-        raise WeightsError(f"{path} does not name an architecture: it was not written by save_pretrained")
-    return config
+        raise WeightsError(f"{path} does not name an architecture: it is not a saved model's config")
+    ours = config.get("lstmvision") or {}
+    arch = config["architecture"]
+    if ours.get("timm") and not arch.startswith(TIMM_PREFIX):
+        arch = TIMM_PREFIX + arch
+    cfg = {**(config.get("pretrained_cfg") or {}), **(ours.get("pretrained_cfg") or {})}
+    labels = config.get("label_names", config.get("class_names"))
+    if isinstance(labels, dict):  # timm allows {index: name}
+        labels = [labels[k] for k in sorted(labels, key=int)]
+    return dict(architecture=arch, num_classes=config.get("num_classes", cfg.get("num_classes")),
+                kwargs=dict(config.get("model_args", config.get("kwargs")) or {}), pretrained_cfg=cfg,
+                class_names=list(labels) if labels else None)
 
 
 def atomic_write(path: Path, write) -> None:

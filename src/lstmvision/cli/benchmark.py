@@ -9,12 +9,12 @@ from lstmvision.constants import PRECISIONS, RNN2D_BACKENDS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="NAME",
+    p.add_argument("--model", "-m", action="append", required=True, metavar="NAME",
                    help="model to measure (repeatable): NAME, ref:NAME (official formulation: nn.LSTM modules) "
                         "or timm:NAME")
     p.add_argument("--compare", action="append", default=[], metavar="SPEC",
                    help="baseline measured in the same process (repeatable), e.g. timm:sequencer2d_s or ref:NAME")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", "-b", type=int, default=8)
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--mode", choices=["infer", "train"], default="infer")

@@ -1,35 +1,40 @@
-"""`lstmvision export`: argparse glue for `lstmvision.export.export`."""
+"""`lstmvision export`: argparse glue for `lstmvision.commands.export.export`."""
 from __future__ import annotations
 
 import argparse
 
-from lstmvision.cli._common import add_weights_arguments
+from lstmvision.cli._common import add_input_size_arguments, add_weights_arguments
 from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_weights_arguments(p, model_help="registered model name or timm:NAME (random weights unless --pretrained; "
-                                        "optional with --checkpoint)")
+    add_weights_arguments(p, model_help="registered model name or timm:NAME (random weights unless --pretrained "
+                                        "or --initial-checkpoint; optional with --checkpoint)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
-    p.add_argument("--output", "-o", required=True, help="file to write")
+    p.add_argument("--output", "-o", required=True, help="file to write (.onnx, or .pt for TorchScript)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
     p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
     p.add_argument("--opset", type=int, default=None, help=f"ONNX opset ({MIN_OPSET}..20, default {DEFAULT_OPSET})")
-    p.add_argument("--img-size", type=int, default=None, help="export resolution (default: the model's input_size)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the export (default 1)")
+    add_input_size_arguments(p, "export resolution (default: the model's input_size)")
+    p.add_argument("--batch-size", "-b", type=int, default=1, help="batch size of the export (default 1)")
     p.add_argument("--tolerance", type=float, default=EXPORT_TOLERANCE, help=f"max |Δ| allowed (default {EXPORT_TOLERANCE:g})")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import model_from_args
+    from lstmvision.cli._common import check_output_file, model_from_args, resolve_input_size, warn_random_weights
     from lstmvision.commands import export as ex
 
+    # the request and the output file first: nothing is loaded for an export that cannot be written as asked
+    ex.check_request(args.output, args.format, args.batch_size, args.opset, args.overwrite)
+    check_output_file(args.output, "--output", args.overwrite)
+    resolve_input_size(args, square=False)  # an export may be H x W
     model = model_from_args(args)
-    if not (args.checkpoint or args.pretrained):
-        print(f"note: no --checkpoint or --pretrained given, exporting {args.model} with random weights")
+    ex.check_model(model)
+    warn_random_weights(model)
     result = ex.export(
         model, args.output, args.format, args.img_size, args.batch_size, args.dynamic_batch, args.dynamic_size,
-        args.opset, args.tolerance,
+        args.opset, args.tolerance, overwrite=args.overwrite,
     )
     size_mb = result.path.stat().st_size / 2**20
     name = getattr(model, "model_name", "model")

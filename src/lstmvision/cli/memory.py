@@ -7,7 +7,7 @@ DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", nargs="+", default=[], metavar="SPEC",
+    p.add_argument("--model", "-m", nargs="+", default=[], metavar="SPEC",
                    help=f"names, timm:NAME or checkpoint folders (default: {' '.join(DEFAULT_MODELS)})")
     p.add_argument("--checkpoint", nargs="+", default=[], metavar="PATH", help="trained model folders")
     p.add_argument("--sizes", nargs="+", type=int, default=[224, 320, 448], help="input sizes in pixels")
@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, specs: list[str]) -> int:
     from lstmvision.commands.analysis.memory import memory_report, table
     from lstmvision.device import resolve_device
-    from lstmvision.models.loading import load_model
+    from lstmvision.models.loading import create_model
 
     device = resolve_device(args.device)
-    models = (load_model(spec, None, args.num_classes, args.in_chans) for spec in specs)
+    models = (create_model(spec, None, args.num_classes, args.in_chans).eval() for spec in specs)
     report = memory_report(models, args.sizes, args.output, args.batch_size, args.warmup, args.iters,
                            not args.no_throughput, device, args.repeats)
     print(table(report))

@@ -19,13 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import model_from_args
+    from lstmvision.cli._common import check_counts, check_task, model_from_args, warn_random_weights
     from lstmvision.data import IMAGE_EXTENSIONS, list_images
     from lstmvision.device import choose_device
     from lstmvision.inference import Classifier
 
     if args.topk < 1:
-        raise ValueError("--topk must be at least 1")
+        raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    check_counts(args)
     files: list[Path] = []
     for item in args.images:
         p = Path(item)
@@ -37,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no such image or folder: {p}")
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
-    clf = Classifier(model_from_args(args), device=choose_device(args.device, args.workers), img_size=args.img_size,
+    model = model_from_args(args)
+    check_task(model, "predict")
+    warn_random_weights(model)
+    clf = Classifier(model, device=choose_device(args.device, args.workers), img_size=args.img_size,
                      crop_pct=args.crop_pct, interpolation=args.interpolation)
     results, skipped = clf.predict_files(files, args.topk, args.batch_size, args.strict_images)
     if skipped:

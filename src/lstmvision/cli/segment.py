@@ -11,7 +11,7 @@ from lstmvision.engine.recipes import RECIPES
 ACTIONS = {
     "train": "train UperNet on a backbone (registered name or timm:NAME) through the training engine",
     "validate": "mIoU / aAcc / mAcc / per-class IoU of a trained segmenter (sliding window, optional TTA)",
-    "predict": "segment image files: class-index PNG and a coloured PNG per image",
+    "predict": "segment image files or folders: class-index PNG and a coloured PNG per image",
     "scenes": "write the Fashion-MNIST scenes segmentation set (ADE20K layout) from a seed",
 }
 
@@ -27,8 +27,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     add_train_arguments(p, segment=True)
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(task="segment")
-    p.epilog = ("Default recipe upernet-small (CPU, Fashion-MNIST scenes); upernet-ade20k is vision-lstm.md §4.3. "
-                "--model names the backbone; --pretrained loads classification weights into it. "
+    p.epilog = ("Default recipe upernet-small (CPU, Fashion-MNIST scenes); upernet-ade20k is the ViL paper's ADE20K protocol (§4.3). "
+                "--model names the backbone; --initial-checkpoint PATH loads classification weights into it (head "
+                "dropped), --pretrained the released weights of its tag (registered backbones). "
                 "Distributed: torchrun --nproc-per-node N -m lstmvision segment train ...")
 
 
@@ -56,10 +57,17 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="a segment training run (its best/) or checkpoint folder")
-    p.add_argument("--output", "-o", required=True, help="folder for <stem>.png and <stem>_color.png")
+    p.add_argument("--output", "-o", required=True,
+                   help="folder for <stem>.png (class index per pixel) and <stem>_color.png; images of several "
+                        "folders keep their folders below the one they share")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace masks of an earlier run (an input image is never replaced)")
+    p.add_argument("--strict-images", action="store_true", help="an unreadable image is an error (default: skipped)")
     _add_tta(p)
+    p.epilog = ("Two images with one name (x.png, x.jpg) get x.png and x_2.png. Unreadable images are skipped "
+                "and counted, as `lstmvision predict` does.")
 
 
 def _add_scenes(p: argparse.ArgumentParser) -> None:
@@ -94,25 +102,29 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     from lstmvision.device import check_amp, choose_device
-    from lstmvision.models.loading import load_model
+    from lstmvision.models.loading import create_model
 
     device = choose_device(args.device, getattr(args, "workers", 0))
     check_amp(args.amp, device)
     if any(s <= 0 for s in args.scales):
         raise ValueError(f"--scales must be positive, got {args.scales}")
-    return load_model(args.checkpoint), device
+    return create_model(args.checkpoint).eval(), device
 
 
 def _run_validate(args: argparse.Namespace) -> int:
+    from lstmvision.cli._common import check_output_folder, os_reason
     from lstmvision.commands.segment import save_examples, segmentation_table, validate_segmentation
     from lstmvision.weights import atomic_write
 
-    for flag in ("limit_val", "crop", "stride", "examples"):
+    for flag, least in (("limit_val", 1), ("crop", 1), ("stride", 1), ("examples", 0), ("workers", 0)):
         value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "examples" else 1):
-            raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+        if value is not None and value < least:
+            kind = "a positive integer" if least else "0 or more"
+            raise ValueError(f"--{flag.replace('_', '-')} must be {kind}, got {value}")
     if args.examples and not args.output:
         raise ValueError("--examples needs --output (the picture is written there)")
+    if args.output:  # before the evaluation, not after it
+        check_output_folder(args.output, "--output")
     model, device = _load(args)
     result = validate_segmentation(model, args.data, device, args.amp, args.limit_val, args.scales, args.flip,
                                    args.crop, args.stride, args.base_size, args.workers, args.strict_images,
@@ -123,9 +135,12 @@ def _run_validate(args: argparse.Namespace) -> int:
     print(table, end="")
     if args.output:
         out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "segment_val.md", lambda p: Path(p).write_text(table))
-        atomic_write(out / "segment_val.json", lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+        for name, text in (("segment_val.md", table), ("segment_val.json", json.dumps(result, indent=2))):
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write(out / name, lambda p, text=text: Path(p).write_text(text))
+            except OSError as e:
+                raise PermissionError(f"cannot write {out / name}: {os_reason(e)}") from None
         if examples:
             save_examples(examples, model, out / "examples.png", title=f"{getattr(model, 'label', '')}: mIoU "
                                                                        f"{result['miou']:.1f}")
@@ -134,16 +149,35 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from lstmvision.commands.segment import predict_masks
+    import sys
 
-    missing = [p for p in args.images if not Path(p).is_file()]
+    from lstmvision.cli._common import check_output_folder
+    from lstmvision.commands.segment import check_mask_targets, mask_targets, predict_masks
+    from lstmvision.data import IMAGE_EXTENSIONS, list_images
+
+    missing = [p for p in args.images if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                     if len(missing) > 1 else ""))
+    files: list[Path] = []
+    out = Path(args.output).resolve()
+    for item in map(Path, args.images):  # a folder's images, not the masks of an earlier run written inside it
+        files += [f for f in list_images(item) if out not in f.resolve().parents] if item.is_dir() else [item]
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
+    # every output name before the model is loaded: no input replaced, no name twice, no earlier masks lost
+    check_output_folder(args.output, "--output")
+    check_mask_targets(mask_targets(files, args.output), args.overwrite)
     model, device = _load(args)
-    for row in predict_masks(model, args.images, device, args.output, args.amp, args.scales, args.flip):
+    rows, skipped = predict_masks(model, files, device, args.output, args.amp, args.scales, args.flip,
+                                  args.overwrite, args.strict_images)
+    for row in rows:
         classes = ", ".join(f"{name} {pct}%" for name, pct in row["classes"])
         print(f"{row['image']} -> {row['mask']} ({classes})")
+    if skipped:
+        print(f"segment predict: skipped {skipped} unreadable image(s)", file=sys.stderr)
+    if not rows:
+        raise ValueError("none of the images could be read")
     return 0
 
 

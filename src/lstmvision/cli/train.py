@@ -36,8 +36,10 @@ def list_recipes(task: str) -> None:
 
 def resolve_args(args: argparse.Namespace) -> dict[str, Any]:
     """The run's settings from the parsed flags (`lstmvision.engine.config.resolve_config`)."""
+    from lstmvision.cli._common import resolve_input_size
     from lstmvision.engine.config import resolve_config
 
+    resolve_input_size(args)  # --input-size C H W: --in-chans C --img-size H (training inputs are square)
     return resolve_config(vars(args), args.config, args.recipe)
 
 
@@ -68,6 +70,10 @@ def run_training(cfg: dict, prog: str) -> int:
     return 0
 
 
+# timm's train.py short flags
+SHORT_FLAGS = {"model": ("-m",), "batch_size": ("-b",), "workers": ("-j",)}
+
+
 def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False) -> None:
     """The training flags; `segment` adds the segmentation settings (`lstmvision segment train`)."""
     p.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML of settings (flags override it)")
@@ -81,13 +87,24 @@ def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False) -> No
             kw["nargs"] = nargs
         if key == "amp":
             kw["choices"] = AMP_MODES
-        p.add_argument("--" + key.replace("_", "-"), **kw)
+        if key == "initial_checkpoint":
+            kw["metavar"] = "PATH"
+        p.add_argument("--" + key.replace("_", "-"), *SHORT_FLAGS.get(key, ()), **kw)
+        if key == "model":  # the model's weights next to its name
+            _add_switch(p, "pretrained", SWITCHES["pretrained"])
+        if key == "img_size":
+            p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                           help="input channels and size: --in-chans C --img-size H (H = W)")
     for key, help_text in SWITCHES.items():
-        if key in SEGMENT_KEYS and not segment:
+        if (key in SEGMENT_KEYS and not segment) or key == "pretrained":
             continue
-        p.add_argument("--" + key.replace("_", "-"), dest=key, action=argparse.BooleanOptionalAction, default=None,
-                       help=help_text)
+        _add_switch(p, key, help_text)
     p.add_argument("--debug-nan-at-step", dest="_debug_nan_at_step", type=int, default=None,
                    help=argparse.SUPPRESS)
     p.add_argument("--debug-step-delay", dest="_debug_step_delay", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--debug-rank-dir", dest="_debug_rank_dir", default=None, help=argparse.SUPPRESS)
+
+
+def _add_switch(p: argparse.ArgumentParser, key: str, help_text: str) -> None:
+    p.add_argument("--" + key.replace("_", "-"), dest=key, action=argparse.BooleanOptionalAction, default=None,
+                   help=help_text)

@@ -8,12 +8,15 @@ from lstmvision.constants import VTAB_LRS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pretrained", help="weights to fine-tune: a save_pretrained folder or a training run folder "
-                                        "(uses best/); with --scratch a registered model name or such a folder")
-    p.add_argument("--scratch", action="store_true", help="train from scratch (the baseline): --pretrained names a "
-                   "registered model, or a checkpoint / run folder whose architecture (model arguments, channels, "
-                   "input size, normalisation) is built with random weights")
-    p.add_argument("--model", "-m", help="registered model to train from scratch (instead of --pretrained)")
+    p.add_argument("--initial-checkpoint", metavar="CKPT",
+                   help="weights to fine-tune: a save_pretrained folder or a training run folder (uses best/)")
+    p.add_argument("--model", "-m", help="registered model: trained from scratch (the baseline), or fine-tuned from "
+                                         "its released weights with --pretrained")
+    p.add_argument("--pretrained", action="store_true",
+                   help="fine-tune the released weights of --model's tag (sequencer2d_s: sequencer2d_s.in1k; "
+                        "downloaded or from the cache)")
+    p.add_argument("--scratch", action="store_true", help="train --initial-checkpoint's architecture (model "
+                   "arguments, channels, input size, normalisation) from random weights: the baseline for it")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="one folder per task: an ImageFolder tree (train/ and val/|test/) or MNIST idx files")
     p.add_argument("--output", "-o", default="runs/transfer", help="results and run folders (default %(default)s)")
@@ -36,37 +39,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def backbone(args: argparse.Namespace):
-    """What `--pretrained` / `--scratch` / `--model` ask to fine-tune."""
+    """What `--initial-checkpoint` / `--model` (with `--pretrained` or from scratch) / `--scratch` ask to fine-tune."""
     from lstmvision.cli import UserError
     from lstmvision.commands.transfer import backbone_from_folder, backbone_from_name
-    from lstmvision.models import is_model
+    from lstmvision.models import get_pretrained_cfg, is_model
+    from lstmvision.models.hub import weights_file
     from lstmvision.weights import find_checkpoint
 
-    if args.model and args.pretrained:
-        raise UserError("give --pretrained CKPT (fine-tune) or --model NAME (from scratch), not both")
-    if args.model or args.scratch:
-        name = args.model or args.pretrained
-        if not name:
-            raise UserError("--scratch needs --pretrained NAME (a registered model) or a checkpoint folder")
-        if args.scratch and not args.model and not is_model(name) and Path(name).exists():
-            return backbone_from_folder(find_checkpoint(name, prefer="best"), args.img_size, scratch=True)
-        if not is_model(name):
-            raise UserError(f"unknown model {name!r}; run `lstmvision models` for the list")
-        return backbone_from_name(name, args.img_size)
-    if not args.pretrained:
-        raise UserError("give --pretrained CKPT, or --model NAME / --pretrained NAME --scratch for the baseline")
-    if not Path(args.pretrained).exists() and is_model(args.pretrained):
-        raise UserError(f"{args.pretrained!r} is a model name, not weights; add --scratch to train it from scratch")
-    return backbone_from_folder(find_checkpoint(args.pretrained, prefer="best"), args.img_size)
+    ckpt = args.initial_checkpoint
+    if args.model and ckpt:
+        raise UserError("give --initial-checkpoint CKPT (fine-tune it) or --model NAME (from scratch, or from its "
+                        "released weights with --pretrained), not both")
+    if args.pretrained and not args.model:
+        raise UserError("--pretrained fine-tunes the released weights of --model NAME: give the model name")
+    if args.pretrained and args.scratch:
+        raise UserError("--pretrained (released weights) and --scratch (random weights) exclude each other")
+    if args.model:
+        if not is_model(args.model):
+            raise UserError(f"unknown model {args.model!r}; run `lstmvision models` for the list")
+        found = backbone_from_name(args.model, args.img_size)
+        if args.pretrained:
+            released = get_pretrained_cfg(args.model)
+            if released["tag"] is None:
+                raise UserError(f"{args.model} has no released weights (see `lstmvision models --pretrained`)")
+            found.weights = str(weights_file(released, f"{args.model}.{released['tag']}"))
+            found.mean, found.std = list(released["mean"]), list(released["std"])
+        return found
+    if not ckpt:
+        raise UserError("give --initial-checkpoint CKPT, or --model NAME (from scratch; with --pretrained from its "
+                        "released weights)")
+    if not Path(ckpt).exists() and is_model(ckpt):
+        raise UserError(f"{ckpt!r} is a model name, not weights: use --model {ckpt} (from scratch) or --model {ckpt} "
+                        "--pretrained (its released weights)")
+    return backbone_from_folder(find_checkpoint(ckpt, prefer="best"), args.img_size, scratch=args.scratch)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.commands.transfer import Protocol, transfer
+    from lstmvision.cli._common import check_output_folder
+    from lstmvision.commands.transfer import Protocol, open_tasks, transfer
 
     protocol = Protocol(epochs=args.epochs, lrs=tuple(args.lrs), seeds=args.seeds, train_size=args.train_size,
                         val_size=args.val_size, split_seed=args.split_seed, batch_size=args.batch_size,
                         layer_decay=args.layer_decay, weight_decay=args.weight_decay, warmup_frac=args.warmup_frac,
                         device=args.device, amp=args.amp, workers=args.workers, threads=args.threads)
+    # settings, the output folder and every task's splits first: before any weights are read or fetched
+    protocol.check()
+    check_output_folder(args.output, "--output")
+    open_tasks(args.data, protocol)
     result = transfer(args.data, backbone(args), protocol, args.output)
     print((Path(args.output) / "transfer.md").read_text(), end="")
     print(f"transfer: mean test top-1 {result['mean_test_top1']:.2f}% over {len(result['tasks'])} task(s); "

@@ -1,9 +1,14 @@
-"""`lstmvision validate`: argparse glue for `lstmvision.validate.validate`."""
+"""`lstmvision validate`: argparse glue for `lstmvision.commands.validate.validate`."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 from pathlib import Path
+from typing import Any
+
+RESULTS_FORMATS = (".csv", ".json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,29 +17,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--data", help="ImageFolder tree (val/ or validation/ is used), a class folder, or MNIST idx "
                                   "files (the t10k test set); default: $LSTMVISION_DATA or Fashion-MNIST")
-    p.add_argument("--limit-val", type=int, help="evaluate a fixed random subset of N images")
+    p.add_argument("--limit-val", type=int, help="evaluate a fixed random subset of N images (the same N images "
+                                                 "as `train --limit-val N`)")
     p.add_argument("--limit", dest="limit_val", type=int, help=argparse.SUPPRESS)  # train's name is --limit-val
-    p.add_argument("--results-file", help="also write the result as JSON to this file")
+    p.add_argument("--results-file", metavar="PATH",
+                   help="also write the result to PATH: CSV (one header row, one result row) if it ends in .csv, "
+                        "JSON if .json")
     p.add_argument("--strict-images", action="store_true", help="an unreadable image is an error")
 
 
+def check_results_file(path: str) -> Path:
+    """The --results-file path, refused before any evaluation when its format is unknown or it cannot be written."""
+    from lstmvision.cli._common import check_output_file
+
+    out = Path(path)
+    if out.suffix.lower() not in RESULTS_FORMATS:
+        raise ValueError(f"--results-file {path}: the name must end in .csv or .json (the format written)")
+    return check_output_file(out, "--results-file")
+
+
+def results_text(result: dict[str, Any], suffix: str) -> str:
+    if suffix.lower() == ".json":
+        return json.dumps(result, indent=2) + "\n"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(result), lineterminator="\n")
+    writer.writeheader()
+    writer.writerow(result)
+    return buf.getvalue()
+
+
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import model_from_args
+    from lstmvision.cli._common import check_counts, check_task, model_from_args, os_reason, warn_random_weights
     from lstmvision.commands.validate import validate
     from lstmvision.device import choose_device
     from lstmvision.weights import atomic_write
 
+    check_counts(args)
+    out = check_results_file(args.results_file) if args.results_file else None
     model = model_from_args(args)
+    check_task(model, "validate")
+    warn_random_weights(model)
     device = choose_device(args.device, args.workers)
     metrics = validate(model, args.data, args.limit_val, args.batch_size, args.workers, device, args.amp,
                        args.img_size, args.crop_pct, args.interpolation, args.strict_images)
-    result = dict(model=metrics.pop("model"), checkpoint=args.checkpoint or args.pretrained, **metrics)
+    weights = args.checkpoint or args.initial_checkpoint or getattr(model, "weights_source", None)
+    result = dict(model=metrics.pop("model"), checkpoint=weights, **metrics)
     width = max(len(k) for k in result)
     for k, v in result.items():
         print(f"{k:<{width}}  {v}")
-    if args.results_file:
-        out = Path(args.results_file)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+    if out is not None:
+        text = results_text(result, out.suffix)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(out, lambda p: Path(p).write_text(text))
+        except OSError as e:
+            raise PermissionError(f"cannot write {out}: {os_reason(e)}") from None
         print(f"validate: results written to {out}")
     return 0

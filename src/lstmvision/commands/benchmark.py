@@ -35,7 +35,7 @@ from lstmvision.constants import TIMM_PREFIX
 from lstmvision.device import device_name, resolve_device, time_steps
 from lstmvision.models import is_model
 from lstmvision.models.flops import count_macs, count_params
-from lstmvision.models.loading import load_model
+from lstmvision.models.loading import create_model
 from lstmvision.ops.dispatch import get_backend, use_backend
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,21 +68,22 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 def build(spec: str, default_kernels: str | None, img_size: int | None = None) -> Entry:
     source, name, forced = parse_spec(spec)
     if source == "timm":
-        return Entry(spec, source, name, None, load_model(TIMM_PREFIX + name, img_size=img_size))
+        return Entry(spec, source, name, None, create_model(TIMM_PREFIX + name, img_size=img_size).eval())
 
     if not is_model(name):
         raise ValueError(f"unknown lstmvision model {name!r} (see `lstmvision models`)")
     return Entry(spec, source, name, forced or default_kernels or get_backend().rnn2d,
-                 load_model(name))
+                 create_model(name).eval())
 
 
 @contextlib.contextmanager
 def kernels_ctx(kernels: str | None):
-    """Force lstmvision's rnn2d backend; `module` (ref:) also takes the PyTorch mLSTM (`auto`)."""
+    """Force lstmvision's rnn2d backend; `module` (ref:) also takes the official formulation of the mLSTM
+    (`parallel`: the stabilised quadratic form as the official code writes it)."""
     if kernels is None:
         yield
         return
-    with use_backend(rnn2d=kernels, mlstm="auto" if kernels == "module" else None):
+    with use_backend(rnn2d=kernels, mlstm="parallel" if kernels == "module" else None):
         yield
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch.nn as nn
 from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
 
 from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
+from lstmvision.errors import first_line
 from lstmvision.weights import jsonable_cfg
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
@@ -94,13 +96,18 @@ def metadata(model: nn.Module) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- exporters
+def _reason(e: OSError) -> str:
+    text = e.strerror or first_line(e)
+    return text[:1].lower() + text[1:]
+
+
 @contextlib.contextmanager
 def _write_errors(path: Path):
     """A file-system refusal (read-only, a file where a folder should be, ...) as one ExportError line."""
     try:
         yield
     except OSError as e:
-        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+        raise ExportError(f"cannot write {path}: {_reason(e)}") from None
 
 
 def _writable(path: str | Path) -> Path:
@@ -148,7 +155,7 @@ def export_onnx(
         except (ValueError, FileNotFoundError):
             raise
         except OSError as e:
-            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+            raise ExportError(f"cannot write {path}: {_reason(e)}") from None
         except Exception as e:  # the exporter raises many error types; report the first line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {first}") from None
@@ -241,6 +248,42 @@ def verify(
     return checks
 
 
+def check_request(output: str | Path, fmt: str | None = None, batch_size: int = 1, opset: int | None = None,
+                  overwrite: bool = False) -> str:
+    """The format of an export to `output`, or one ExportError for a request that cannot be done as asked (checked
+    before any model is built): no format, a format the suffix contradicts (`m.onnx` with torchscript), --opset
+    without ONNX, a batch size below 1, an existing file without `overwrite`, a folder at `output`."""
+    output = Path(output)
+    by_suffix = SUFFIXES.get(output.suffix.lower())
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    given, fmt = fmt, fmt or by_suffix
+    if fmt is None:
+        raise ExportError(f"cannot tell the format from {output.name!r}: give --format {{{','.join(EXPORT_FORMATS)}}}")
+    if opset is not None and fmt != "onnx":
+        raise ExportError("--opset applies to ONNX only, not to TorchScript")
+    if opset is not None and not MIN_OPSET <= opset <= max_opset:
+        raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET}..{max_opset} (default {DEFAULT_OPSET})")
+    if given is not None and by_suffix is not None and by_suffix != given:
+        raise ExportError(f"--format {given} contradicts the output name {output.name} ({output.suffix} is "
+                          f"{by_suffix}): "
+                          f"name the file {output.with_suffix('.onnx' if given == 'onnx' else '.pt').name}")
+    if batch_size < 1:
+        raise ExportError(f"--batch-size must be at least 1, got {batch_size}")
+    if output.is_dir():
+        raise ExportError(f"cannot write {output}: it is a folder; give a file name such as {output / 'model.onnx'}")
+    if not overwrite and (output.exists() or output.is_symlink()):
+        raise FileExistsError(f"{output} exists; give --overwrite to replace it")
+    return fmt
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse what export cannot do for this model, before any tracing: segmentation models (UperNet)."""
+    if (getattr(model, "pretrained_cfg", None) or {}).get("task") == "segment":
+        name = getattr(model, "label", None) or getattr(model, "model_name", None) or "the model"
+        raise ExportError(f"{name} is a segmentation model (UperNet): export takes classification models only")
+
+
 def export(
     model: nn.Module,
     output: str | Path,
@@ -251,24 +294,30 @@ def export(
     dynamic_size: bool = False,
     opset: int | None = None,
     tolerance: float = EXPORT_TOLERANCE,
+    overwrite: bool = False,
 ) -> ExportResult:
-    """Export `model` to `output` as ONNX or TorchScript and verify it (see the module docstring)."""
+    """Export `model` to `output` as ONNX or TorchScript and verify it (see the module docstring). The file is
+    written aside and renamed into place once verified (then also when it exceeds the tolerance, as the result
+    says); an existing file is replaced only with `overwrite`."""
     output = Path(output)
-    fmt = fmt or SUFFIXES.get(output.suffix.lower())
-    if fmt is None:
-        raise ExportError(f"cannot tell the format from {output.name!r}: give --format {{{','.join(EXPORT_FORMATS)}}}")
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    if opset is not None and fmt != "onnx":
-        raise ExportError("--opset applies to ONNX only, not to TorchScript")
-    if batch_size < 1:
-        raise ExportError(f"batch size must be at least 1, got {batch_size}")
+    fmt = check_request(output, fmt, batch_size, opset, overwrite)
+    check_model(model)
     model = model.eval().cpu()
     size = export_size(model, img_size)
-    if fmt == "onnx":
-        export_onnx(model, output, size, batch_size, dynamic_batch, dynamic_size, opset or DEFAULT_OPSET)
-    else:
-        # a scripted model keeps the model's control flow: any batch and size work, the flags only add checks
-        export_torchscript(model, output)
-    checks = verify(output, fmt, model, size, batch_size, dynamic_batch, dynamic_size)
+    output = _writable(output)
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        if fmt == "onnx":
+            export_onnx(model, tmp, size, batch_size, dynamic_batch, dynamic_size, opset or DEFAULT_OPSET)
+        else:
+            # a scripted model keeps the model's control flow: any batch and size work, the flags only add checks
+            export_torchscript(model, tmp)
+        checks = verify(tmp, fmt, model, size, batch_size, dynamic_batch, dynamic_size)
+        with _write_errors(output):
+            os.replace(tmp, output)
+    except ExportError as e:  # name the file asked for, not the temporary one
+        raise ExportError(str(e).replace(str(tmp), str(output))) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return ExportResult(output, fmt, checks, tolerance)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,9 +15,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lstmvision.data import BadImageCounter, build_loader, limit, open_image
+from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset
 from lstmvision.device import autocast_context
+from lstmvision.errors import first_line
 from lstmvision.models.upernet import segment_logits
 from lstmvision.tasks.segment import default_stride, evaluate_segmentation
 from lstmvision.weights import atomic_write
@@ -38,6 +40,11 @@ def check_segmenter(model: nn.Module) -> None:
     if (getattr(model, "pretrained_cfg", None) or {}).get("task") != "segment":
         raise ValueError(f"{getattr(model, 'label', 'the model')} is not a segmentation model: train one with "
                          "`lstmvision segment train`")
+
+
+def _reason(e: OSError) -> str:
+    text = e.strerror or first_line(e)
+    return text[:1].lower() + text[1:]
 
 
 def validate_segmentation(model: nn.Module, data: str | os.PathLike, device: torch.device, amp: str = "none",
@@ -130,39 +137,134 @@ def save_examples(examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: {_reason(e)}") from None
+    finally:
+        plt.close(fig)
     return path
+
+
+@dataclass
+class MaskTarget:
+    """Where the masks of one input image go: `mask` (class index per pixel) and `colour` (coloured)."""
+
+    image: Path
+    mask: Path
+    colour: Path
+
+
+def _name_key(path: Path) -> str:
+    # one key for names a case-insensitive file system would take for the same file
+    return os.path.normcase(os.path.abspath(path)).casefold()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def mask_targets(images: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[MaskTarget]:
+    """The output files of every image, each name used once: `output/<folder>/<stem>.png` and
+    `<stem>_color.png`, where <folder> is the image's folder below the folder all images share (images of one
+    folder: straight into `output`). A name another image already took (x.png and x.jpg, x.png and x_color.png)
+    gets `_2`, `_3`, ... after the stem. An image given twice is segmented once."""
+    out = Path(output)
+    files, seen = [], set()
+    for p in map(Path, images):
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+    folders = [os.path.abspath(p.parent) for p in files]
+    try:
+        base = os.path.commonpath(folders) if folders else None
+    except ValueError:  # different drives: no shared folder
+        base = None
+    taken: set[str] = set()
+    targets = []
+    for path, folder in zip(files, folders):
+        sub = out / os.path.relpath(folder, base) if base is not None else out
+        k = 1
+        while True:
+            stem = path.stem if k == 1 else f"{path.stem}_{k}"
+            mask, colour = sub / f"{stem}.png", sub / f"{stem}_color.png"
+            keys = {_name_key(mask), _name_key(colour)}
+            if not keys & taken:
+                break
+            k += 1
+        taken |= keys
+        targets.append(MaskTarget(path, mask, colour))
+    return targets
+
+
+def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False) -> None:
+    """Refuse, before any image is segmented, outputs that would replace an input image (always), existing
+    files (unless `overwrite`) and folders or files in the way: one error line naming the file."""
+    inputs = {i: t.image for t in targets if (i := _file_id(t.image)) is not None}
+    for t in targets:
+        for path in (t.mask, t.colour):
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            if blocker is not None:
+                raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
+            if not (path.exists() or path.is_symlink()):
+                continue
+            same = inputs.get(_file_id(path))
+            if same is not None:
+                raise FileExistsError(f"the mask of {t.image} would replace the input image {same}: choose "
+                                      "another --output")
+            if path.is_dir():
+                raise IsADirectoryError(f"cannot write {path}: it is a folder")
+            if not overwrite:
+                raise FileExistsError(f"{path} exists (the mask of {t.image}); give --overwrite to replace it, or "
+                                      "another --output")
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: {_reason(e)}") from None
 
 
 @torch.no_grad()
 def predict_masks(model: nn.Module, images: Sequence[str | os.PathLike], device: torch.device,
                   output: str | os.PathLike, amp: str = "none", scales: Sequence[float] = (1.0,),
-                  flip: bool = False) -> list[dict[str, Any]]:
-    """Segment image files: `output/<stem>.png` (class index per pixel) and `output/<stem>_color.png`."""
+                  flip: bool = False, overwrite: bool = False,
+                  strict_images: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Segment image files: a class-index PNG and a coloured PNG per image, named by `mask_targets` (no input
+    image is ever replaced, no name written twice; existing files only with `overwrite`). An unreadable image
+    is skipped with a warning (an error with `strict_images`). Returns (one row per image, images skipped)."""
 
     check_segmenter(model)
+    targets = mask_targets(images, output)
+    check_mask_targets(targets, overwrite)
     s = settings(model)
     tf = SegEvalTransform(base_size=s["base_size"], mean=s["mean"], std=s["std"])
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     names = list(getattr(model, "class_names", None) or [])
-    rows = []
-    for path in images:
-        img = open_image(path, "L" if s["in_chans"] == 1 else "RGB")
+    rows, skipped = [], 0
+    for t in targets:
+        img = open_image_or_skip(t.image, "L" if s["in_chans"] == 1 else "RGB", strict_images)
+        if img is None:
+            skipped += 1
+            continue
         x, _ = tf(img, Image.new("L", img.size))
         with autocast_context(device, amp):
             logits = segment_logits(model, x[None].to(device), mode="slide", crop=s["crop"], stride=s["stride"],
                                     scales=scales, flip=flip, out_size=(img.height, img.width))
-        mask = logits.float().argmax(1)[0].cpu().numpy().astype(np.uint8)
-        stem = Path(path).stem
-        atomic_write(out_dir / f"{stem}.png", lambda p: Image.fromarray(mask).save(p, format="PNG"))
-        atomic_write(out_dir / f"{stem}_color.png",
-                     lambda p: Image.fromarray(colourise(mask, model.num_classes)).save(p, format="PNG"))
+        # a class index per pixel: 8-bit PNG, 16-bit beyond 256 classes (uint8 would wrap around)
+        mask = logits.float().argmax(1)[0].cpu().numpy().astype(np.uint8 if model.num_classes <= 256 else np.uint16)
+        _save_png(t.mask, mask)
+        _save_png(t.colour, colourise(mask, model.num_classes))
         counts = np.bincount(mask.ravel(), minlength=model.num_classes)
         top = [(names[i] if i < len(names) else str(i), round(100 * c / mask.size, 1))
-               for i, c in sorted(enumerate(counts), key=lambda t: -t[1]) if c][:3]
-        rows.append(dict(image=str(path), mask=str(out_dir / f"{stem}.png"), classes=top))
-    return rows
+               for i, c in sorted(enumerate(counts), key=lambda ic: -ic[1]) if c][:3]
+        rows.append(dict(image=str(t.image), mask=str(t.mask), classes=top))
+    return rows, skipped

@@ -13,6 +13,7 @@ image folders, small idx files for idx data), the run folders `<task>/sweep_lr<l
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,11 +27,13 @@ import torch
 
 from lstmvision.constants import VTAB_LRS
 from lstmvision.data import (
+    DataError,
     IdxDataset,
     ImageFolderDataset,
     build_loader,
     create_eval_transform,
     find_idx_files,
+    require_readable,
     resolve_dataset,
 )
 from lstmvision.device import resolve_device
@@ -38,11 +41,22 @@ from lstmvision.engine.checkpoint import STATE_NAME
 from lstmvision.engine.recipes import DEFAULTS
 from lstmvision.engine.summary import read_summary
 from lstmvision.engine.trainer import train
+from lstmvision.errors import first_line
 from lstmvision.models import create_model, get_pretrained_cfg
 from lstmvision.tasks.classify import evaluate
-from lstmvision.weights import atomic_write, find_checkpoint
+from lstmvision.weights import CONFIG_NAME, atomic_write, find_checkpoint, read_config
 
 LR_SCALE_BATCH = 64  # the protocol's lr_scale_factor: lr = lr * batch / 64
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """A file-system refusal while writing `path` as one line naming it, without errno."""
+    try:
+        yield
+    except OSError as e:
+        text = e.strerror or first_line(e)
+        raise PermissionError(f"cannot write {path}: {text[:1].lower() + text[1:]}") from None
 
 
 @dataclass
@@ -81,6 +95,10 @@ class Protocol:
             raise ValueError(f"--warmup-frac must be in [0, 1), got {self.warmup_frac}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {self.workers!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {self.threads!r}")
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a finished run depends on (lrs and seeds only add or pick runs)."""
@@ -111,15 +129,12 @@ def backbone_from_folder(folder: str | os.PathLike, img_size: int | None = None,
     """The model saved in `folder` (a `save_pretrained` folder, e.g. a run's best/) at its own input size; with
     `scratch` the same architecture, channels, input size and normalisation, randomly initialised (the baseline)."""
     folder = Path(folder)
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
+    if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder} holds no saved model (config.json + model.safetensors)")
-    saved = json.loads(cfg_file.read_text())
-    pcfg = saved.get("pretrained_cfg") or {}
-
-    pcfg = {**get_pretrained_cfg(saved["architecture"]), **pcfg}
+    saved = read_config(folder)
+    pcfg = {**get_pretrained_cfg(saved["architecture"]), **saved["pretrained_cfg"]}
     in_chans, _, size = pcfg["input_size"]
-    kwargs = {k: v for k, v in (saved.get("kwargs") or {}).items() if k not in _NOT_ARCHITECTURE}
+    kwargs = {k: v for k, v in saved["kwargs"].items() if k not in _NOT_ARCHITECTURE}
     return Backbone(saved["architecture"], None if scratch else str(folder.resolve()), int(img_size or size),
                     int(in_chans), list(pcfg["mean"]), list(pcfg["std"]), pcfg.get("interpolation") or "bicubic",
                     kwargs)
@@ -157,14 +172,58 @@ def task_names(roots: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
+EVAL_FOLDERS = ("val", "validation", "valid", "test")  # the evaluation splits of an image-folder task
+
+
+def check_task_splits(root: Path, name: str) -> None:
+    """Every split of the task (train, and val / validation / valid / test of an image-folder tree, or the t10k
+    idx files) present, not empty, readable and with no class the train split lacks: checked before the first
+    fit, as one DataError naming the task and the split."""
+    if find_idx_files(root, "train") is not None:
+        if find_idx_files(root, "val") is None:
+            raise DataError(f"task {name} ({root}): no test split (t10k-images-idx3-ubyte + t10k-labels-idx1-ubyte)")
+        try:
+            n_classes = len(IdxDataset.from_folder(root, "train").class_names)
+            test = IdxDataset.from_folder(root, "val")
+        except DataError as e:
+            raise DataError(f"task {name}: {first_line(e)}") from None
+        if len(test) == 0:
+            raise DataError(f"task {name}: the test split (t10k idx files in {root}) is empty")
+        if int(test.labels.max()) >= n_classes:
+            raise DataError(f"task {name}: the test split (t10k idx files in {root}) has label {int(test.labels.max())}"
+                            f" but the train split only {n_classes} classes")
+        return
+    if not (root / "train").is_dir():
+        raise DataError(f"task {name} ({root}): no train split (train/ class folders or MNIST idx files)")
+    classes = ImageFolderDataset(root / "train").class_names
+    evals = [v for v in EVAL_FOLDERS if (root / v).is_dir()]
+    if not evals:
+        raise DataError(f"task {name} ({root}): no test split ({', '.join(f'{v}/' for v in EVAL_FOLDERS)} class "
+                        "folders)")
+    for split in ["train", *evals]:
+        folder = root / split
+        extra = sorted(d.name for d in folder.iterdir()
+                       if d.is_dir() and not d.name.startswith(".") and d.name not in classes)
+        if extra:
+            raise DataError(f"task {name}: the {split} split ({folder}) has classes the train split lacks: "
+                            f"{', '.join(extra[:5])}")
+        ds = ImageFolderDataset(folder, class_names=classes)
+        if len(ds) == 0:
+            raise DataError(f"task {name}: the {split} split ({folder}) has no images")
+        try:
+            require_readable(ds, folder)
+        except DataError as e:
+            raise DataError(f"task {name}, {split} split: {first_line(e)}") from None
+
+
 def open_task(root: str | os.PathLike, name: str, protocol: Protocol) -> TransferTask:
-    """The task at `root` with its seeded train/val draw from the training split."""
+    """The task at `root` with its seeded train/val draw from the training split (every split checked first)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"task data not found: {root}") if not root.exists() else \
             NotADirectoryError(f"task data must be a folder: {root}")
+    check_task_splits(root, name)  # fail now, not after the sweep, when a split is missing or has other classes
     train = resolve_dataset(root, "train")
-    resolve_dataset(root, "val")  # fail now, not after the sweep, when the test split is missing
     n = len(train)
     n_train, n_val, warning = protocol.train_size, protocol.val_size, None
     if n < n_train + n_val:
@@ -215,9 +274,10 @@ def materialise(task: TransferTask, folder: Path, train_idx: list[int], val_idx:
         return folder
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _write_subset(task, tmp, train_idx, val_idx)
-    os.replace(tmp, folder)
+    with _writing(folder):
+        tmp.mkdir(parents=True)
+        _write_subset(task, tmp, train_idx, val_idx)
+        os.replace(tmp, folder)
     return folder
 
 
@@ -238,7 +298,8 @@ def run_config(backbone: Backbone, protocol: Protocol, task: TransferTask, data:
     """The engine config of one fit: full fine-tuning, no augmentation, a new head of the task's classes."""
     cfg = dict(DEFAULTS)
     cfg.update(
-        model=backbone.model, pretrained=backbone.weights, num_classes=task.n_classes, in_chans=backbone.in_chans,
+        model=backbone.model, pretrained=False, initial_checkpoint=backbone.weights, num_classes=task.n_classes,
+        in_chans=backbone.in_chans,
         model_kwargs=dict(backbone.model_kwargs), data=str(data), limit_train=None, limit_val=None,
         epochs=protocol.epochs, cooldown_epochs=0, batch_size=protocol.batch_size, grad_accum=1,
         lr=None, lr_base=lr, lr_base_size=LR_SCALE_BATCH, opt="adamw", weight_decay=protocol.weight_decay,
@@ -253,7 +314,7 @@ def run_config(backbone: Backbone, protocol: Protocol, task: TransferTask, data:
         checkpoint_steps=0,
     )
     if resumable(run_dir):  # an unfinished run: the engine resumes it with its own weights
-        cfg.update(resume=str(run_dir), pretrained=None)
+        cfg.update(resume=str(run_dir), initial_checkpoint=None)
     return cfg
 
 
@@ -314,7 +375,8 @@ def score_on_test(run_dir: Path, task: TransferTask, protocol: Protocol) -> dict
                           pin_memory=device.type == "cuda")
     metrics = evaluate(model, loader, device, protocol.amp)
     result = dict(top1=metrics["top1"], top5=metrics["top5"], loss=metrics["loss"], count=metrics["count"])
-    atomic_write(out, lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+    with _writing(out):
+        atomic_write(out, lambda p: Path(p).write_text(json.dumps(result, indent=2)))
     return result
 
 
@@ -333,8 +395,9 @@ def check_output(output: Path, backbone: Backbone, protocol: Protocol) -> None:
             raise ValueError(f"{output} holds a transfer run with other settings ({', '.join(diff)}); "
                              "use another --output or the same settings")
         return
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write(f, lambda p: Path(p).write_text(json.dumps(want, indent=2)))
+    with _writing(f):
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write(f, lambda p: Path(p).write_text(json.dumps(want, indent=2)))
 
 
 def save_split(task: TransferTask, folder: Path) -> None:
@@ -344,8 +407,9 @@ def save_split(task: TransferTask, folder: Path) -> None:
     if f.is_file() and json.loads(f.read_text()) != data:
         raise ValueError(f"{f} holds another draw of task {task.name} (was the task's data changed?); "
                          "use another --output")
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(f, lambda p: Path(p).write_text(json.dumps(data)))
+    with _writing(f):
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(f, lambda p: Path(p).write_text(json.dumps(data)))
 
 
 def pick_lr(lrs: Sequence[float], val_top1: dict[str, float]) -> float:
@@ -397,6 +461,13 @@ def run_task(task: TransferTask, backbone: Backbone, protocol: Protocol, output:
                 test_top1_per_seed=tests, warning=task.warning)
 
 
+def open_tasks(tasks: Sequence[str | os.PathLike], protocol: Protocol) -> list[TransferTask]:
+    """Every task folder opened and checked (`open_task`), named by its folder."""
+    if not tasks:
+        raise ValueError("give at least one task folder with --data")
+    return [open_task(root, name, protocol) for root, name in zip(tasks, task_names(tasks))]
+
+
 def transfer(tasks: Sequence[str | os.PathLike], backbone: Backbone, protocol: Protocol,
              output: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the protocol on every task folder in `tasks`; writes and returns the results (see the module doc)."""
@@ -406,8 +477,9 @@ def transfer(tasks: Sequence[str | os.PathLike], backbone: Backbone, protocol: P
     if not tasks:
         raise ValueError("give at least one task folder with --data")
     output = Path(output)
-    names = task_names(tasks)
-    opened = [open_task(root, name, protocol) for root, name in zip(tasks, names)]  # all checked before training
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"cannot write to {output}: it is a file, not a folder")
+    opened = open_tasks(tasks, protocol)  # all checked before training
     check_output(output, backbone, protocol)
     progress = Progress(len(opened), protocol, log)
     rows: list[dict[str, Any]] = []
@@ -420,8 +492,10 @@ def transfer(tasks: Sequence[str | os.PathLike], backbone: Backbone, protocol: P
 def write_results(output: Path, backbone: Backbone, protocol: Protocol, rows: list[dict[str, Any]]) -> dict[str, Any]:
     result = dict(backbone=asdict(backbone), protocol=asdict(protocol), tasks=rows,
                   mean_test_top1=float(np.mean([r["test_top1"] for r in rows])) if rows else None)
-    atomic_write(output / "transfer.json", lambda p: Path(p).write_text(json.dumps(result, indent=2)))
-    atomic_write(output / "transfer.md", lambda p: Path(p).write_text(transfer_table(result)))
+    with _writing(output / "transfer.json"):
+        atomic_write(output / "transfer.json", lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+    with _writing(output / "transfer.md"):
+        atomic_write(output / "transfer.md", lambda p: Path(p).write_text(transfer_table(result)))
     return result
 
 

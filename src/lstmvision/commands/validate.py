@@ -17,15 +17,19 @@ from lstmvision.tasks.classify import evaluate
 def validate(model: nn.Module, data: str | os.PathLike | None = None, limit_val: int | None = None,
              batch_size: int = 128, workers: int = 1, device: torch.device | None = None, amp: str = "none",
              img_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
-             strict_images: bool = False, seed: int = 0) -> dict[str, Any]:
+             strict_images: bool = False) -> dict[str, Any]:
     """Evaluate `model` on the validation split of `data` (ImageFolder tree, class folder or MNIST idx files;
-    None: $LSTMVISION_DATA or Fashion-MNIST), on a fixed random subset of `limit_val` images if given.
+    None: $LSTMVISION_DATA or Fashion-MNIST), on a fixed random subset of `limit_val` images if given: always
+    drawn with seed 0, as `lstmvision train --limit-val N` draws its validation images, so the two agree.
 
     Preprocessing is the model's `pretrained_cfg` (channels matched) with `img_size`, `crop_pct` and
     `interpolation` overriding it. Returns the metrics and the settings used.
     """
     if batch_size < 1:
-        raise ValueError("--batch-size must be a positive integer")
+        raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
+    if (getattr(model, "pretrained_cfg", None) or {}).get("task") == "segment":
+        raise ValueError(f"{getattr(model, 'label', None) or 'the model'} is a segmentation model (UperNet), not a "
+                         "classifier: use `lstmvision segment validate`")
     device = device or resolve_device(None)
     if amp == "fp16" and device.type == "cpu":
         raise ValueError("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp none on CPU")
@@ -35,7 +39,7 @@ def validate(model: nn.Module, data: str | os.PathLike | None = None, limit_val:
                          class_names=getattr(model, "class_names", None))
     if model.num_classes < len(ds.class_names):
         raise ValueError(f"the data has {len(ds.class_names)} classes but the model predicts {model.num_classes}")
-    ds = limit(ds, limit_val, seed)
+    ds = limit(ds, limit_val, seed=0)
     tf = create_eval_transform(input_size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"],
                                cfg["interpolation"])
     loader = build_loader(ds, tf, batch_size, training=False, workers=workers)

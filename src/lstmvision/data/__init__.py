@@ -138,6 +138,18 @@ def open_image(path: str | os.PathLike, mode: str) -> Image.Image:
 
 
 # ------------------------------------------------------------------------------------- image folder
+def open_image_or_skip(path: str | os.PathLike, mode: str, strict: bool = False) -> Image.Image | None:
+    """`open_image`, or None with a warning for a file that cannot be read as an image (not an image, empty, a
+    decompression bomb); with `strict` that is a ValueError naming the file. Callers count the Nones."""
+    try:
+        return open_image(path, mode)
+    except Exception as e:  # PIL raises many error types for broken files (and DecompressionBombError)
+        if strict:
+            raise ValueError(f"unreadable image {path} ({type(e).__name__}); drop --strict-images to skip it") from None
+        warnings.warn(f"skipping unreadable image {path} ({type(e).__name__})", stacklevel=3)
+        return None
+
+
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
@@ -370,7 +382,8 @@ class Subset(Dataset):
 
 
 def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
-    """A fixed random subset of `n` samples (the same on every rank and every run with this seed)."""
+    """A fixed random subset of `n` samples (the same on every rank and every run with this seed). Validation
+    subsets use seed 0 everywhere (`train --limit-val` and `validate --limit-val` take the same images)."""
     if n is not None and n < 1:
         raise DataError(f"a limit on the number of images must be at least 1, got {n}")
     if n is None or n >= len(dataset):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from lstmvision.weights import atomic_write, save_pretrained
+from lstmvision.weights import atomic_write, refused_pickle, save_pretrained
 
 STATE_NAME = "state.pth"
 
@@ -133,6 +134,8 @@ def recover(run_dir: Path) -> None:
 def load_state(folder: Path) -> dict[str, Any]:
     try:
         return torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(refused_pickle(folder / STATE_NAME, e)) from None
     except Exception as e:
         raise ValueError(f"{folder / STATE_NAME} is not a readable training state: {str(e).splitlines()[0]}") from None
 

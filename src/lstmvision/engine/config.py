@@ -12,10 +12,12 @@ from the flags or the data folder's kind; the trainer runs it again once the dat
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+import yaml.constructor
 from timm.data import create_transform
 from timm.models import is_model as is_timm_model
 from timm.optim import list_optimizers
@@ -33,8 +35,22 @@ from lstmvision.engine.settings import (
 )
 from lstmvision.errors import first_line
 from lstmvision.models.loading import check_input_size
-from lstmvision.models.timm_bridge import timm_name
+from lstmvision.models.registry import get_pretrained_cfg
+from lstmvision.models.timm_models import timm_name
 from lstmvision.weights import CONFIG_NAME, find_checkpoint, read_config
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text, in one line: a syntax error with its place, or a tag that would build an
+    object (`!!python/object/apply:...`), which safe loading refuses."""
+    problem = getattr(e, "problem", None) or first_line(e)
+    tag = re.search(r"tag '([^']*)'", problem)
+    if isinstance(e, yaml.constructor.ConstructorError) and tag:
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return f"the YAML tag {shown} is not allowed (plain numbers, strings, lists and mappings only)"
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"not valid YAML: {problem}{where}"
 
 
 def _parse_model_kwargs(items: list[str] | dict | None) -> dict[str, Any]:
@@ -42,24 +58,34 @@ def _parse_model_kwargs(items: list[str] | dict | None) -> dict[str, Any]:
         return dict(items or {})
     out = {}
     for item in items:
-        if "=" not in item:
-            raise ValueError(f"--model-kwargs takes key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        k, eq, v = str(item).partition("=")
+        if not eq or not k.strip().isidentifier():
+            raise ValueError(f"--model-kwargs takes key=value (key an argument name), got {item!r}")
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--model-kwargs {item!r}: {_yaml_problem(e)}") from None
     return out
 
 
-def _load_yaml(path: str | Path) -> dict[str, Any]:
+def _load_yaml(path: str | Path, saved_run: bool = False) -> dict[str, Any]:
+    """The settings of a YAML file, type-checked. `saved_run`: a run's own config.yaml, which runs of earlier
+    versions wrote with `pretrained: PATH` (now `initial_checkpoint`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                         "save the config file as UTF-8") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {first_line(e)}") from None
+        raise ValueError(f"{path}: {_yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of settings")
     out = {}
+    if saved_run and isinstance(data.get("pretrained"), str):
+        data = dict(data, initial_checkpoint=data.get("initial_checkpoint") or data["pretrained"], pretrained=False)
     for key, value in data.items():
         key = str(key).replace("-", "_")
         try:
@@ -88,11 +114,21 @@ def _scalar(key: str, typ: type, value: Any) -> Any:
     raise ValueError(f"{flag(key)} must be {kind}, got {value!r}")
 
 
+def pretrained_path_error(path: Any, given: str = "--pretrained ", fix: str = "--initial-checkpoint ") -> str:
+    """The message for weights given the way earlier versions took them (`--pretrained PATH`)."""
+    return (f"{given}{path}: pretrained is a switch now (on: the released weights of the model's tag); a weights "
+            f"file or saved / run folder is {fix}{path}")
+
+
 def coerce_setting(key: str, value: Any) -> Any:
     """A setting from YAML (or a saved run) checked against its flag's type; numbers written as strings
     ('1e-3', which YAML reads as text) are converted."""
+    if key == "pretrained" and value is None:
+        return False  # what configs of earlier versions wrote for "no initial weights"
     if value is None or key not in DEFAULTS:
         return value
+    if key == "pretrained" and isinstance(value, str):
+        raise ValueError(pretrained_path_error(value, "pretrained: ", "initial_checkpoint: "))
     if key in SWITCH_KEYS:
         if not isinstance(value, bool):
             raise ValueError(f"{flag(key)} must be true or false, got {value!r}")
@@ -188,6 +224,16 @@ def check_settings(cfg: dict[str, Any]) -> None:
     _check_pair(cfg, "ratio")
     if len(cfg["opt_betas"]) != 2:
         raise ValueError(f"--opt-betas takes two values (BETA1 BETA2), got {len(cfg['opt_betas'])}")
+    if not isinstance(cfg["pretrained"], bool):
+        if isinstance(cfg["pretrained"], (str, Path)):
+            raise ValueError(pretrained_path_error(cfg["pretrained"], "pretrained=", "initial_checkpoint="))
+        raise ValueError(f"--pretrained is a switch (true or false), got {cfg['pretrained']!r}")
+    if cfg["pretrained"] and cfg.get("initial_checkpoint"):
+        raise ValueError("--pretrained (the released weights of the model's tag) and --initial-checkpoint PATH "
+                         "exclude each other: give one")
+    if cfg.get("resume") and (cfg["pretrained"] or cfg.get("initial_checkpoint")):
+        given = "--pretrained" if cfg["pretrained"] else "--initial-checkpoint"
+        raise ValueError(f"--resume and {given} exclude each other: a resumed run restores its own weights")
     if cfg.get("in_chans") is not None and cfg["in_chans"] not in (1, 3):
         raise ValueError(f"--in-chans must be 1 (grayscale) or 3 (RGB), got {cfg['in_chans']}")
     _check_choice(cfg, "amp", AMP_MODES)
@@ -230,6 +276,10 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     if name is not None:
         if not is_timm_model(name):
             raise ValueError(f"unknown timm model {cfg['model']!r} (see timm.list_models())")
+        if cfg.get("pretrained") and cfg.get("task") == "segment":
+            raise ValueError(f"--pretrained with a timm backbone ({cfg['model']}) is not supported by segment train: "
+                             "save timm's weights to a file (torch.save(timm.create_model(NAME, pretrained=True)"
+                             ".state_dict(), 'w.pth')) and give it as --initial-checkpoint w.pth")
         return
     kwargs = dict(cfg.get("model_kwargs") or {})
     kwargs.setdefault("img_size", int(cfg["img_size"]))  # as the trainer builds it
@@ -237,14 +287,23 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
         kwargs["drop_path_rate"] = cfg["drop_path"]
     if cfg.get("drop"):
         kwargs["drop_rate"] = cfg["drop"]
-    pretrained = cfg.get("pretrained")
-    if pretrained and (Path(pretrained) / CONFIG_NAME).is_file():  # fine-tuning keeps the saved arguments
-        kwargs = {**read_config(pretrained).get("kwargs", {}), **kwargs}
+    if cfg.get("pretrained"):
+        _check_released(str(cfg["model"]))
+    initial = cfg.get("initial_checkpoint")
+    if initial and (Path(initial) / CONFIG_NAME).is_file():  # fine-tuning keeps the saved arguments
+        kwargs = {**read_config(initial).get("kwargs", {}), **kwargs}
     try:
         check_input_size(cfg["model"], kwargs, in_chans, int(cfg["img_size"]), cfg.get("num_classes"))
     except TypeError as e:
         raise ValueError(f"{cfg['model']} cannot be built with --model-kwargs "
                          f"{cfg.get('model_kwargs') or {}}: {first_line(e)}") from None
+
+
+def _check_released(model: str) -> None:
+    """--pretrained needs released weights for the model (its default tag, or the tag it names)."""
+    if get_pretrained_cfg(model)["tag"] is None:
+        raise ValueError(f"--pretrained: {model} has no released weights (see `lstmvision models --pretrained`); "
+                         "for your own weights use --initial-checkpoint PATH")
 
 
 def _data_channels(cfg: dict[str, Any]) -> int | None:
@@ -269,7 +328,7 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None,
     if resume:
         run_yaml = find_checkpoint(resume).parent / "config.yaml"
         if run_yaml.is_file():
-            resume_cfg = _load_yaml(run_yaml)
+            resume_cfg = _load_yaml(run_yaml, saved_run=True)
     recipe_name = recipe or file_cfg.get("recipe") or resume_cfg.get("recipe") or DEFAULT_RECIPE
     cfg = dict(DEFAULTS)
     cfg.update(get_recipe(recipe_name))
@@ -282,8 +341,8 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None,
     if resume_cfg:
         cfg["in_chans"] = resume_cfg.get("in_chans", cfg["in_chans"])
         cfg["num_classes"] = resume_cfg.get("num_classes", cfg["num_classes"])
-    if resume_cfg and "pretrained" not in explicit:
-        cfg["pretrained"] = None  # a resumed run restores its own weights
+    if resume_cfg:  # a resumed run restores its own weights (explicit flags are refused with --resume)
+        cfg.update(pretrained=False, initial_checkpoint=None)
     cfg.update(explicit)
     cfg["resume"] = resume
     cfg["recipe"] = recipe_name

@@ -9,7 +9,7 @@ from typing import Any
 
 # Every setting the trainer understands, with the value used when neither recipe, YAML nor flag sets it.
 DEFAULTS: dict[str, Any] = dict(
-    model="sequencer2d_tiny", pretrained=None, num_classes=None, in_chans=None, model_kwargs={},
+    model="sequencer2d_tiny", pretrained=False, initial_checkpoint=None, num_classes=None, in_chans=None, model_kwargs={},
     data=None, limit_train=None, limit_val=None, strict_images=False,
     epochs=10, batch_size=128, grad_accum=1,
     lr=None, lr_base=1e-3, lr_base_size=256,

@@ -14,7 +14,8 @@ def flag(key: str) -> str:
 # setting → (type, nargs, help); every DEFAULTS key that is not a switch has one
 SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "model": (str, None, "registered model name (see `lstmvision models`)"),
-    "pretrained": (str, None, "initial weights: file or saved folder (a new head if classes differ)"),
+    "initial_checkpoint": (str, None, "initial weights: a weights file, or a saved / run folder (a new head if "
+                                      "classes differ)"),
     "num_classes": (int, None, "classes (default: from the data)"),
     "in_chans": (int, None, "input channels (default: 1 for grayscale data, else 3)"),
     "model_kwargs": (str, "*", "extra model arguments as key=value (values parsed as YAML)"),
@@ -84,6 +85,8 @@ SEGMENT_KEYS = ("seg_base_size", "seg_ratio_range", "seg_cat_max_ratio", "seg_st
                 "decoder_channels", "photometric")
 TASK_NAMES = ("classify", "segment")
 SWITCHES: dict[str, str] = {
+    "pretrained": "start from the released weights of the model's tag (sequencer2d_s: sequencer2d_s.in1k; "
+                  "downloaded or from the cache; see `lstmvision models --pretrained`)",
     "ema": "keep an EMA of the weights (evaluated too)",
     "channels_last": "channels-last memory format",
     "compile": "torch.compile the model",

@@ -20,11 +20,13 @@ from lstmvision.weights import find_checkpoint, load_pretrained
 
 
 # -------------------------------------------------------------------------------------------- resume
-def open_resume(cfg: dict[str, Any], env: Dist) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint folder to resume from (after finishing an interrupted commit) and its state."""
-    folder = find_checkpoint(cfg["resume"])
+def open_resume(cfg: dict[str, Any], env: Dist, run_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder to resume from (after finishing an interrupted commit in `run_dir`, the run folder,
+    which the caller has locked) and its state."""
+    if run_dir is None:
+        run_dir = find_checkpoint(cfg["resume"]).parent
     if env.main:
-        ckpt.recover(folder.parent)
+        ckpt.recover(run_dir)
     env.barrier()
     folder = find_checkpoint(cfg["resume"])
     state = load_state(folder)

@@ -1,7 +1,8 @@
 """The training loop: timm data pipeline, optimizer / scheduler factories, Mixup/CutMix, EMA, AMP, DDP.
 
 `train(cfg, callbacks)` takes a resolved config dict (see `recipes.DEFAULTS`; it is not modified) and returns
-the final metrics. Only rank 0 logs and writes; all ranks step in lockstep (DDP all-reduces gradients; the
+the final metrics. Only rank 0 logs, writes and holds the run folder's lock (`engine.lock`: a second
+training into the folder is refused at once); all ranks step in lockstep (DDP all-reduces gradients; the
 non-finite checks are reduced too, so every rank stops at the same step).
 
 The loop does not synchronise with the device at every step: the loss is summed on the device and read (and
@@ -31,6 +32,7 @@ from lstmvision.data import BadImageCounter, DataError, default_data_root
 from lstmvision.device import autocast_context, cpu_threads
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.checkpoint import set_rng_state
+from lstmvision.engine.lock import RunFolderBusy, RunLock
 from lstmvision.engine.run import (
     Dist,
     EpochSums,
@@ -43,35 +45,67 @@ from lstmvision.engine.run import (
 )
 from lstmvision.engine.state import check_loss, check_same_data, commit_epoch, open_resume, restore, save_mid_epoch
 from lstmvision.engine.summary import write_file, write_summary
+from lstmvision.errors import first_line
 from lstmvision.tasks import get_task
+from lstmvision.weights import find_checkpoint
 
 
 # ------------------------------------------------------------------------------------------- train
 def train(cfg: dict[str, Any], callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Train by the resolved config `cfg` (not modified); `callbacks` see `lstmvision.engine.callbacks`."""
+    """Train by the resolved config `cfg` (not modified); `callbacks` see `lstmvision.engine.callbacks`. The run
+    folder is locked (`lstmvision.engine.lock`) from before anything in it is read until the end."""
     env = Dist(cfg["device"])
     try:
-        run = setup(prepare_config(cfg, env), env, list(callbacks))
+        cfg = prepare_config(cfg, env)
+        run_dir = find_checkpoint(cfg["resume"]).parent if cfg["resume"] else env.broadcast(
+            make_run_dir(cfg) if env.main else None)
+        lock = lock_run_dir(run_dir, env)
         try:
-            return fit(run)
+            run = setup(cfg, env, list(callbacks), run_dir)
+            try:
+                return fit(run)
+            finally:
+                run.close()
         finally:
-            run.close()
+            if lock is not None:
+                lock.release()
     finally:
         env.close()
 
 
-def setup(cfg: dict[str, Any], env: Dist, callbacks: list[Callback]) -> Run:
+def lock_run_dir(run_dir: Path, env: Dist) -> RunLock | None:
+    """Rank 0 locks the run folder (the other ranks get None); every rank stops with its error when that fails
+    (collective in DDP)."""
+    if not env.main:
+        error = env.broadcast(None)
+        if error is not None:
+            raise RunFolderBusy(error)
+        return None
+    try:
+        lock = RunLock.acquire(run_dir)
+    except (ValueError, OSError) as e:
+        env.broadcast(first_line(e))
+        raise
+    env.broadcast(None)
+    if lock.stale_message:
+        Logger(True)(f"train: {lock.stale_message}")
+    return lock
+
+
+def setup(cfg: dict[str, Any], env: Dist, callbacks: list[Callback], run_dir: Path) -> Run:
+    """Everything the run needs, in the (locked) `run_dir`; a resume first finishes an interrupted commit."""
     if env.device.type == "cpu":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(cfg.get("threads") or cpu_threads(int(cfg["workers"] or 0), local_world))
-    resume_from, state = open_resume(cfg, env) if cfg["resume"] else (None, None)
+    resume_from, state = open_resume(cfg, env, run_dir) if cfg["resume"] else (None, None)
+    if state is None and env.broadcast(env.main and (run_dir / "last").exists()):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} or another --experiment")
     random_seed(cfg["seed"], env.rank)
     task = get_task(cfg.get("task"))
     data = task.build_data(cfg, env.world, env.rank, pin_memory=env.device.type == "cuda")
     if state is not None:
         check_same_data(state, data, cfg, resume_from)
     parts = build_parts(cfg, task, data, env)
-    run_dir = resume_from.parent if resume_from is not None else new_run_dir(cfg, env)
     run = Run(cfg, task, env, Logger(env.main), callbacks, data, parts, run_dir, sums=EpochSums.zero(env.device),
               bad=BadImageCounter(strict=cfg["strict_images"], verbose=env.main))
     if state is not None:
@@ -88,13 +122,6 @@ def setup(cfg: dict[str, Any], env: Dist, callbacks: list[Callback]) -> Run:
         run.log(f"train: resumed from {resume_from} at epoch {state['epoch']} step {state['step_in_epoch']} "
                 f"(global step {run.global_step}, lr {parts.optimizer.param_groups[0]['lr']:.6g})")
     return run
-
-
-def new_run_dir(cfg: dict[str, Any], env: Dist) -> Path:
-    run_dir = env.broadcast(make_run_dir(cfg) if env.main else None)
-    if env.broadcast(env.main and (run_dir / "last").exists()):
-        raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} or another --experiment")
-    return run_dir
 
 
 def open_run_folder(run: Run, resumed: bool) -> None:

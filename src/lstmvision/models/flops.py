@@ -12,7 +12,10 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from lstmvision.models import create_model, get_pretrained_cfg
+from lstmvision.models.registry import (
+    build_model,
+    get_pretrained_cfg,  # noqa: I001
+)
 from lstmvision.models.rnn import RNN_GATES, is_rnn
 from lstmvision.ops.dispatch import use_backend
 
@@ -74,7 +77,7 @@ def model_rows(names: list[str], img_size: int | None = None, macs: bool = True)
     for name in tqdm(names, desc="measuring", disable=len(names) < 3, leave=False):
         cfg = get_pretrained_cfg(name)
         size = img_size or cfg["input_size"][-1]
-        model = create_model(name)
+        model = build_model(name)
         row = dict(model=name, params=count_params(model), img_size=size, paper_top1=cfg.get("paper_top1"))
         if macs:
             row["gmacs"] = round(count_macs(model, (cfg["input_size"][0], size, size))["total"] / 1e9, 2)

@@ -1,25 +1,26 @@
-"""Model registry: every public architecture is a function registered under its name.
+"""Model registry: every public architecture is a function registered under its name, with its pretrained cfg
+and the tags of its released weights ('sequencer2d_s.in1k'), as timm's registry holds them.
 
-`create_model` builds a model by name, attaches its `pretrained_cfg`, loads weights from a local file or
-folder, and optionally wraps it as a feature extractor (timm's `features_only` contract).
+`build_model` builds an architecture by name; `lstmvision.models.loading.create_model` is the one entry point
+that also loads weights (files, tags, the Hub) and wraps feature extractors.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
 from timm.models import FeatureDictNet, FeatureGraphNet, FeatureHookNet, FeatureListNet
+from timm.models import is_model as timm_is_model
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureGetterNet
 
 from lstmvision.constants import IMAGENET_MEAN, IMAGENET_STD
-from lstmvision.weights import CONFIG_NAME, load_pretrained, read_config
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _CFGS: dict[str, dict[str, Any]] = {}
+_TAGS: dict[str, dict[str, dict[str, Any]]] = {}  # architecture -> tag -> where its released weights live
 
 
 def make_cfg(**overrides: Any) -> dict[str, Any]:
@@ -70,89 +71,142 @@ def is_model(name: str) -> bool:
     return name in _ENTRYPOINTS
 
 
+def split_tag(name: str) -> tuple[str, str | None]:
+    """'sequencer2d_s.in1k' -> ('sequencer2d_s', 'in1k'); a name without a tag -> (name, None)."""
+    arch, _, tag = name.partition(".")
+    return arch, (tag or None)
+
+
+def register_pretrained(name: str, **source: Any) -> None:
+    """Register released weights `name` ('arch.tag'): where they live (`hf_hub_id` and/or `url`, with
+    `file_name`), what they score (`top1`) and any cfg field that differs from the architecture's. The first
+    tag registered for an architecture is its default."""
+    arch, tag = split_tag(name)
+    _check_name(arch)
+    if tag is None:
+        raise ValueError(f"pretrained weights are registered as 'arch.tag', got {name!r}")
+    if tag in _TAGS.setdefault(arch, {}):
+        raise ValueError(f"pretrained tag {name!r} is registered twice")
+    _TAGS[arch][tag] = source
+
+
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Every 'arch.tag' with released weights, sorted; `pattern` as in `list_models`. An architecture's default
+    tag is `default_tag(arch)`."""
+    tags = sorted(f"{arch}.{tag}" for arch, by_tag in _TAGS.items() for tag in by_tag)
+    if pattern:
+        if not any(c in pattern for c in "*?["):
+            pattern = f"*{pattern}*"
+        tags = [t for t in tags if fnmatch.fnmatch(t, pattern)]
+    return tags
+
+
+def default_tag(arch: str) -> str | None:
+    """The tag `arch` alone stands for (the first registered), or None when it has no released weights."""
+    return next(iter(_TAGS.get(arch, {})), None)
+
+
 def get_pretrained_cfg(name: str) -> dict[str, Any]:
-    _check_name(name)
-    return dict(_CFGS[name])
+    """The pretrained cfg of 'arch' (its default tag's, when it has released weights) or of 'arch.tag': timm's
+    fields plus `tag`, `hf_hub_id` / `url` / `file_name` (where the weights live) and `top1` (published)."""
+    arch, tag = split_tag(name)
+    if isinstance(name, str) and arch not in _ENTRYPOINTS:
+        raise ValueError(unknown_model_message(name))
+    _check_name(arch)
+    cfg = dict(_CFGS[arch], architecture=arch, tag=tag or default_tag(arch))
+    if cfg["tag"] is not None:
+        tags = _TAGS.get(arch, {})
+        if cfg["tag"] not in tags:
+            known = ", ".join(f"{arch}.{t}" for t in tags) or "none"
+            raise ValueError(f"{arch} has no pretrained tag {cfg['tag']!r} (released: {known})")
+        cfg.update(tags[cfg["tag"]])
+    return cfg
 
 
 def _check_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise ValueError(f"a model name is a str, got {type(name).__name__} {name!r}")
     if name not in _ENTRYPOINTS:
-        close = [n for n in _ENTRYPOINTS if name.split("_")[0] in n][:5]
-        hint = f" Similar: {', '.join(close)}." if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Run `lstmvision models` for the full list.")
+        raise ValueError(unknown_model_message(name))
 
 
-def _saved_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    cfg_file = Path(path) / CONFIG_NAME
-    if Path(path).is_dir() and cfg_file.is_file():
-        return read_config(path)
-    return None
+def unknown_model_message(name: str) -> str:
+    """'unknown model NAME' with the registered names and tags closest to it and, when timm has a model of that
+    name, the `timm:NAME` spec that builds it."""
+    known = list(_ENTRYPOINTS) + list_pretrained()
+    key = name.lower()
+    close = difflib.get_close_matches(key, known, n=5, cutoff=0.6)
+    close += [n for n in _ENTRYPOINTS if key.split("_")[0] in n and n not in close][:5 - len(close)]
+    hint = f" Similar: {', '.join(close)}." if close else ""
+    arch = split_tag(name)[0]
+    if timm_is_model(arch):
+        return f"unknown model {name!r}: it is not a lstmvision model, but timm has it: ask for timm:{name}.{hint}"
+    return f"unknown model {name!r}.{hint} Run `lstmvision models` for the full list (timm's models: timm:NAME)."
 
 
-def create_model(
-    name: str | None = None,
-    pretrained: str | os.PathLike | None = None,
-    num_classes: int | None = None,
-    features_only: bool = False,
-    out_indices: Any = None,
-    feature_fmt: str | None = None,
-    feature_cls: str | type | None = None,
-    feature_cfg: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a registered model, optionally loading weights from `pretrained` (file or saved folder).
+# architecture arguments that are sizes or counts: a positive int, or a list / tuple of them (per stage, (h, w))
+# img_size is left to the families' own check, which also names the smallest size the architecture takes
+SIZE_ARGUMENTS = frozenset((
+    "in_chans", "patch_size", "patch_sizes", "stride", "embed_dim", "embed_dims", "depth", "depths",
+    "layers", "num_heads", "hidden_size", "hidden_sizes", "expansion", "qkv_block_size", "conv_kernel_size",
+    "mlstm_chunk_size", "drop_path_groups", "decoder_channels", "mlp_ratio", "mlp_ratios",
+))
+_WHOLE_OK = frozenset(("mlp_ratio", "mlp_ratios"))  # positive numbers, not necessarily whole
 
-    `pretrained` may be an official checkpoint (.pth / .pth.tar), a timm-format state dict (.safetensors or
-    .pth) or a folder written by `save_pretrained`; the format is detected and converted. When `name` is None
-    the architecture is read from the folder's config.json. Keyword arguments override the architecture.
-    A different `num_classes` than the checkpoint's re-initialises the classifier (with a warning).
 
-    `features_only=True` wraps the model as timm does: `feature_cls` 'getter' (the default, via
-    `forward_intermediates`, maps in `feature_fmt`, NCHW unless given), 'hook', 'fx', 'list' or 'dict' (these
-    return the model's native NHWC maps), or a timm feature class; `feature_cfg` holds further wrapper options.
-    """
-    if pretrained is not None and not Path(pretrained).exists():
-        raise FileNotFoundError(f"pretrained weights not found: {pretrained}")
-    saved = _saved_config(pretrained)
-    if saved is not None:
-        if name is not None and name != saved["architecture"]:
-            raise ValueError(
-                f"{pretrained} holds a {saved['architecture']!r} model: a checkpoint of {saved['architecture']} "
-                f"cannot load into {name}; ask for model {saved['architecture']!r}, or give no model name"
-            )
-        name = saved["architecture"]
-        kwargs = {**saved.get("kwargs", {}), **kwargs}
-        if num_classes is None:
-            num_classes = saved.get("num_classes")
-    if name is None:
-        raise ValueError("create_model needs a model name, or pretrained= a folder written by save_pretrained")
+def check_arguments(kwargs: dict[str, Any]) -> None:
+    """One clear ValueError for an argument that no architecture can take: `num_classes` an int >= 0 (0: no
+    classifier), and any size or count in `SIZE_ARGUMENTS` a positive int (or a list / tuple of positive ints).
+    None means the architecture's default. Arguments an architecture does not know are its constructor's to
+    refuse (TypeError)."""
+    num_classes = kwargs.get("num_classes")
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 0):
+        raise ValueError(f"num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}")
+    for key, value in kwargs.items():
+        if key not in SIZE_ARGUMENTS or value is None:
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        kind = (int, float) if key in _WHOLE_OK else (int,)
+        if not values or any(not isinstance(v, kind) or isinstance(v, bool) or not v > 0 for v in values):
+            what = "a positive number" if key in _WHOLE_OK else "a positive int"
+            several = f" (or a list of {what.split(' ', 1)[1]}s)" if isinstance(value, (list, tuple)) else ""
+            raise ValueError(f"{key} must be {what}{several}, got {value!r}")
+
+
+def build_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """Registered architecture `name` (random init) with `kwargs`, carrying `pretrained_cfg`, `model_name` and
+    `model_kwargs`. Loading weights, tags and feature wrappers are `lstmvision.models.loading.create_model`'s."""
     _check_name(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    cfg = dict(_CFGS[name])
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    check_arguments(kwargs)
     model = _ENTRYPOINTS[name](**kwargs)
-    if saved is not None and saved.get("pretrained_cfg"):
-        cfg.update(saved["pretrained_cfg"])
+    cfg = get_pretrained_cfg(name)
+    size, chans = kwargs.get("img_size"), kwargs.get("in_chans")
+    if size or chans:  # the input this instance is built for (timm adapts its cfg the same way)
+        hw = ((size, size) if isinstance(size, int) else tuple(size)) if size else tuple(cfg["input_size"][1:])
+        cfg["input_size"] = (chans or cfg["input_size"][0], *hw)
     cfg["num_classes"] = model.num_classes
     cfg["pool_size"] = model.feature_grid(cfg["input_size"])
-    model.pretrained_cfg = cfg
-    model.default_cfg = cfg
+    model.pretrained_cfg = model.default_cfg = cfg
     model.model_name = name
     model.model_kwargs = {k: v for k, v in kwargs.items() if k != "num_classes"}
-    if saved is not None and saved.get("class_names"):
-        model.class_names = list(saved["class_names"])
-    if pretrained is not None:
-        load_pretrained(model, pretrained)
-    if features_only:
-        model = _feature_wrapper(model, out_indices, feature_fmt, feature_cls, dict(feature_cfg or {}))
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
-        model.model_name = name
-    elif feature_cls is not None or feature_cfg is not None or out_indices is not None:
-        raise ValueError("out_indices, feature_cls and feature_cfg need features_only=True")
     return model
+
+
+def wrap_features(model: nn.Module, out_indices: Any = None, feature_fmt: str | None = None,
+                  feature_cls: str | type | None = None, feature_cfg: dict[str, Any] | None = None) -> nn.Module:
+    """`model` as a feature extractor (timm's `features_only` contract): `feature_cls` 'getter' (the default, via
+    `forward_intermediates`, maps in `feature_fmt`, NCHW unless given), 'hook', 'fx', 'list' or 'dict' (these
+    return the model's native NHWC maps), or a timm feature class; `feature_cfg` holds further wrapper options."""
+    cfg = model.pretrained_cfg
+    name = model.model_name
+    wrapped = _feature_wrapper(model, out_indices, feature_fmt, feature_cls, dict(feature_cfg or {}))
+    wrapped.pretrained_cfg = wrapped.default_cfg = pretrained_cfg_for_features(cfg)
+    wrapped.model_name = name
+    return wrapped
 
 
 def _feature_class(feature_cls: str | type) -> type:

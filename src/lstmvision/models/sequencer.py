@@ -21,7 +21,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.common import check_input, image_size, resize_pos_embed
-from lstmvision.models.registry import make_cfg, register_model
+from lstmvision.models.registry import make_cfg, register_model, register_pretrained
 from lstmvision.models.rnn import GRU, LSTM, RNN
 from lstmvision.ops import dispatch
 from lstmvision.ops.rnn2d import module_weights, resolve_rnn2d_backend, rnn2d
@@ -576,3 +576,13 @@ _V_TINY = dict(layers=(2, 1), patch_sizes=(4, 1), embed_dims=(96, 96), hidden_si
 @register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
 def v_sequencer_tiny(**kwargs) -> Sequencer:
     return _build(dict(_V_TINY, num_classes=10), kwargs)
+
+
+# ------------------------------------------------------------------------------------ released weights
+# timm's copies on the Hugging Face Hub (timm's key names) first, the official GitHub release (official key
+# names, converted by `checkpoint_filter_fn`) second. No 392 px fine-tuned weights are published.
+_RELEASES = "https://github.com/okojoalg/sequencer/releases/download/weights"
+for _size, _top1 in (("s", 82.3), ("m", 82.8), ("l", 83.4)):
+    register_pretrained(f"sequencer2d_{_size}.in1k", hf_hub_id=f"timm/sequencer2d_{_size}.in1k",
+                        url=f"{_RELEASES}/sequencer2d_{_size}.pth", file_name=f"sequencer2d_{_size}.pth", top1=_top1,
+                        license="apache-2.0", origin_url="https://github.com/okojoalg/sequencer")

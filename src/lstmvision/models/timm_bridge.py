@@ -11,45 +11,53 @@ entrypoint's module, which is this one.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Callable
 
-import timm
 import timm.models
 import torch.nn as nn
-from timm.models import PretrainedCfg
+from timm.models import PretrainedCfg, generate_default_cfgs
 
-from lstmvision.constants import TIMM_PREFIX
-from lstmvision.models.registry import create_model, get_pretrained_cfg, list_models
+from lstmvision.models.loading import create_model
+from lstmvision.models.registry import get_pretrained_cfg, list_models, list_pretrained
 
-default_cfgs: dict[str, dict[str, Any]] = {}  # read by timm.models.register_model
+default_cfgs: dict[str, Any] = {}  # read by timm.models.register_model: name -> DefaultCfg with every tag
+_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
 
 
-def _timm_cfg(name: str) -> dict[str, Any]:
-    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
-    return {k: v for k, v in get_pretrained_cfg(name).items() if k in fields}
+def _timm_cfgs(name: str) -> dict[str, Any]:
+    """timm's DefaultCfg of `name`: its pretrained tags (or its plain cfg), timm's fields only."""
+    tags = [t for t in list_pretrained(f"{name}.*") if t.split(".")[0] == name] or [name]
+    cfgs = {tag: {k: v for k, v in get_pretrained_cfg(tag).items() if k in _CFG_FIELDS} for tag in tags}
+    return generate_default_cfgs(cfgs)[name]
+
+
+def _as_dict(pretrained_cfg: Any) -> dict[str, Any]:
+    if isinstance(pretrained_cfg, PretrainedCfg):
+        return {k: v for k, v in dataclasses.asdict(pretrained_cfg).items() if v is not None}
+    return dict(pretrained_cfg) if isinstance(pretrained_cfg, dict) else {}
 
 
 def _create(
     name: str, pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: dict | None = None,
     cache_dir: Any = None, **kwargs: Any,
 ) -> nn.Module:
-    """timm's entrypoint call -> lstmvision.create_model; `pretrained=True` loads `pretrained_cfg_overlay['file']`
-    (any format `create_model(pretrained=...)` reads). `pretrained_cfg` (a tag's cfg) and `cache_dir` have no
-    use here: each lstmvision model has one cfg and no downloads."""
-    overlay = dict(pretrained_cfg_overlay or {})
-    weights = overlay.pop("file", None) if pretrained else None
-    if pretrained and weights is None:
-        warnings.warn(  # timm's behaviour for a model without downloadable weights
-            f"{name}: lstmvision has no downloadable weights; pass pretrained_cfg_overlay=dict(file=PATH). "
-            "Using random initialization.",
-            stacklevel=3,
-        )
+    """timm's entrypoint call -> `lstmvision.create_model`. `pretrained_cfg` is a tag ('in1k_e400', from
+    `timm.create_model('vil2_tiny.in1k_e400')`) or the cfg of an `hf-hub:` / `local-dir:` name; with
+    `pretrained=True` the weights come, as in timm, from `pretrained_cfg_overlay['file']`, the cfg's `file`
+    (local-dir), its `hf_hub_id`, else the tag's own sources. `cache_dir` is not used (huggingface_hub's and
+    torch.hub's caches are)."""
+    tag = pretrained_cfg if isinstance(pretrained_cfg, str) and pretrained_cfg else None
+    overlay = {**_as_dict(pretrained_cfg), **(pretrained_cfg_overlay or {})}
+    kwargs.pop("pretrained_model_args", None)  # timm passes a saved model's arguments twice
+    if overlay.get("num_classes") is not None and overlay.get("source") in ("hf-hub", "local-dir"):
+        kwargs.setdefault("num_classes", overlay["num_classes"])
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-    model = create_model(name, pretrained=weights, **kwargs)
+    overlay = {k: v for k, v in overlay.items() if k not in ("architecture", "tag")}
+    model = create_model(f"{name}.{tag}" if tag else name, pretrained=bool(pretrained),
+                         pretrained_cfg_overlay=overlay, **kwargs)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
-    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **overlay, "architecture": name}
+    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, "architecture": name}
     return model
 
 
@@ -69,36 +77,7 @@ def register_timm() -> list[str]:
     for name in list_models():
         if name in default_cfgs or timm.models.is_model(name):
             continue  # registered by an earlier call, or timm's own model
-        default_cfgs[name] = _timm_cfg(name)
+        default_cfgs[name] = _timm_cfgs(name)
         timm.models.register_model(_entrypoint(name))
         added.append(name)
     return added
-
-
-def timm_name(spec: str) -> str | None:
-    """NAME of a `timm:NAME` spec, else None."""
-    return spec[len(TIMM_PREFIX):] if spec.startswith(TIMM_PREFIX) else None
-
-
-def create_timm_model(name: str, num_classes: int | None, in_chans: int | None, img_size: int | None,
-                      kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """timm model `name` (no download), any input size where the architecture allows; `model_name` is
-    'timm:NAME' and `model_kwargs` what rebuilds it."""
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
-    kw: dict[str, Any] = dict(kwargs or {})
-    if num_classes is not None:
-        kw["num_classes"] = num_classes
-    if in_chans is not None:
-        kw["in_chans"] = in_chans
-    cfg = timm.get_pretrained_cfg(name)
-    fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
-    if img_size is not None and fixed:
-        kw.setdefault("img_size", img_size)
-    try:  # ViT-style models: let them take any input size (position embeddings interpolated)
-        model = timm.create_model(name, pretrained=False, dynamic_img_size=True, **kw)
-    except TypeError:
-        model = timm.create_model(name, pretrained=False, **kw)
-    model.model_name = TIMM_PREFIX + name
-    model.model_kwargs = {k: v for k, v in kw.items() if k != "num_classes"}
-    return model

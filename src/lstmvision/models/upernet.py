@@ -33,8 +33,8 @@ from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import Tensor
 
 from lstmvision.constants import UPERNET_PREFIX
-from lstmvision.models.registry import create_model
-from lstmvision.models.timm_bridge import create_timm_model, timm_name
+from lstmvision.models.registry import build_model
+from lstmvision.models.timm_models import create_timm_model, timm_name
 from lstmvision.models.vil import VisionLSTM
 from lstmvision.weights import convert_state_dict, find_checkpoint, load_state_dict_into, read_state_dict
 
@@ -240,7 +240,7 @@ def _build_backbone(
     if timm_name(model):
         return create_timm_model(timm_name(model), 0, in_chans, img_size, kw)
     kw.setdefault("img_size", img_size)  # position embeddings (ViL, Sequencer with pos_embed)
-    return create_model(model, num_classes=0, in_chans=in_chans, **kw)
+    return build_model(model, num_classes=0, in_chans=in_chans, **kw)
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

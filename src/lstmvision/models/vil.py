@@ -50,7 +50,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from lstmvision.models.common import check_input, image_size, resize_pos_embed
-from lstmvision.models.registry import make_cfg, register_model
+from lstmvision.models.registry import make_cfg, register_model, register_pretrained
 from lstmvision.ops.mlstm import mlstm, resolve_mlstm_backend
 
 # torch.fx records these as calls (their size checks run on the real input, not on trace-time proxies)
@@ -149,10 +149,14 @@ class BlockDiagonalLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(*shape[:-1], -1, self.block)  # (..., dim) -> (..., blocks, block)
-        # (..., blocks, in) x (blocks, out, in) -> (..., blocks, out) -> (..., dim)
-        x = torch.einsum("...hi,hoi->...ho", x, self.weight).reshape(shape)
-        return x + self.bias if self.bias is not None else x
+        x = x.reshape(*shape[:-1], -1, 1, self.block)  # (..., dim) -> (..., blocks, 1, in)
+        # out[..., h, o] = sum_i x[..., h, i] W[h, o, i], as `block` broadcast multiply-adds: with 4x4 blocks this
+        # beats einsum's batched matmul of tiny matrices (its permute copies and per-block GEMM calls) on CPU
+        out = x[..., 0] * self.weight[..., 0]  # (..., blocks, 1) * (blocks, out) -> (..., blocks, out)
+        for j in range(1, self.block):
+            out = out + x[..., j] * self.weight[..., j]
+        out = out.reshape(shape)  # (..., blocks, out) -> (..., dim)
+        return out + self.bias if self.bias is not None else out
 
 
 class CausalConv1d(nn.Conv1d):
@@ -202,9 +206,11 @@ class MLSTMCell(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         B, S, E = q.shape
-        gate_in = torch.cat([q, k, v], dim=-1)
-        i = self.igate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
-        f = self.fgate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
+        # both gates in one product: (B, S, 3E) x (2NH, 3E)^T -> (B, S, 2NH) -> (B, 2NH, S)
+        weight = torch.cat([self.igate.weight, self.fgate.weight])
+        bias = torch.cat([self.igate.bias, self.fgate.bias])
+        gates = F.linear(torch.cat([q, k, v], dim=-1), weight, bias).transpose(1, 2)
+        i, f = gates[:, :self.num_heads], gates[:, self.num_heads:]  # (B, NH, S) each
         # (B, S, E) -> (B, S, NH, DH) -> (B, NH, S, DH), DH = E // NH
         q, k, v = (t.reshape(B, S, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size)
@@ -894,3 +900,28 @@ def vil_tiny_pool_middle(**kwargs) -> VisionLSTM:
 @register_model(_ablation_cfg(192))
 def vil_tiny_pool_cls(**kwargs) -> VisionLSTM:
     return _build_v1(dict(embed_dim=192, depth=24, global_pool="cls", num_cls_tokens=1, **_POOL_ABLATION), kwargs)
+
+
+# ------------------------------------------------------------------------------------ released weights
+# The publisher's `.th` files ({"state_dict": ...} in the training code's key layout, converted by
+# `checkpoint_filter_fn`); no Hub copy exists. Tag `in1k_eN`: ImageNet-1k, N pre-training epochs. The official
+# hubconf's "vil-tinyplus-stride8" points at the non-stride file, so it is not registered as a stride-8 checkpoint.
+_VIL_DOWNLOADS = "https://ml.jku.at/research/vision_lstm/download"
+_VIL_RELEASES = (  # (tag, file, top-1); the first tag of an architecture is its default
+    ("vil2_tiny.in1k_e800", "vil2_tiny16_e800_in1k.th", 78.3),
+    ("vil2_tiny.in1k_e400", "vil2_tiny16_e400_in1k.th", 77.2),
+    ("vil2_small.in1k_e400", "vil2_small16_e400_in1k.th", 81.5),
+    ("vil2_base.in1k_e400", "vil2_base16_e400_in1k.th", 82.4),
+    ("vil_tiny.in1k_e800", "vil_tiny16_e800_in1k.th", 77.3),
+    ("vil_tiny.in1k_e400", "vil_tiny16_e400_in1k.th", 76.1),
+    ("vil_tinyplus.in1k_e800", "vil_tinyplus16_e800_in1k.th", 78.1),
+    ("vil_tinyplus.in1k_e400", "vil_tinyplus16_e400_in1k.th", 77.2),
+    ("vil_small.in1k_e400", "vil_small16_e400_in1k.th", 80.7),
+    ("vil_smallplus.in1k_e400", "vil_smallplus16_e400_in1k.th", 80.9),
+    ("vil_smallplus_stride8.in1k_e400", "vil_smallplus16_e400_in1k_stride8.th", 82.2),
+    ("vil_base.in1k_e400", "vil_base16_e400_in1k.th", 81.6),
+    ("vil_base_stride8.in1k_e400", "vil_base16_e400_in1k_stride8.th", 82.7),
+)
+for _tag, _file, _top1 in _VIL_RELEASES:
+    register_pretrained(_tag, url=f"{_VIL_DOWNLOADS}/{_file}", file_name=_file, top1=_top1,
+                        license="unspecified (model code: Apache-2.0)", origin_url="https://github.com/NX-AI/vision-lstm")

@@ -1,6 +1,8 @@
-"""The PyTorch forms of the mLSTM (`parallel`, `chunkwise`, `recurrent`); see `lstmvision.ops.mlstm` for the
+"""The PyTorch forms of the mLSTM (`parallel`, `fused`, `chunkwise`, `recurrent`); see `lstmvision.ops.mlstm` for the
 math, the shapes and the precision policy. Shared by the public op and the Triton op's backward."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,32 @@ def parallel(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Te
     c = scores * torch.exp(log_d - m)
     normaliser = torch.maximum(c.sum(dim=-1, keepdim=True).abs(), torch.exp(-m)) + eps
     return ((c / normaliser).to(v.dtype) @ v).to(q.dtype)
+
+
+def fused(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:
+    """`parallel` with less work on the (S, S) matrices, same function: the row stabiliser comes from a running
+    maximum, m_t = cum_t + max_{j<=t}(i_j - cum_j), so the decay matrix is built once as exp(a_j - M_t) from two
+    vectors (no (S, S) log-decay, no row max); the masked half is written as zeros, never computed then masked;
+    the q·k scale rides in the decay's exponent and the normaliser is applied to the output (S x DV), not to (S, S)
+    matrices."""
+    S, dqk = q.shape[-2], q.shape[-1]
+    gdt = gate_dtype(q)
+    acc = torch.float32 if q.device.type == "mps" else torch.float64  # as in `parallel`: no cancellation
+    cum = torch.cumsum(F.logsigmoid(f.to(gdt)).to(acc), dim=-1)  # (B, NH, S)
+    a = i.to(acc) - cum  # (B, NH, S): log weight of key j, relative to the row's cum_t
+    causal = torch.ones(S, S, dtype=torch.bool, device=q.device).tril_()
+    if torch.jit.is_tracing():  # ONNX has no cummax: the same maximum over the causal (S, S) mask
+        run_max = torch.where(causal, a.unsqueeze(-2), float("-inf")).amax(dim=-1)
+    else:
+        run_max = torch.cummax(a, dim=-1).values  # (B, NH, S): max_{j<=t} a_j
+    scaled = a + math.log(dqk**-0.5)  # the q·k scale, folded into the exponent (not rounded into q)
+    # (B, NH, 1, S) - (B, NH, S, 1) -> (B, NH, S, S): log decay (+ log scale) minus the row stabiliser
+    decay = torch.where(causal, (scaled.unsqueeze(-2) - run_max.unsqueeze(-1)).to(gdt), float("-inf")).exp()
+    m = (cum + run_max).to(gdt)  # (B, NH, S)
+    # k (B, NH, S, dqk) -> (B, NH, dqk, S); c (B, NH, S, S)
+    c = (q @ k.transpose(-1, -2)).to(gdt) * decay
+    normaliser = torch.maximum(c.sum(dim=-1).abs(), torch.exp(-m)) + eps  # (B, NH, S)
+    return ((c.to(v.dtype) @ v).to(gdt) / normaliser.unsqueeze(-1)).to(q.dtype)
 
 
 def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:

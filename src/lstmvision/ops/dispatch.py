@@ -6,12 +6,19 @@ Backend names (each means one thing):
   official formulation; ``reference`` the step-by-step math loop `rnn2d_reference` (ground truth, slow);
   ``fused`` one input GEMM for all directions and one PyTorch time loop; ``triton`` that GEMM and a persistent
   Triton kernel (LSTM only, opt-in); ``auto`` = ``module`` on every device.
-- mLSTM (`MLSTM_BACKENDS`): ``parallel`` the quadratic form; ``chunkwise`` linear-memory chunks;
-  ``recurrent`` step by step (the math reference); ``triton`` the chunkwise form as Triton kernels (opt-in);
-  ``auto`` = parallel up to 256 tokens, chunkwise above, on every device.
+- mLSTM (`MLSTM_BACKENDS`): ``parallel`` the quadratic form as the official code writes it; ``fused`` the same
+  form with less (S, S) work; ``chunkwise`` linear-memory chunks; ``recurrent`` step by step (the math
+  reference); ``triton`` the chunkwise form as Triton kernels (opt-in); ``auto`` = fused up to 256 tokens,
+  chunkwise above, on every device.
+
+- Opt-in libraries (`pip install "lstmvision[kernels]"`; ImportError naming that extra when missing):
+  rnn2d ``flashrnn-vanilla``, ``flashrnn-vanilla_fwbw``, ``flashrnn-triton`` (its triton_fused),
+  ``flashrnn-cuda`` (its cuda_fused), see `lstmvision.ops._flashrnn`; mLSTM ``mlstm_kernels-chunkwise-native``,
+  ``mlstm_kernels-parallel-native``, ``mlstm_kernels-chunkwise-triton`` (NXAI Community License; the Triton
+  one's gradients hold the normaliser constant), see `lstmvision.ops._mlstm_kernels`.
 
 `auto` picks only what committed measurements on the device show correct and fastest. No GPU measurement
-is committed yet, so Triton is never chosen automatically; run `lstmvision check-kernels --device cuda` and
+is committed yet, so Triton and the libraries are never chosen automatically; run `lstmvision check-kernels --device cuda` and
 the GPU suite before changing that.
 
 Precedence: a backend given to the op or the model (`rnn_backend=`, `mlstm_backend=`) wins; else the active

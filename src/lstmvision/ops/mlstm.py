@@ -10,7 +10,9 @@ with logsigmoid), and q·k is scaled by DQK^-1/2. Per head and step t the recurr
 stabilised by a log-space max state m (C and n are kept multiplied by exp(-m)), with eps added to the
 normaliser. Backends:
 
-- ``parallel``: the stabilised quadratic form (O(S²) per head; what Vision-LSTM trains with).
+- ``parallel``: the stabilised quadratic form (O(S²) per head), as the official Vision-LSTM code writes it.
+- ``fused``: the same quadratic form with less (S, S) work (the stabiliser from a running maximum, the masked
+  half never computed, scale and normaliser applied to S x D tensors); what ``auto`` runs for short sequences.
 - ``chunkwise``: chunks of ``chunk_size`` tokens; the intra-chunk part is one batched quadratic form over all
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
   works: the sequence is zero-padded at the end, which cannot change causal outputs of the real tokens.
@@ -26,7 +28,7 @@ sums, maxima, exponentials), the normaliser and the recurrent states are fp32 (f
 is switched off inside, so this holds under `torch.autocast` too.
 
 Backend choice: the ``backend`` argument, else the active choice of `lstmvision.ops.dispatch` (`set_backend`,
-`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: parallel up to ``PARALLEL_MAX_LEN``
+`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: fused up to ``PARALLEL_MAX_LEN``
 tokens and chunkwise above, on every device. Triton is opt-in only (no committed GPU measurement yet).
 """
 from __future__ import annotations
@@ -35,8 +37,8 @@ from typing import Callable
 
 import torch
 
-from lstmvision.ops import _mlstm_op, dispatch
-from lstmvision.ops._mlstm_torch import chunkwise, parallel, recurrent
+from lstmvision.ops import _mlstm_kernels, _mlstm_op, dispatch
+from lstmvision.ops._mlstm_torch import chunkwise, fused, parallel, recurrent
 from lstmvision.ops._triton_common import can_run, triton_available
 
 ENV_VAR = dispatch.ENV_VARS["mlstm"]
@@ -51,11 +53,13 @@ def _triton(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Ten
 
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "parallel": parallel,
+    "fused": fused,
     "chunkwise": chunkwise,
     "recurrent": recurrent,
     "triton": _triton,
+    **_mlstm_kernels.BACKENDS,  # opt-in NXAI mlstm_kernels (lstmvision.ops._mlstm_kernels; never chosen by auto)
 }
-PYTORCH_BACKENDS = ("parallel", "chunkwise", "recurrent")
+PYTORCH_BACKENDS = ("parallel", "fused", "chunkwise", "recurrent")
 
 
 def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
@@ -65,11 +69,13 @@ def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.devic
     """
     name = dispatch.requested("mlstm", backend)
     if name == "auto":
-        return "parallel" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
+        return "fused" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
     if name == "triton" and device is not None and not can_run(device):
         raise RuntimeError(f"mLSTM backend 'triton' needs CUDA tensors (or CPU ones under TRITON_INTERPRET=1) and "
                            f"Triton installed; got {torch.device(device).type} tensors (triton importable: "
                            f"{triton_available()}). Use backend='auto' or 'chunkwise'.")
+    if name in _mlstm_kernels.BACKENDS:  # ImportError naming the extra when missing; RuntimeError on a wrong device
+        _mlstm_kernels.library() if device is None else _mlstm_kernels.require(name, device)
     return name
 
 

@@ -19,6 +19,9 @@ Backends (`rnn2d(..., backend=...)`, else the active choice of `lstmvision.ops.d
   requested elsewhere (or for GRU/RNN) it falls back to ``fused``. Exposed as the custom ops
   ``lstmvision::lstm_scan_fwd`` / ``lstmvision::lstm_scan_bwd`` tied by an autograd registration, so
   `torch.compile` sees one opaque node per mixer.
+- ``flashrnn-vanilla``, ``flashrnn-vanilla_fwbw``, ``flashrnn-triton``, ``flashrnn-cuda``: the opt-in FlashRNN
+  library (`pip install "lstmvision[kernels]"`; LSTM only, GRU/RNN fall back to ``fused``), mapped in
+  `lstmvision.ops._flashrnn`.
 - ``auto``: ``module`` on every device. The fused loop measured slower than oneDNN's nn.LSTM on CPU
   (benchmarks/results/cpu-README.md) and no GPU measurement is committed, so Triton is opt-in only.
 """
@@ -29,7 +32,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from lstmvision.ops import dispatch
+from lstmvision.ops import _flashrnn, dispatch
 from lstmvision.ops._triton_common import can_run, interpret, kernel_loader, triton_available
 
 __all__ = [
@@ -50,6 +53,10 @@ def resolve_rnn2d_backend(x: torch.Tensor, cell: str = "lstm", backend: str | No
         return "module"
     if want == "triton" and not (cell == "lstm" and can_run(x.device)):
         return "fused"  # fallback: GRU/RNN, no Triton, or CPU without the interpreter
+    if want in _flashrnn.BACKENDS:  # the opt-in FlashRNN library (lstmvision.ops._flashrnn)
+        if cell != "lstm":
+            return "fused"  # fallback: FlashRNN runs LSTM only here
+        _flashrnn.require(want, x.device)  # ImportError naming the extra; RuntimeError on a device it cannot use
     return want
 
 
@@ -290,7 +297,7 @@ def rnn2d(
     """All directions of a 2-D RNN layer over x (B, H, W, C) -> (B, H, W, dirs * D) as `rnn2d_reference`.
 
     `backend`: one of BACKENDS (default: the active choice of `lstmvision.ops.dispatch`, else "auto");
-    unsupported requests fall back (triton -> fused).
+    unsupported requests fall back (triton, flashrnn-* with GRU/RNN -> fused).
     """
     if cell not in GATES:
         raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
@@ -301,6 +308,8 @@ def rnn2d(
         return _rnn2d_module(x, weights_v, weights_h, cell, nonlinearity)
     if which == "reference":
         return rnn2d_reference(x, weights_v, weights_h, cell, nonlinearity)
+    if which in _flashrnn.BACKENDS:
+        return _flashrnn.rnn2d_flashrnn(x, weights_v, weights_h, which)
     return _rnn2d_fast(x, weights_v, weights_h, cell, nonlinearity, use_triton=which == "triton")
 
 

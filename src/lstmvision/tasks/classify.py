@@ -21,8 +21,8 @@ from lstmvision.data import (
     resolve_dataset,
 )
 from lstmvision.device import autocast_context, sum_over_ranks
-from lstmvision.models.loading import load_model
-from lstmvision.models.timm_bridge import timm_name
+from lstmvision.models.loading import create_model
+from lstmvision.models.timm_models import timm_name
 from lstmvision.tasks.base import Data, Task, fill_normalisation, model_kwargs
 
 
@@ -61,11 +61,15 @@ def build_model(cfg: dict[str, Any], num_classes: int, in_chans: int, class_name
     """The registered model `cfg['model']`, or any timm model as 'timm:NAME', with the run's data settings."""
     kwargs = model_kwargs(cfg)
     size = int(cfg["img_size"])
-    if cfg["pretrained"] and not timm_name(cfg["model"]):  # a saved folder's own rates would carry over
+    if not isinstance(cfg["pretrained"], bool):  # build_model may be called without the config's checks
+        raise ValueError(f"pretrained is a switch (true: the released weights of the model's tag), got "
+                         f"{cfg['pretrained']!r}; a weights file or saved / run folder is initial_checkpoint")
+    weights = cfg.get("initial_checkpoint") or cfg["pretrained"]
+    if cfg.get("initial_checkpoint") and not timm_name(cfg["model"]):  # a saved folder's own rates would carry over
         kwargs.setdefault("drop_path_rate", cfg["drop_path"])
         kwargs.setdefault("drop_rate", cfg["drop"])
     built_size = kwargs.pop("img_size", size)  # --model-kwargs img_size wins (position embeddings)
-    model = load_model(cfg["model"], cfg["pretrained"], num_classes, in_chans, built_size, **kwargs).train()
+    model = create_model(cfg["model"], weights, num_classes, in_chans, built_size, **kwargs).train()
     model.class_names = list(class_names)
     model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(in_chans, size, size), mean=tuple(cfg["mean"]),
                                 std=tuple(cfg["std"]), crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
@@ -111,7 +115,8 @@ class ClassificationTask(Task):
         if hasattr(train_ds, "dataset"):
             train_ds.dataset.img_mode = img_mode
         train_ds = limit(train_ds, cfg["limit_train"], cfg["seed"])
-        val_ds = limit(val_ds, cfg["limit_val"], cfg["seed"])
+        # not the run's seed: the same images as `lstmvision validate --limit-val N` (seed 0), whatever --seed
+        val_ds = limit(val_ds, cfg["limit_val"], seed=0)
         num_classes = int(cfg["num_classes"] or len(class_names))
         if num_classes < len(class_names):
             raise ValueError(f"--num-classes {num_classes} is smaller than the {len(class_names)} classes in the data")

@@ -19,6 +19,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from lstmvision.data import BadImageCounter, DataError, build_loader, dataset_source, limit
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset, SegTrainTransform
 from lstmvision.device import autocast_context, sum_over_ranks
+from lstmvision.models import hub
+from lstmvision.models.registry import get_pretrained_cfg
 from lstmvision.models.upernet import create_segmenter, segment_logits
 from lstmvision.tasks.base import Data, Task, fill_normalisation, model_kwargs
 
@@ -111,8 +113,12 @@ def create_for_config(cfg: dict[str, Any], num_classes: int, in_chans: int) -> n
     kwargs = model_kwargs(cfg)
     drop_path = kwargs.pop("drop_path_rate", 0.0)
     kwargs.pop("drop_rate", None)
+    weights = cfg.get("initial_checkpoint")
+    if cfg.get("pretrained"):  # the released weights of the backbone's tag (timm backbones: refused by the config)
+        released = get_pretrained_cfg(cfg["model"])
+        weights = hub.weights_file(released, f"{cfg['model']}.{released['tag']}")
     return create_segmenter(cfg["model"], num_classes, in_chans=in_chans, img_size=int(cfg["img_size"]),
-                            pretrained=cfg["pretrained"], decoder_channels=cfg.get("decoder_channels"),
+                            pretrained=weights, decoder_channels=cfg.get("decoder_channels"),
                             drop_path_rate=drop_path, model_kwargs=kwargs,
                             aux=float(cfg.get("aux_weight", 0.4)) > 0)
 
@@ -148,7 +154,7 @@ class SegmentationTask(Task):
                                      ignore_index=train_ds.ignore_index)
         eval_tf = SegEvalTransform(base_size=base, mean=cfg["mean"], std=cfg["std"])
         train_ds = limit(train_ds, cfg["limit_train"], cfg["seed"])
-        val_ds = limit(val_ds, cfg["limit_val"], cfg["seed"])
+        val_ds = limit(val_ds, cfg["limit_val"], seed=0)  # the same images as `segment validate --limit-val`
         workers = int(cfg["workers"])
         train_loader = build_loader(train_ds, train_tf, cfg["batch_size"], True, workers, world, rank, cfg["seed"],
                                     pin_memory=pin_memory, drop_last=True)  # BatchNorm: no batch of one

@@ -1,6 +1,6 @@
 """Shared pieces of the analysis tools (resolution sweep, ERF, robustness, memory).
 
-Models come from `lstmvision.runtime.load_model` (a registered name, `timm:NAME`, a saved or training run
+Models come from `lstmvision.models.loading.create_model` (a registered name, `timm:NAME`, a saved or training run
 folder) and carry a `.label` for tables. Every model is used on its own input channels and normalisation (from
 its `pretrained_cfg`); images are resized (or resized + centre-cropped with `crop_pct` < 1) to the requested
 square size.

@@ -272,7 +272,7 @@ def layers_for(model: nn.Module, layers: list[str] | None) -> list[str]:
 def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str] | None, images: int,
                output: str | Path, img_size: int | None = None, layout: str = "auto", train_aug: bool = False,
                seed: int = 0, device: torch.device | None = None) -> dict:
-    """ERF maps of `layers` of each model (with `.label`, from `runtime.load_model`; None: `default_layers` of
+    """ERF maps of `layers` of each model (with `.label`, from `models.loading.create_model`; None: `default_layers` of
     each) over exactly `images` random images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to
     `output` and returns the report."""
 

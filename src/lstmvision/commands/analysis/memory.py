@@ -91,7 +91,7 @@ def throughput(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> fl
 def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | Path, batch_size: int = 1,
                   warmup: int = 2, iters: int = 5, measure_throughput: bool = True,
                   device: torch.device | None = None, repeats: int = 3) -> dict:
-    """Peak forward memory (and throughput) of each model (with `.label`, from `runtime.load_model`) at each input
+    """Peak forward memory (and throughput) of each model (with `.label`, from `models.loading.create_model`) at each input
     size; writes memory.json, .md and .png to `output` and returns the report. Every model stays loaded until the
     end, because the throughput rounds interleave them."""
 

@@ -51,7 +51,7 @@ def evaluate_at(model: nn.Module, data: C.EvalImages, size: int, device: torch.d
 def resolution_sweep(models: Iterable[nn.Module], data: C.EvalImages, output: str | Path,
                      sizes: list[int] | None = None, factors: list[float] | None = None,
                      native_size: int | None = None, device: torch.device | None = None) -> dict:
-    """Top-1 of each model (with `.label`, from `runtime.load_model`; an iterable, so they can be loaded one at a
+    """Top-1 of each model (with `.label`, from `models.loading.create_model`; an iterable, so they can be loaded one at a
     time) at each size (see the module docstring); writes resolution.json, .md and .png to `output` and returns
     the report."""
     device = device or resolve_device(None)

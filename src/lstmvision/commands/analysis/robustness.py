@@ -172,7 +172,7 @@ def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
                       pgd_step_size: float = 0.5 / 255, device: torch.device | None = None, seed: int = 0) -> dict:
     """Corruption errors (all 15 x 5 unless `corruptions` / `severities` say; none with `corruptions=[]`), CE
     against AlexNet (`imagenet`: 'yes', 'no', 'auto' = 1000 classes) and/or `baseline`, and with `attack` the
-    adversarial top-1 of `model` (with `.label`, from `runtime.load_model`) on `data` (see the module docstring);
+    adversarial top-1 of `model` (with `.label`, from `models.loading.create_model`) on `data` (see the module docstring);
     writes robustness.json, .md (and .png) to `output` and returns the report."""
     corruptions = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     severities = list(SEVERITIES) if severities is None else list(severities)
