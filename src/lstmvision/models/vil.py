@@ -149,14 +149,11 @@ class BlockDiagonalLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(*shape[:-1], -1, 1, self.block)  # (..., dim) -> (..., blocks, 1, in)
-        # out[..., h, o] = sum_i x[..., h, i] W[h, o, i], as `block` broadcast multiply-adds: with 4x4 blocks this
-        # beats einsum's batched matmul of tiny matrices (its permute copies and per-block GEMM calls) on CPU
-        out = x[..., 0] * self.weight[..., 0]  # (..., blocks, 1) * (blocks, out) -> (..., blocks, out)
-        for j in range(1, self.block):
-            out = out + x[..., j] * self.weight[..., j]
-        out = out.reshape(shape)  # (..., blocks, out) -> (..., dim)
-        return out + self.bias if self.bias is not None else out
+        x = x.reshape(*shape[:-1], -1, self.block)  # (..., dim) -> (..., blocks, block)
+        # (..., blocks, in) x (blocks, out, in) -> (..., blocks, out) -> (..., dim). Measured on the 2-core CPU:
+        # as fast as broadcast multiply-adds or a batched matmul in inference, and the fastest with gradients
+        x = torch.einsum("...hi,hoi->...ho", x, self.weight).reshape(shape)
+        return x + self.bias if self.bias is not None else x
 
 
 class CausalConv1d(nn.Conv1d):
@@ -206,11 +203,9 @@ class MLSTMCell(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         B, S, E = q.shape
-        # both gates in one product: (B, S, 3E) x (2NH, 3E)^T -> (B, S, 2NH) -> (B, 2NH, S)
-        weight = torch.cat([self.igate.weight, self.fgate.weight])
-        bias = torch.cat([self.igate.bias, self.fgate.bias])
-        gates = F.linear(torch.cat([q, k, v], dim=-1), weight, bias).transpose(1, 2)
-        i, f = gates[:, :self.num_heads], gates[:, self.num_heads:]  # (B, NH, S) each
+        gate_in = torch.cat([q, k, v], dim=-1)
+        i = self.igate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
+        f = self.fgate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
         # (B, S, E) -> (B, S, NH, DH) -> (B, NH, S, DH), DH = E // NH
         q, k, v = (t.reshape(B, S, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size)
