@@ -18,7 +18,7 @@ from lstmvision.models import list_models
 from lstmvision.models.flops import model_rows
 
 TABLE = Path(__file__).resolve().parents[1] / "src" / "lstmvision" / "models" / "model_table.json"
-FIELDS = ("model", "params", "gmacs", "img_size")
+FIELDS = ("model", "params", "gmacs", "img_size", "paper_top1")
 
 
 def main() -> None:
@@ -38,7 +38,8 @@ def main() -> None:
     for row in model_rows(names, None, macs=True):
         rows[row["model"]] = {k: row[k] for k in FIELDS}
     table = dict(generated_by="scripts/make_model_table.py", note="parameters and GMACs at each model's own "
-                 "input size (img_size); MACs include the recurrent layers (lstmvision.models.flops)",
+                 "input size (img_size); MACs include the recurrent layers (lstmvision.models.flops); paper_top1: the "
+                 "published ImageNet-1k top-1 (null: not published)",
                  rows=[rows[m] for m in sorted(rows)])
     # one row per line: readable diffs when a model is added
     body = ",\n".join("    " + json.dumps(r) for r in table["rows"])

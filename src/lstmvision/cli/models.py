@@ -4,9 +4,10 @@ table `lstmvision/models/model_table.json` (written by scripts/make_model_table.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 TABLE = "model_table.json"  # in the lstmvision.models package
@@ -25,17 +26,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_table() -> dict[str, dict[str, Any]]:
-    """model -> {params, gmacs, img_size} of the committed table (empty if the file is missing)."""
+    """model -> {params, gmacs, img_size, paper_top1} of the committed table (empty if the file is missing). Read
+    as a file beside the package, not through `lstmvision.models`, whose import loads torch and every model."""
+    path = Path(__file__).resolve().parents[1] / "models" / TABLE
     try:
-        text = resources.files("lstmvision.models").joinpath(TABLE).read_text()
-    except (FileNotFoundError, OSError):
+        return {r["model"]: r for r in json.loads(path.read_text())["rows"]}
+    except FileNotFoundError:
         return {}
-    return {r["model"]: r for r in json.loads(text)["rows"]}
+
+
+def _match(names: list[str], pattern: str | None) -> list[str]:
+    """`lstmvision.models.list_models`' filter (a wildcard, or a substring), on the table's names."""
+    if not pattern:
+        return sorted(names)
+    pattern = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    header = f"{'model':<32} {'params':>12} {'res':>5} {'GMACs':>8} {'paper top-1':>12}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        top1 = f"{r['paper_top1']:.1f}" if r["paper_top1"] else "-"
+        gmacs = f"{r['gmacs']:.2f}" if r.get("gmacs") is not None else "-"
+        print(f"{r['model']:<32} {r['params']:>12,} {r['img_size']:>5} {gmacs:>8} {top1:>12}")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _run_pretrained(args)
+    table = {} if args.macs or args.img_size is not None else read_table()
+    if table:  # the committed table covers every registered model (tests/test_cli_timm.py): no torch import
+        names = _match(list(table), args.pattern)
+        if not names:
+            raise ValueError(f"no model matches {args.pattern!r}")
+        keys = ("model", "params", "img_size", "paper_top1") + (() if args.no_macs else ("gmacs",))
+        _print([{k: table[n].get(k) for k in keys} for n in names], args.json)
+        return 0
     from lstmvision.models import get_pretrained_cfg, list_models
 
     names = list_models(args.pattern)
@@ -63,16 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if args.no_macs:
             row.pop("gmacs")
         rows.append(row)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    header = f"{'model':<32} {'params':>12} {'res':>5} {'GMACs':>8} {'paper top-1':>12}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        top1 = f"{r['paper_top1']:.1f}" if r["paper_top1"] else "-"
-        gmacs = f"{r['gmacs']:.2f}" if r.get("gmacs") is not None else "-"
-        print(f"{r['model']:<32} {r['params']:>12,} {r['img_size']:>5} {gmacs:>8} {top1:>12}")
+    _print(rows, args.json)
     return 0
 
 
