@@ -14,7 +14,7 @@
 #  4. throughput, bf16, batch 128 then 256, infer and train: Sequencer2D-S with every rnn2d backend, ViL-T and
 #     ViL-S with every mLSTM backend, all in one process per (model, mode, batch) with the runs interleaved,
 #     against the official formulation (`ref:NAME` as in `lstmvision benchmark`: nn.LSTM modules on cuDNN and
-#     the PyTorch mLSTM of auto), timm's sequencer2d_s, and DeiT-S (timm:deit_small_patch16_224) as the anchor.
+#     the official `parallel` mLSTM form), timm's sequencer2d_s, and DeiT-S (timm:deit_small_patch16_224) as the anchor.
 #  5. the per-layer rnn2d timing (benchmarks/rnn2d_layer.py); 6. flashrnn-cuda (it compiles CUDA code): check
 #     and Sequencer2D-S at batch 128.
 # Every JSON carries the command, the device and the versions; the paths are printed at the end.
