@@ -2,6 +2,9 @@
 import json
 
 from lstmvision.cli import main
+from lstmvision.commands.benchmark import kernels_ctx, parse_spec
+from lstmvision.ops.dispatch import get_backend
+from lstmvision.ops.mlstm import resolve_mlstm_backend
 
 
 def test_benchmark_cpu_json_ratio_and_macs(tmp_path, capsys):
@@ -32,3 +35,13 @@ def test_benchmark_rejects_bad_specs(capsys):
     assert main(["benchmark", "--model", "nope:x", "--device", "cpu"]) == 2
     assert "use NAME, ref:NAME or timm:NAME" in capsys.readouterr().err
     assert main(["benchmark", "--model", "no_such_model", "--device", "cpu"]) == 2
+
+
+def test_ref_runs_the_official_formulation():
+    """`ref:NAME` is the official formulation: nn.LSTM modules for the scans and the mLSTM's `parallel` form (what
+    the official code writes), while lstmvision's own models run `auto` (the fused form at 224 px)."""
+    assert parse_spec("ref:vil2_tiny") == ("lstmvision", "vil2_tiny", "module")
+    with kernels_ctx("module"):
+        assert get_backend() == ("module", "parallel")
+        assert resolve_mlstm_backend(None, 197) == "parallel"
+    assert resolve_mlstm_backend(None, 197) == "fused" and resolve_mlstm_backend(None, 785) == "chunkwise"
