@@ -93,11 +93,10 @@ def check_weights_flags(checkpoint: Any, model: Any, pretrained: bool, initial: 
 def check_released(name: str) -> None:
     """--pretrained with a registered model that has no released weights: one error before anything is built
     (timm:NAME, hf-hub: and folders are left to the loader)."""
-    from lstmvision.models.registry import get_pretrained_cfg, is_model, split_tag
+    from lstmvision.models.registry import is_model, released_tag, split_tag
 
-    if is_model(split_tag(name)[0]) and get_pretrained_cfg(name)["tag"] is None:
-        raise ValueError(f"--pretrained: {name} has no released weights (see `lstmvision models --pretrained`); "
-                         "for your own weights use --initial-checkpoint PATH")
+    if is_model(split_tag(name)[0]):
+        released_tag(name)
 
 
 def model_from_args(args: argparse.Namespace) -> "torch.nn.Module":

@@ -44,6 +44,7 @@ def backbone(args: argparse.Namespace):
     from lstmvision.commands.transfer import backbone_from_folder, backbone_from_name
     from lstmvision.models import get_pretrained_cfg, is_model
     from lstmvision.models.hub import weights_file
+    from lstmvision.models.registry import released_tag
     from lstmvision.weights import find_checkpoint
 
     ckpt = args.initial_checkpoint
@@ -59,10 +60,9 @@ def backbone(args: argparse.Namespace):
             raise UserError(f"unknown model {args.model!r}; run `lstmvision models` for the list")
         found = backbone_from_name(args.model, args.img_size)
         if args.pretrained:
-            released = get_pretrained_cfg(args.model)
-            if released["tag"] is None:
-                raise UserError(f"{args.model} has no released weights (see `lstmvision models --pretrained`)")
-            found.weights = str(weights_file(released, f"{args.model}.{released['tag']}"))
+            tag = released_tag(args.model)
+            released = get_pretrained_cfg(tag)
+            found.weights = str(weights_file(released, tag))
             found.mean, found.std = list(released["mean"]), list(released["std"])
         return found
     if not ckpt:

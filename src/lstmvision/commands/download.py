@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from lstmvision.models.hub import weights_file
 from lstmvision.models.loading import create_model
-from lstmvision.models.registry import default_tag, get_pretrained_cfg, list_pretrained, split_tag
+from lstmvision.models.registry import get_pretrained_cfg, list_pretrained, released_tag
 
 
 def resolve_tags(names: Sequence[str]) -> list[str]:
@@ -19,11 +19,7 @@ def resolve_tags(names: Sequence[str]) -> list[str]:
             if not found:
                 raise ValueError(f"no released weights match {name!r} (see `lstmvision models --pretrained`)")
         else:
-            arch, tag = split_tag(name)
-            get_pretrained_cfg(name)  # unknown names and tags: one error with suggestions
-            if tag is None and default_tag(arch) is None:
-                raise ValueError(f"{arch} has no released weights (see `lstmvision models --pretrained`)")
-            found = [name if tag else f"{arch}.{default_tag(arch)}"]
+            found = [released_tag(name)]  # unknown names and tags: one error with suggestions
         tags += [t for t in found if t not in tags]
     return tags
 

@@ -35,7 +35,7 @@ from lstmvision.engine.settings import (
 )
 from lstmvision.errors import first_line
 from lstmvision.models.loading import check_input_size
-from lstmvision.models.registry import get_pretrained_cfg
+from lstmvision.models.registry import released_tag
 from lstmvision.models.timm_models import timm_name
 from lstmvision.weights import CONFIG_NAME, find_checkpoint, read_config
 
@@ -288,7 +288,7 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     if cfg.get("drop"):
         kwargs["drop_rate"] = cfg["drop"]
     if cfg.get("pretrained"):
-        _check_released(str(cfg["model"]))
+        released_tag(str(cfg["model"]))
     initial = cfg.get("initial_checkpoint")
     if initial and (Path(initial) / CONFIG_NAME).is_file():  # fine-tuning keeps the saved arguments
         kwargs = {**read_config(initial).get("kwargs", {}), **kwargs}
@@ -297,13 +297,6 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     except TypeError as e:
         raise ValueError(f"{cfg['model']} cannot be built with --model-kwargs "
                          f"{cfg.get('model_kwargs') or {}}: {first_line(e)}") from None
-
-
-def _check_released(model: str) -> None:
-    """--pretrained needs released weights for the model (its default tag, or the tag it names)."""
-    if get_pretrained_cfg(model)["tag"] is None:
-        raise ValueError(f"--pretrained: {model} has no released weights (see `lstmvision models --pretrained`); "
-                         "for your own weights use --initial-checkpoint PATH")
 
 
 def _data_channels(cfg: dict[str, Any]) -> int | None:

@@ -33,6 +33,7 @@ from lstmvision.models.registry import (
     check_arguments,
     get_pretrained_cfg,
     is_model,
+    released_tag,
     split_tag,
     unknown_model_message,
     wrap_features,
@@ -129,11 +130,9 @@ def _named_model(spec: str, pretrained: Any, num_classes: int | None, kwargs: di
     """A registered architecture (`arch[.tag]`), with weights from its tag (`pretrained=True`) or a path."""
     arch, _ = split_tag(spec)
     cfg = {**get_pretrained_cfg(spec), **overlay}
-    if pretrained is True:
-        if cfg["tag"] is None and not any(cfg.get(k) for k in ("file", "hf_hub_id", "url")):
-            raise WeightsError(f"{arch} has no released weights (`lstmvision models --pretrained` lists them); "
-                               "give a weights file instead (pretrained=PATH)")
-        path = hub.weights_file(cfg, spec if "." in spec or cfg["tag"] is None else f"{arch}.{cfg['tag']}")
+    if pretrained is True:  # the overlay's own source (timm's local-dir / hf-hub names), else the released tag
+        own_source = any(overlay.get(k) for k in ("file", "hf_hub_id", "url"))
+        path = hub.weights_file(cfg, spec if own_source else released_tag(spec))
         source = str(path)
     elif pretrained:
         path = _weights_path(pretrained)

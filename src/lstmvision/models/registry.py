@@ -106,6 +106,17 @@ def default_tag(arch: str) -> str | None:
     return next(iter(_TAGS.get(arch, {})), None)
 
 
+def released_tag(name: str) -> str:
+    """The released weights 'arch.tag' that `name` ('arch', its default tag, or 'arch.tag') stands for; one
+    ValueError when the architecture has none (unknown names and tags: `get_pretrained_cfg`'s error)."""
+    arch = split_tag(name)[0]
+    tag = get_pretrained_cfg(name)["tag"]
+    if tag is None:
+        raise ValueError(f"{arch} has no released weights (`lstmvision models --pretrained` lists them); give your "
+                         "own weights instead (--initial-checkpoint PATH, or pretrained=PATH in Python)")
+    return f"{arch}.{tag}"
+
+
 def get_pretrained_cfg(name: str) -> dict[str, Any]:
     """The pretrained cfg of 'arch' (its default tag's, when it has released weights) or of 'arch.tag': timm's
     fields plus `tag`, `hf_hub_id` / `url` / `file_name` (where the weights live) and `top1` (published)."""
