@@ -87,7 +87,7 @@ import json, platform, subprocess, sys
 import torch
 from lstmvision.device import device_name
 from lstmvision.ops import _flashrnn, _mlstm_kernels
-from lstmvision.ops.check import versions
+from lstmvision.device import versions
 out = dict(command=sys.argv[2], python=sys.executable, platform=platform.platform(), versions=versions(),
            cuda_available=torch.cuda.is_available(),
            device=device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
@@ -105,7 +105,7 @@ cat > "$RESULTS/_suite/annotate.py" <<'PYEOF'
 import json, sys
 import torch
 from lstmvision.device import device_name
-from lstmvision.ops.check import versions
+from lstmvision.device import versions
 path, command, device = sys.argv[1:4]
 data = json.load(open(path))
 data["suite"] = dict(command=command, device=device_name(torch.device(device)), versions=versions())
@@ -132,7 +132,7 @@ from lstmvision.device import device_name, resolve_device, time_steps
 from lstmvision.models.loading import create_model
 from lstmvision.ops import _flashrnn, _mlstm_kernels, use_backend
 from lstmvision.ops._triton_common import can_run
-from lstmvision.ops.check import versions
+from lstmvision.device import versions
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)

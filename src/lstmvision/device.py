@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import time
+from importlib import metadata
 from typing import Any, Callable
 
 import torch
@@ -100,3 +101,16 @@ def device_name(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})"
+
+
+def versions() -> dict[str, str | None]:
+    """Python, torch (and its CUDA), and the installed versions of the libraries results depend on (None:
+    missing), for the JSON every benchmark and check writes."""
+    out: dict[str, str | None] = dict(python=platform.python_version(), torch=torch.__version__,
+                                      cuda=torch.version.cuda)
+    for name in ("timm", "triton", "flashrnn", "mlstm_kernels", "lstmvision"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out

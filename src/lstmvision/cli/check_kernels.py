@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lstmvision.device import device_name, resolve_device
-    from lstmvision.ops.check import as_dicts, check_kernels, format_table, versions
+    from lstmvision.device import device_name, resolve_device, versions
+    from lstmvision.ops.check import as_dicts, check_kernels, format_table
 
     try:
         device = resolve_device(args.device)

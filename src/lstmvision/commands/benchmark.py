@@ -21,7 +21,6 @@ FLOP counters skip it; sequencer2d_s at 224 = 8.33 G).
 from __future__ import annotations
 
 import contextlib
-import platform
 import resource
 import statistics
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lstmvision.constants import TIMM_PREFIX
-from lstmvision.device import device_name, resolve_device, time_steps
+from lstmvision.device import device_name, resolve_device, time_steps, versions
 from lstmvision.models import is_model
 from lstmvision.models.flops import count_macs, count_params
 from lstmvision.models.loading import create_model
@@ -131,17 +130,6 @@ def make_step(e: Entry, x: torch.Tensor, precision: str, mode: str, compile: boo
                 opt.zero_grad(set_to_none=True)
             return loss
     return step
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = dict(python=platform.python_version(), torch=torch.__version__)
-    for mod in ("timm", "triton", "lstmvision"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            out[mod] = None
-    out["cuda"] = torch.version.cuda
-    return out
 
 
 def benchmark(models: list[str], compare: Sequence[str] = (), batch_size: int = 8, img_size: int = 224,

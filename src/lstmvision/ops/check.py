@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from typing import Callable
 
 import torch
@@ -243,16 +242,5 @@ def as_dicts(rows: list[Row]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
-def versions() -> dict[str, str | None]:
-    """torch, Triton and the opt-in kernel libraries as installed (None: missing)."""
-    out: dict[str, str | None] = {"torch": torch.__version__, "cuda": torch.version.cuda}
-    for name in ("triton", "flashrnn", "mlstm_kernels"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 __all__ = ["Row", "TOLERANCES", "as_dicts", "backend_names", "check_kernels", "dtype_names", "format_table",
-           "half_dtypes", "versions"]
+           "half_dtypes"]
