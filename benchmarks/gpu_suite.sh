@@ -118,16 +118,14 @@ cat > "$RESULTS/_suite/bench_backends.py" <<'PYEOF'
 Procedure as `lstmvision benchmark` (warm-up, then rounds of timed iterations per entry, median; inference under
 no_grad in eval mode, training = forward, cross-entropy, backward, SGD step; autocast for bf16/fp16). The
 backend entries and `ref:` share one model (one set of weights); `ref:NAME` runs as `lstmvision benchmark`
-defines it (its `kernels_ctx("module")`: nn.LSTM modules, the PyTorch mLSTM of auto). Logits of every backend
+defines it (its `kernels_ctx("module")`: nn.LSTM modules, the official `parallel` mLSTM form). Logits of every backend
 are compared with ref: (heads randomised first: they start at zero), and timm models get the same weights when
 their layout matches. A backend that cannot run on the device is listed as unavailable; one that fails, with
 its error. The JSON is rewritten after every phase, so a run stopped by its time limit keeps what it measured.
 """
 import argparse, contextlib, json, statistics, sys, time
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from lstmvision.commands.benchmark import kernels_ctx
+from lstmvision.commands.benchmark import DTYPES, kernels_ctx, make_step, randomise_head, share_weights
 from lstmvision.device import device_name, resolve_device, time_steps
 from lstmvision.models.loading import create_model
 from lstmvision.ops import _flashrnn, _mlstm_kernels, use_backend
@@ -152,7 +150,7 @@ p.add_argument("--suite-command", default="")
 p.add_argument("--json", required=True)
 a = p.parse_args()
 dev = resolve_device(a.device)
-amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
+amp_dtype = DTYPES[a.precision]
 
 
 def amp():
@@ -169,20 +167,9 @@ def why_not(backend):
     return ""
 
 
-def share(src, dst):
-    a_, b_ = src.state_dict(), dst.state_dict()
-    if a_.keys() != b_.keys() or any(a_[k].shape != b_[k].shape for k in a_):
-        return False
-    dst.load_state_dict(a_)
-    return True
-
-
 torch.manual_seed(0)
 ours = create_model(a.model, **json.loads(a.model_kwargs))
-head = ours.get_classifier() if hasattr(ours, "get_classifier") else None
-if isinstance(head, nn.Linear):  # heads start at zero (official init): random ones make logits comparable
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.02)
+randomise_head(ours)  # heads start at zero (official init): random ones make logits comparable
 entries = []  # dict(label, backend, model, ctx, kind)
 for b in a.backends.split(","):
     ctx = (lambda b=b: use_backend(rnn2d=b)) if a.op == "rnn2d" else (lambda b=b: use_backend(mlstm=b))
@@ -194,7 +181,7 @@ for spec in a.compare:
     else:
         m = create_model(spec, img_size=a.img_size)
         entries.append(dict(label=spec, backend=None, model=m, ctx=contextlib.nullcontext, kind="baseline", why="",
-                            shared_weights=share(ours, m)))
+                            shared_weights=share_weights(ours, m)))
 models = {id(e["model"]): e["model"] for e in entries}
 for m in models.values():
     m.to(dev).train(a.mode == "train")
@@ -205,7 +192,7 @@ report = dict(command=a.suite_command + " | " + " ".join([sys.executable, *sys.a
 
 
 def save():
-    report["results"] = [{k: v for k, v in e.items() if k not in ("model", "ctx", "step", "classes")} for e in entries]
+    report["results"] = [{k: v for k, v in e.items() if k not in ("model", "ctx", "step")} for e in entries]
     base = [e for e in entries if e["kind"] == "baseline" and "img_per_s" in e]
     report["ratios"] = {f"{e['label']} / {b['label']}": round(e["img_per_s"] / b["img_per_s"], 3)
                         for e in entries if e["kind"] == "backend" and "img_per_s" in e for b in base}
@@ -236,7 +223,6 @@ with torch.no_grad():
             t0 = time.perf_counter()
             with e["ctx"](), amp():
                 outs[e["label"]] = e["model"](x).float()
-            e["classes"] = outs[e["label"]].shape[-1]
             e["first_call_s"] = round(time.perf_counter() - t0, 2)
         except Exception as err:
             fail(e, "first call", err)
@@ -250,30 +236,9 @@ live = [e for e in live if "status" not in e]
 save()
 
 
-def make_step(e):
-    model, ctx = e["model"], e["ctx"]
-    if a.mode == "infer":
-        def step():
-            with ctx(), torch.no_grad(), amp():
-                return model(x)
-        return step
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    target = torch.randint(0, e["classes"], (a.batch_size,), device=dev)
-
-    def step():
-        with ctx():
-            with amp():
-                loss = F.cross_entropy(model(x).float(), target)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss
-    return step
-
-
 for e in list(live):
     try:
-        e["step"] = make_step(e)
+        e["step"] = make_step(e["model"], x, a.precision, a.mode, False, dev, e["ctx"])
         time_steps(e["step"], a.warmup, dev)
     except Exception as err:
         fail(e, "warm-up", err)

@@ -86,7 +86,7 @@ def kernels_ctx(kernels: str | None):
         yield
 
 
-def _randomise_head(model: nn.Module, seed: int = 0) -> None:
+def randomise_head(model: nn.Module, seed: int = 0) -> None:
     """Heads start at zero (official init): give them random weights so that logits can be compared."""
     g = torch.Generator().manual_seed(seed)
     head = getattr(model, "get_classifier", lambda: None)()
@@ -95,7 +95,7 @@ def _randomise_head(model: nn.Module, seed: int = 0) -> None:
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.02)
 
 
-def _share_weights(src: nn.Module, dst: nn.Module) -> bool:
+def share_weights(src: nn.Module, dst: nn.Module) -> bool:
     """Load src's weights into dst when both have the same state_dict layout (timm and lstmvision do)."""
     a, b = src.state_dict(), dst.state_dict()
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
@@ -104,9 +104,10 @@ def _share_weights(src: nn.Module, dst: nn.Module) -> bool:
     return True
 
 
-def make_step(e: Entry, x: torch.Tensor, precision: str, mode: str, compile: bool,
-              device: torch.device) -> Callable[[], Any]:
-    model = e.model
+def make_step(model: nn.Module, x: torch.Tensor, precision: str, mode: str, compile: bool, device: torch.device,
+              ctx: Callable[[], Any] = contextlib.nullcontext) -> Callable[[], Any]:
+    """One timed iteration of `model` on `x`: inference under no_grad, or forward, cross-entropy on random labels
+    of the model's classes, backward and an SGD step; every call runs inside a fresh `ctx()` (backend choice)."""
     dtype = DTYPES[precision]
     amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     fn = torch.compile(model) if compile else model
@@ -114,15 +115,15 @@ def make_step(e: Entry, x: torch.Tensor, precision: str, mode: str, compile: boo
         model.eval()
 
         def step():
-            with kernels_ctx(e.kernels), torch.no_grad(), amp:
+            with ctx(), torch.no_grad(), amp:
                 return fn(x)
     else:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-        target = torch.randint(0, 1000, (x.shape[0],), device=device)
+        target = torch.randint(0, getattr(model, "num_classes", 1000), (x.shape[0],), device=device)
 
         def step():
-            with kernels_ctx(e.kernels):
+            with ctx():
                 with amp:
                     loss = F.cross_entropy(fn(x).float(), target)
                 loss.backward()
@@ -148,14 +149,14 @@ def benchmark(models: list[str], compare: Sequence[str] = (), batch_size: int = 
         x = x.contiguous(memory_format=torch.channels_last)
     # logits check: baselines get the first model's weights when the layouts match
     if entries:
-        _randomise_head(entries[0].model)
+        randomise_head(entries[0].model)
     for e in everyone:
         e.result = dict(spec=e.spec, source=e.source, model=e.name, kernels=e.kernels, params=count_params(e.model))
         if macs:
             with kernels_ctx(e.kernels):
                 counted = count_macs(e.model, (3, img_size, img_size))
             e.result.update(gmacs=round(counted["total"] / 1e9, 3), gmacs_rnn=round(counted["rnn"] / 1e9, 3))
-    shared = {b.spec: _share_weights(entries[0].model, b.model) for b in baselines} if entries else {}
+    shared = {b.spec: share_weights(entries[0].model, b.model) for b in baselines} if entries else {}
     for e in everyone:
         e.model.to(dev)
         if channels_last:
@@ -164,7 +165,7 @@ def benchmark(models: list[str], compare: Sequence[str] = (), batch_size: int = 
         _check_logits(entries[0], [b for b in baselines if shared[b.spec]], x, precision, dev)
     # warm-up (compiles when compile=True), then interleaved timed rounds
     for e in everyone:
-        e.step = make_step(e, x, precision, mode, compile, dev)
+        e.step = make_step(e.model, x, precision, mode, compile, dev, lambda e=e: kernels_ctx(e.kernels))
         time_steps(e.step, warmup, dev)  # the warm-up's time is not used
     peak = {}
     for _ in range(repeats):
