@@ -27,7 +27,6 @@ Mapping, done here once from the per-direction nn.LSTM weights `rnn2d` receives 
 from __future__ import annotations
 
 import functools
-from importlib import metadata
 from typing import Any, Callable, Sequence
 
 import torch
@@ -66,14 +65,6 @@ def library() -> Callable[..., Any]:
 
 def available() -> bool:
     return _import()[0] is not None
-
-
-def version() -> str | None:
-    """flashrnn's installed version (None when it is missing)."""
-    try:
-        return metadata.version("flashrnn")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def unavailable_reason(backend: str, device: torch.device | str, dtype: torch.dtype | None = None) -> str:
@@ -158,4 +149,4 @@ def rnn2d_flashrnn(x: torch.Tensor, weights_v: Sequence | None, weights_h: Seque
 
 
 __all__ = ["BACKENDS", "EXTRA", "available", "library", "lstm_heads", "require", "rnn2d_flashrnn",
-           "unavailable_reason", "version"]
+           "unavailable_reason"]

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import math
-from importlib import metadata
 from typing import Any, Callable
 
 import torch
@@ -84,13 +83,6 @@ def library() -> Callable[[str], Any]:
 
 def available() -> bool:
     return _import()[0] is not None
-
-
-def version() -> str | None:
-    try:
-        return metadata.version("mlstm_kernels")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def unavailable_reason(backend: str, device: torch.device | str, dtype: torch.dtype | None = None) -> str:
@@ -205,4 +197,4 @@ def detached_reference(q, k, v, i, f, eps: float = 1e-6, initial_state: bool = T
 __all__ = ["BACKENDS", "EXACT_GRADIENTS", "EXTRA", "KERNELS", "TRITON", "available", "chunkwise_native",
            "chunkwise_triton", "detached_reference", "library", "parallel_native", "require", "triton_chunk",
            "triton_head_dim",
-           "unavailable_reason", "version"]
+           "unavailable_reason"]
