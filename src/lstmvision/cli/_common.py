@@ -147,6 +147,17 @@ def os_reason(e: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a result file atomically (its folders made), a failure as one line naming the file."""
+    from lstmvision.weights import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: Path(p).write_text(text))
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: {os_reason(e)}") from None
+
+
 def check_output_file(path: str | Path, flag: str, overwrite: bool | None = None) -> Path:
     """Refuse, before any work, an output file that cannot be written, in one line naming it: a folder at `path`,
     a file where one of its folders should be, a place where no file can be made (missing folders are made

@@ -112,9 +112,8 @@ def _load(args: argparse.Namespace):
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_output_folder, os_reason
+    from lstmvision.cli._common import check_output_folder, write_output
     from lstmvision.commands.segment import save_examples, segmentation_table, validate_segmentation
-    from lstmvision.weights import atomic_write
 
     for flag, least in (("limit_val", 1), ("crop", 1), ("stride", 1), ("examples", 0), ("workers", 0)):
         value = getattr(args, flag)
@@ -135,12 +134,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     print(table, end="")
     if args.output:
         out = Path(args.output)
-        for name, text in (("segment_val.md", table), ("segment_val.json", json.dumps(result, indent=2))):
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                atomic_write(out / name, lambda p, text=text: Path(p).write_text(text))
-            except OSError as e:
-                raise PermissionError(f"cannot write {out / name}: {os_reason(e)}") from None
+        write_output(out / "segment_val.md", table)
+        write_output(out / "segment_val.json", json.dumps(result, indent=2))
         if examples:
             save_examples(examples, model, out / "examples.png", title=f"{getattr(model, 'label', '')}: mIoU "
                                                                        f"{result['miou']:.1f}")

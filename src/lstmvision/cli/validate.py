@@ -47,10 +47,9 @@ def results_text(result: dict[str, Any], suffix: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_counts, check_task, model_from_args, os_reason, warn_random_weights
+    from lstmvision.cli._common import check_counts, check_task, model_from_args, warn_random_weights, write_output
     from lstmvision.commands.validate import validate
     from lstmvision.device import choose_device
-    from lstmvision.weights import atomic_write
 
     check_counts(args)
     out = check_results_file(args.results_file) if args.results_file else None
@@ -66,11 +65,6 @@ def run(args: argparse.Namespace) -> int:
     for k, v in result.items():
         print(f"{k:<{width}}  {v}")
     if out is not None:
-        text = results_text(result, out.suffix)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(out, lambda p: Path(p).write_text(text))
-        except OSError as e:
-            raise PermissionError(f"cannot write {out}: {os_reason(e)}") from None
+        write_output(out, results_text(result, out.suffix))
         print(f"validate: results written to {out}")
     return 0
