@@ -26,7 +26,8 @@ from timm.models import PretrainedCfg, adapt_input_conv
 from lstmvision.constants import TIMM_PREFIX
 
 WEIGHTS_NAME = "model.safetensors"
-_TIMM_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
+TIMM_CFG_FIELDS = frozenset(  # the fields timm's PretrainedCfg takes
+    f.name for f in dataclasses.fields(PretrainedCfg))
 _SOURCE_FIELDS = frozenset(("url", "file", "file_name", "state_dict", "hf_hub_id", "hf_hub_filename", "source"))
 CONFIG_NAME = "config.json"
 _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
@@ -177,8 +178,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = jsonable_cfg(model)
-    timm_cfg = {k: v for k, v in cfg.items() if k in _TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
-    extra = {k: v for k, v in cfg.items() if k not in _TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
+    timm_cfg = {k: v for k, v in cfg.items() if k in TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
+    extra = {k: v for k, v in cfg.items() if k not in TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
     names = class_names or getattr(model, "class_names", None)
     pool = getattr(model, "global_pool", None)
     config = dict(

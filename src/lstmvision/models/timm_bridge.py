@@ -19,15 +19,15 @@ from timm.models import PretrainedCfg, generate_default_cfgs
 
 from lstmvision.models.loading import create_model
 from lstmvision.models.registry import get_pretrained_cfg, list_models, list_pretrained
+from lstmvision.weights import TIMM_CFG_FIELDS
 
 default_cfgs: dict[str, Any] = {}  # read by timm.models.register_model: name -> DefaultCfg with every tag
-_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
 
 
 def _timm_cfgs(name: str) -> dict[str, Any]:
     """timm's DefaultCfg of `name`: its pretrained tags (or its plain cfg), timm's fields only."""
     tags = [t for t in list_pretrained(f"{name}.*") if t.split(".")[0] == name] or [name]
-    cfgs = {tag: {k: v for k, v in get_pretrained_cfg(tag).items() if k in _CFG_FIELDS} for tag in tags}
+    cfgs = {tag: {k: v for k, v in get_pretrained_cfg(tag).items() if k in TIMM_CFG_FIELDS} for tag in tags}
     return generate_default_cfgs(cfgs)[name]
 
 
