@@ -42,6 +42,7 @@ from lstmvision.models.timm_models import create_timm_model, timm_name
 from lstmvision.models.upernet import create_segmenter
 from lstmvision.weights import (
     CHECKPOINT_NAMES,
+    CONFIG_NAME,
     WeightsError,
     convert_state_dict,
     find_checkpoint,
@@ -262,7 +263,7 @@ def _dispatch(spec: str, pretrained: Any, num_classes: int | None, img_size: int
         return model
     if spec.startswith(LOCAL_DIR_PREFIX):
         folder = Path(spec[len(LOCAL_DIR_PREFIX):])
-        if not (folder / "config.json").is_file():
+        if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder} holds no config.json (write one with lstmvision.save_for_hf)")
         model = _saved_model(folder, num_classes, kwargs, weights=bool(pretrained))
         model.label = _label(folder)
