@@ -39,9 +39,9 @@ def test_benchmark_rejects_bad_specs(capsys):
 
 def test_ref_runs_the_official_formulation():
     """`ref:NAME` is the official formulation: nn.LSTM modules for the scans and the mLSTM's `parallel` form (what
-    the official code writes), while lstmvision's own models run `auto` (the fused form at 224 px)."""
+    the official code writes), while lstmvision's own models run `auto` (the factored form at 224 px)."""
     assert parse_spec("ref:vil2_tiny") == ("lstmvision", "vil2_tiny", "module")
     with kernels_ctx("module"):
         assert get_backend() == ("module", "parallel")
         assert resolve_mlstm_backend(None, 197) == "parallel"
-    assert resolve_mlstm_backend(None, 197) == "fused" and resolve_mlstm_backend(None, 785) == "chunkwise"
+    assert resolve_mlstm_backend(None, 197) == "factored" and resolve_mlstm_backend(None, 785) == "chunkwise"

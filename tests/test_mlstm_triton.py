@@ -36,7 +36,7 @@ TRITON_CHECK = textwrap.dedent("""
         return float((a.float() - b.float()).abs().max()) / max(1.0, float(b.abs().max()))
 
     assert resolve_mlstm_backend("triton", 10, "cpu") == "triton"  # runnable on CPU under the interpreter
-    assert resolve_mlstm_backend(None, 10, "cpu") == "fused"  # but auto never picks it
+    assert resolve_mlstm_backend(None, 10, "cpu") == "factored"  # but auto never picks it
     worst_h = worst_g = 0.0
     # chunk 16/32 -> kernel chunk 16/32 (>= 16 for tl.dot); d 72: two masked DQK/DV tiles of 64
     for S, d, chunk in [(5, 8, 16), (16, 8, 16), (37, 8, 16), (5, 12, 32), (16, 12, 16), (37, 12, 32), (20, 72, 16)]:
@@ -97,10 +97,10 @@ def test_selection_on_cpu(monkeypatch):
     with use_backend():  # undoes the reload below
         reload_environment()
         # auto never picks triton on CPU, with or without the interpreter variable
-        assert resolve_mlstm_backend(None, 10, "cpu") == "fused"
+        assert resolve_mlstm_backend(None, 10, "cpu") == "factored"
         assert resolve_mlstm_backend("auto", PARALLEL_MAX_LEN + 1, "cpu") == "chunkwise"
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert resolve_mlstm_backend("auto", 10, "cpu") == "fused"
+        assert resolve_mlstm_backend("auto", 10, "cpu") == "factored"
         monkeypatch.delenv("TRITON_INTERPRET")
         # explicit triton on CPU without the interpreter: one clear error, from the argument or the environment
         with pytest.raises(RuntimeError, match="needs CUDA tensors"):
@@ -120,7 +120,7 @@ def test_selection_on_cuda_is_pytorch_unless_triton_is_asked_for(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with use_backend():
         reload_environment()
-        assert resolve_mlstm_backend(None, 10, "cuda") == "fused"
+        assert resolve_mlstm_backend(None, 10, "cuda") == "factored"
         assert resolve_mlstm_backend(None, 10_000, torch.device("cuda", 0)) == "chunkwise"
         assert resolve_mlstm_backend("chunkwise", 10, "cuda") == "chunkwise"
         assert resolve_mlstm_backend("triton", 10, "cuda") == "triton"  # opt-in

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import perturb_
 from lstmvision import create_model
 from lstmvision import list_models as lstmvision_models
-from lstmvision.models.vil import GridConv2d, VisionLSTM, _from_scan, _to_scan, convert_official_vil
+from lstmvision.models.vil import CausalConv1d, GridConv2d, VisionLSTM, _from_scan, _to_scan, convert_official_vil
 from lstmvision.ops.dispatch import reload_environment, use_backend
 from lstmvision.weights import WeightsError, save_pretrained
 
@@ -44,15 +44,16 @@ def test_vil2_large_and_legacy_norm_off():
 
 @pytest.mark.parametrize("direction", [0, 1, 2, 3])
 def test_scan_orders_and_conv_geometry(direction):
-    """Tokens in any scan order, run through the 2-D conv on the scan's grid and back, equal the conv applied
-    to the correspondingly rotated/transposed image: the conv always sees the real (non-square) geometry."""
+    """Tokens in any scan order, run through the 2-D conv on the scan's grid (read backwards for directions 1
+    and 3: the kernel rotated, never the map) and back, equal the conv applied to the correspondingly
+    rotated/transposed image: the conv always sees the real (non-square) geometry."""
     torch.manual_seed(0)
     B, C, h, w = 2, 4, 3, 5
     img = torch.randn(B, C, h, w)
     conv = GridConv2d(C)
     tokens = img.flatten(2).transpose(1, 2)  # row-major
     scan, grid = _to_scan(tokens, (h, w), direction)
-    out = _from_scan(conv(scan, grid), (h, w), direction)
+    out = _from_scan(conv(scan, grid, reverse=direction % 2 == 1), (h, w), direction)
     ref_img = img.transpose(2, 3) if direction >= 2 else img
     ref_img = ref_img.flip(2, 3) if direction % 2 else ref_img
     ref = F.conv2d(ref_img, conv.weight, conv.bias, padding=1, groups=C)
@@ -60,6 +61,13 @@ def test_scan_orders_and_conv_geometry(direction):
     ref = ref.transpose(2, 3) if direction >= 2 else ref
     torch.testing.assert_close(out, ref.flatten(2).transpose(1, 2))
     assert grid == ((w, h) if direction >= 2 else (h, w))
+
+
+def test_causal_conv_read_backwards_is_the_flipped_causal_conv():
+    torch.manual_seed(0)
+    conv = CausalConv1d(6, 4)
+    x = torch.randn(2, 9, 6)
+    torch.testing.assert_close(conv(x, (3, 3), reverse=True), conv(x.flip(1), (3, 3)).flip(1))
 
 
 @pytest.mark.parametrize("name", ["vil2_tiny", "vil_tiny"])

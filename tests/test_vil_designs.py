@@ -34,14 +34,19 @@ def _count(model: nn.Module) -> int:
 
 
 class Probe(nn.Module):
-    """Stands in for an mLSTM layer: records the sequence it reads (channel 0), its grid and class-token slot."""
+    """Stands in for an mLSTM layer: records the sequence in the order it reads it (channel 0; from the end when
+    told `reverse`), its grid and the class tokens' slot in that order."""
 
     def __init__(self):
         super().__init__()
         self.calls = []
 
-    def forward(self, x, grid, cls_at=None):
-        self.calls.append((x[0, :, 0].round().long().tolist(), grid, cls_at))
+    def forward(self, x, grid, cls_at=None, reverse=False):
+        seq = x[0, :, 0].round().long().tolist()
+        if reverse:
+            seq = seq[::-1]
+            cls_at = (len(seq) - cls_at[0] - cls_at[1], cls_at[1]) if cls_at else None
+        self.calls.append((seq, grid, cls_at))
         return torch.zeros_like(x)
 
 

@@ -11,7 +11,7 @@ UPERNET_PREFIX = "upernet:"  # the architecture of a segmentation model saved by
 RNN2D_BACKENDS = ("auto", "module", "reference", "fused", "triton",
                   "flashrnn-vanilla", "flashrnn-vanilla_fwbw", "flashrnn-triton", "flashrnn-cuda")
 # the mLSTM (lstmvision.ops.mlstm); mlstm_kernels-*: the opt-in NXAI mlstm_kernels library (lstmvision[kernels])
-MLSTM_BACKENDS = ("auto", "parallel", "fused", "chunkwise", "recurrent", "triton",
+MLSTM_BACKENDS = ("auto", "parallel", "fused", "factored", "chunkwise", "recurrent", "triton",
                   "mlstm_kernels-chunkwise-native", "mlstm_kernels-parallel-native", "mlstm_kernels-chunkwise-triton")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXPORT_FORMATS = ("onnx", "torchscript")

@@ -157,36 +157,45 @@ class BlockDiagonalLinear(nn.Module):
 
 
 class CausalConv1d(nn.Conv1d):
-    """Depthwise causal Conv1d along the sequence of (B, S, C) tokens (left padding k-1)."""
+    """Depthwise causal Conv1d along the sequence of (B, S, C) tokens (left padding k-1); with `reverse`, causal
+    for the sequence read backwards (right padding, the kernel mirrored): the flipped input's output, flipped."""
 
     def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True):
         super().__init__(dim, dim, kernel_size, groups=dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None,  # type: ignore[override]
+                reverse: bool = False) -> torch.Tensor:
         # class tokens (cls_at) are ordinary sequence positions for the 1-D conv, as in the official v1
-        x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))  # (B, S, C) -> (B, C, k-1+S)
-        return super().forward(x).transpose(1, 2)  # (B, C, S) -> (B, S, C)
+        pad = (0, self.kernel_size[0] - 1) if reverse else (self.kernel_size[0] - 1, 0)
+        weight = self.weight.flip(-1) if reverse else self.weight
+        x = F.pad(x.transpose(1, 2), pad)  # (B, S, C) -> (B, C, S + k-1)
+        return F.conv1d(x, weight, self.bias, groups=self.groups).transpose(1, 2)  # (B, C, S) -> (B, S, C)
 
 
 class GridConv2d(nn.Conv2d):
-    """Depthwise 'same' Conv2d applied to (B, S, C) tokens laid out on the real (h, w) grid of this input."""
+    """Depthwise 'same' Conv2d applied to (B, S, C) tokens laid out on the real (h, w) grid of this input. With
+    `reverse` the tokens are the grid read backwards (rotated by 180°): the kernel is rotated instead of the map."""
 
     def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True):
         if kernel_size % 2 == 0:
             raise ValueError(f"the 2-D conv needs an odd kernel size, got {kernel_size}")
         super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None,  # type: ignore[override]
+                reverse: bool = False) -> torch.Tensor:
         if cls_at is not None:  # class tokens (start, count) skip the conv: their output is their input
             start, n = cls_at
-            y = self.forward(torch.cat([x[:, :start], x[:, start + n:]], dim=1), grid)
+            y = self.forward(torch.cat([x[:, :start], x[:, start + n:]], dim=1), grid, reverse=reverse)
             return torch.cat([y[:, :start], x[:, start:start + n], y[:, start:]], dim=1)
         B, S, C = x.shape
         h, w = grid
         if h * w != S:
             raise ValueError(f"{S} tokens do not form the {h}x{w} grid")
-        y = super().forward(x.transpose(1, 2).reshape(B, C, h, w))  # (B, S, C) -> (B, C, S) -> (B, C, h, w)
-        return y.reshape(B, C, S).transpose(1, 2)  # (B, C, h, w) -> (B, C, S) -> (B, S, C)
+        weight = self.weight.flip(-1, -2) if reverse else self.weight
+        # (B, S, C) -> (B, h, w, C) -> (B, C, h, w) as a channels-last view: no copy either way
+        y = F.conv2d(x.reshape(B, h, w, C).permute(0, 3, 1, 2), weight, self.bias, padding=self.padding,
+                     groups=self.groups)
+        return y.permute(0, 2, 3, 1).reshape(B, S, C)  # (B, C, h, w) -> (B, h, w, C) -> (B, S, C)
 
 
 class MLSTMCell(nn.Module):
@@ -201,15 +210,23 @@ class MLSTMCell(nn.Module):
         self.fgate = nn.Linear(3 * inner_dim, num_heads)
         self.outnorm = MultiHeadLayerNorm(inner_dim, bias=norm_bias, eps=1e-5)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         B, S, E = q.shape
-        gate_in = torch.cat([q, k, v], dim=-1)
-        i = self.igate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
-        f = self.fgate(gate_in).transpose(1, 2)  # (B, S, NH) -> (B, NH, S)
+        i, f = self._gates(q, k, v)
         # (B, S, E) -> (B, S, NH, DH) -> (B, NH, S, DH), DH = E // NH
         q, k, v = (t.reshape(B, S, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
-        h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size)
+        h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size, reverse=reverse)
         return self.outnorm(h)
+
+    def _gates(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and forget gate pre-activations (B, NH, S) from [q, k, v]: both gates' Linear at once, as a sum
+        over the three parts (no (B, S, 3E) concatenation)."""
+        E = q.shape[-1]
+        weight = torch.cat([self.igate.weight, self.fgate.weight])  # (2NH, 3E)
+        out = F.linear(q, weight[:, :E], torch.cat([self.igate.bias, self.fgate.bias]))
+        out = out + F.linear(k, weight[:, E:2 * E]) + F.linear(v, weight[:, 2 * E:])  # (B, S, 2NH)
+        i, f = out.transpose(1, 2).chunk(2, dim=1)  # (B, S, 2NH) -> (B, 2NH, S) -> 2 x (B, NH, S)
+        return i, f
 
 
 class MLSTMLayer(nn.Module):
@@ -247,12 +264,13 @@ class MLSTMLayer(nn.Module):
         self.learnable_skip = nn.Parameter(torch.ones(inner))
         self.proj_down = nn.Linear(inner, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None,
+                reverse: bool = False) -> torch.Tensor:
         """`grid`: the (h, w) the patch tokens lie on in this scan order; `cls_at`: (start, count) of the class
-        tokens in the sequence, or None."""
+        tokens in the sequence, or None; `reverse`: the scan reads the sequence from its end."""
         xm, z = self.proj_up(x).chunk(2, dim=-1)
-        c = F.silu(self.conv(xm, grid) if cls_at is None else self.conv(xm, grid, cls_at))
-        h = self.mlstm_cell(self.q_proj(c), self.k_proj(c), self.v_proj(xm))
+        c = F.silu(self.conv(xm, grid, cls_at, reverse))
+        h = self.mlstm_cell(self.q_proj(c), self.k_proj(c), self.v_proj(xm), reverse)
         return self.proj_down((h + self.learnable_skip * c) * F.silu(z))
 
 
@@ -264,50 +282,31 @@ def _transpose_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return x.reshape(B, h, w, C).transpose(1, 2).reshape(B, S, C)
 
 
-def _cls_start(num_patches: int, direction: int) -> int:
-    """Index of the first class token in the scan sequence: the middle (num_patches // 2) of the row-major
-    sequence; a flipped scan reverses the whole sequence, class tokens included."""
-    mid = num_patches // 2
-    return num_patches - mid if direction % 2 else mid
-
-
 def _to_scan(
     x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0
 ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Row-major (B, h·w [+ num_cls], C) tokens -> the scan order of `direction` and the grid they lie on in that order.
+    """Row-major (B, h·w [+ num_cls], C) tokens -> the token order of `direction` and the grid they lie on in it.
 
     0: rows from the top left; 1: rows from the bottom right (a 180° rotation of the grid);
     2: columns from the top left (the grid transposed); 3: columns from the bottom right.
-    Class tokens (num_cls of them at index h·w // 2) stay in the middle of a column-wise sequence and are
-    reversed with the rest by a flip.
+    Directions 2 and 3 transpose the grid here; 1 and 3 are not flipped: the layer reads the sequence from its
+    end (`reverse`), which equals flipping it, class tokens included. Class tokens (num_cls of them at index
+    h·w // 2) stay in the middle of a column-wise sequence.
     """
     h, w = grid
-    if direction >= 2:
-        if num_cls:
-            mid = (h * w) // 2
-            patches = _transpose_grid(torch.cat([x[:, :mid], x[:, mid + num_cls:]], dim=1), grid)
-            x = torch.cat([patches[:, :mid], x[:, mid:mid + num_cls], patches[:, mid:]], dim=1)
-        else:
-            x = _transpose_grid(x, grid)
-        grid = (w, h)
-    if direction % 2:
-        x = x.flip(1)  # (B, S, C) -> (B, S, C), sequence reversed
-    return x, grid
+    if direction < 2:
+        return x, grid
+    if not num_cls:
+        return _transpose_grid(x, grid), (w, h)
+    mid = (h * w) // 2
+    patches = _transpose_grid(torch.cat([x[:, :mid], x[:, mid + num_cls:]], dim=1), grid)
+    return torch.cat([patches[:, :mid], x[:, mid:mid + num_cls], patches[:, mid:]], dim=1), (w, h)
 
 
 def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0) -> torch.Tensor:
     """The inverse of `_to_scan` (`grid` is the row-major grid)."""
     h, w = grid
-    if direction % 2:
-        x = x.flip(1)  # (B, S, C) -> (B, S, C), sequence reversed
-    if direction >= 2:
-        if num_cls:
-            mid = (h * w) // 2
-            patches = _transpose_grid(torch.cat([x[:, :mid], x[:, mid + num_cls:]], dim=1), (w, h))
-            x = torch.cat([patches[:, :mid], x[:, mid:mid + num_cls], patches[:, mid:]], dim=1)
-        else:
-            x = _transpose_grid(x, (w, h))
-    return x
+    return _to_scan(x, (w, h), direction, num_cls)[0] if direction >= 2 else x
 
 
 @register_notrace_module  # a leaf for timm's fx tracing: the mLSTM dispatches on the real input
@@ -349,8 +348,8 @@ class ViLBlock(nn.Module):
         out = None
         for direction, layer in self.scan_layers():
             seq, scan_grid = _to_scan(y, grid, direction, num_cls)
-            cls_at = (_cls_start(grid[0] * grid[1], direction), num_cls) if num_cls else None
-            o = _from_scan(layer(seq, scan_grid, cls_at), grid, direction, num_cls)
+            cls_at = ((grid[0] * grid[1]) // 2, num_cls) if num_cls else None
+            o = _from_scan(layer(seq, scan_grid, cls_at, reverse=direction % 2 == 1), grid, direction, num_cls)
             out = o if out is None else out + o
         assert out is not None
         return out

@@ -12,17 +12,30 @@ def gate_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def parallel(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    """Cumulative log gates in fp64, so that their differences do not cancel for long sequences (mps has none)."""
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
+def _cumsum(x: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """Inclusive cumulative sum along the sequence, from the end when `reverse` (on (B, NH, S) vectors only)."""
+    return torch.cumsum(x.flip(-1), dim=-1).flip(-1) if reverse else torch.cumsum(x, dim=-1)
+
+
+def _causal(S: int, device: torch.device, reverse: bool) -> torch.Tensor:
+    """(S, S) bool: which key j each query t sees (j <= t; j >= t when the sequence is read backwards)."""
+    ones = torch.ones(S, S, dtype=torch.bool, device=device)
+    return ones.triu_() if reverse else ones.tril_()
+
+
+def parallel(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bool = False) -> torch.Tensor:
     S, dqk = q.shape[-2], q.shape[-1]
     gdt = gate_dtype(q)
     logf = F.logsigmoid(f.to(gdt))
-    # cumulative log forget gates in fp64 so that the (S, S) differences do not cancel catastrophically for
-    # long sequences; F[t, j] = sum_{r=j+1..t} log sigmoid(f_r)
-    acc = torch.float32 if q.device.type == "mps" else torch.float64  # mps has no fp64
-    cum = torch.cumsum(logf.to(acc), dim=-1)
+    # F[t, j] = sum_{r=j+1..t} log sigmoid(f_r) (read backwards: sum_{r=t..j-1}), from fp64 cumulative sums
+    cum = _cumsum(logf.to(_acc_dtype(q)), reverse)
     log_d = (cum.unsqueeze(-1) - cum.unsqueeze(-2)).to(gdt) + i.to(gdt).unsqueeze(-2)
-    causal = torch.ones(S, S, dtype=torch.bool, device=q.device).tril_()
-    log_d = log_d.masked_fill(~causal, float("-inf"))
+    log_d = log_d.masked_fill(~_causal(S, q.device, reverse), float("-inf"))
     m = log_d.amax(dim=-1, keepdim=True)  # (B, NH, S, 1); the diagonal is always finite
     # k (B, NH, S, dqk) -> (B, NH, dqk, S); scores (B, NH, S, S)
     scores = (q @ k.transpose(-1, -2)).to(gdt) * (dqk**-0.5)
@@ -31,7 +44,7 @@ def parallel(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Te
     return ((c / normaliser).to(v.dtype) @ v).to(q.dtype)
 
 
-def fused(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:
+def fused(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bool = False) -> torch.Tensor:
     """`parallel` with less work on the (S, S) matrices, same function: the row stabiliser comes from a running
     maximum, m_t = cum_t + max_{j<=t}(i_j - cum_j), so the decay matrix is built once as exp(a_j - M_t) from two
     vectors (no (S, S) log-decay, no row max); the masked half is written as zeros, never computed then masked;
@@ -39,14 +52,8 @@ def fused(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tenso
     matrices."""
     S, dqk = q.shape[-2], q.shape[-1]
     gdt = gate_dtype(q)
-    acc = torch.float32 if q.device.type == "mps" else torch.float64  # as in `parallel`: no cancellation
-    cum = torch.cumsum(F.logsigmoid(f.to(gdt)).to(acc), dim=-1)  # (B, NH, S)
-    a = i.to(acc) - cum  # (B, NH, S): log weight of key j, relative to the row's cum_t
-    causal = torch.ones(S, S, dtype=torch.bool, device=q.device).tril_()
-    if torch.jit.is_tracing():  # ONNX has no cummax: the same maximum over the causal (S, S) mask
-        run_max = torch.where(causal, a.unsqueeze(-2), float("-inf")).amax(dim=-1)
-    else:
-        run_max = torch.cummax(a, dim=-1).values  # (B, NH, S): max_{j<=t} a_j
+    causal = _causal(S, q.device, reverse)
+    cum, a, run_max = _log_weights(i, f, causal, reverse)
     scaled = a + math.log(dqk**-0.5)  # the q·k scale, folded into the exponent (not rounded into q)
     # (B, NH, 1, S) - (B, NH, S, 1) -> (B, NH, S, S): log decay (+ log scale) minus the row stabiliser
     decay = torch.where(causal, (scaled.unsqueeze(-2) - run_max.unsqueeze(-1)).to(gdt), float("-inf")).exp()
@@ -55,6 +62,55 @@ def fused(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tenso
     c = (q @ k.transpose(-1, -2)).to(gdt) * decay
     normaliser = torch.maximum(c.sum(dim=-1).abs(), torch.exp(-m)) + eps  # (B, NH, S)
     return ((c.to(v.dtype) @ v).to(gdt) / normaliser.unsqueeze(-1)).to(q.dtype)
+
+
+def _log_weights(i: torch.Tensor, f: torch.Tensor, causal: torch.Tensor | None, reverse: bool):
+    """The gate terms of the quadratic form, (B, NH, S) each, in fp64: cum_t (cumulative log forget gates),
+    a_j = i_j - cum_j (the log weight of key j relative to the row's cum_t) and run_max_t = max of a_j over the
+    keys query t sees, so that log D_tj - m_t = a_j - run_max_t."""
+    acc = _acc_dtype(i)
+    cum = _cumsum(F.logsigmoid(f.to(gate_dtype(i))).to(acc), reverse)
+    a = i.to(acc) - cum
+    if torch.jit.is_tracing():  # ONNX has no cummax: the same maximum over the causal (S, S) mask
+        run_max = torch.where(causal, a.unsqueeze(-2), float("-inf")).amax(dim=-1)
+    else:
+        run_max = torch.cummax(a.flip(-1), dim=-1).values.flip(-1) if reverse else torch.cummax(a, dim=-1).values
+    return cum, a, run_max
+
+
+def factor_range_limit(dtype: torch.dtype) -> float:
+    """The largest spread of the key log weights `factored` takes in `dtype`: two thirds of the exponent range,
+    so that neither factor overflows and the factor of any key that matters stays a normal number."""
+    return 0.0 if dtype == torch.float16 else 2 / 3 * math.log(torch.finfo(dtype).max)
+
+
+def factored(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bool = False) -> torch.Tensor:
+    """`fused` with no elementwise (S, S) work at all: the decay exp(a_j - run_max_t) is the product of a key
+    factor exp(a_j - top) <= 1 and a query factor exp(top - run_max_t) >= 1 (top: the largest a_j of the
+    sequence), so it rides on k and q and the masked q·k product is the whole (S, S) step; the row sums the
+    normaliser needs come from the same product with a column of ones appended to v. Exact in exact arithmetic;
+    in floating point the factors are safe while the spread of a_j stays within `factor_range_limit` (gates of
+    trained and initialised models: about 10-30). Beyond it (or fp16, or under torch.compile/ONNX tracing,
+    which take no data-dependent branch) it runs `fused`."""
+    gdt = gate_dtype(q)
+    limit = factor_range_limit(q.dtype)
+    if limit == 0.0 or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return fused(q, k, v, i, f, chunk_size, eps, reverse)
+    S, dqk = q.shape[-2], q.shape[-1]
+    cum, a, run_max = _log_weights(i, f, None, reverse)
+    top = a.amax(dim=-1, keepdim=True)  # (B, NH, 1)
+    if (top - a.amin(dim=-1, keepdim=True)).max().item() > limit:
+        return fused(q, k, v, i, f, chunk_size, eps, reverse)
+    key_w = torch.exp(a - top).to(q.dtype)  # (B, NH, S), <= 1
+    query_w = torch.exp(top - run_max + math.log(dqk**-0.5)).to(q.dtype)  # (B, NH, S), the q·k scale folded in
+    # k (B, NH, S, dqk) -> (B, NH, dqk, S); c (B, NH, S, S), the keys each query does not see zeroed
+    c = (q * query_w.unsqueeze(-1)) @ (k * key_w.unsqueeze(-1)).transpose(-1, -2)
+    c = c.triu_() if reverse else c.tril_()
+    # [v | 1] (B, NH, S, dv + 1): the numerator and the row sums of c in one product
+    out = c @ torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+    stab = torch.exp(-(cum + run_max)).to(gdt)  # exp(-m_t), the normaliser's floor
+    normaliser = torch.maximum(out[..., -1].to(gdt).abs(), stab) + eps  # (B, NH, S)
+    return (out[..., :-1].to(gdt) / normaliser.unsqueeze(-1)).to(q.dtype)
 
 
 def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:

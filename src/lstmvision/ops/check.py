@@ -44,7 +44,7 @@ MLSTM_LIBRARY = tuple(_mlstm_kernels.BACKENDS)  # opt-in mlstm_kernels (NXAI)
 TRITON_BACKENDS = ("triton", "flashrnn-triton", *_mlstm_kernels.TRITON)
 DETACHED = "detached-normaliser"  # the mLSTM reference whose gradient mlstm_kernels' custom backward computes
 TF32_TOLERANCE = 1e-2  # fp32 through Triton's default tl.dot on CUDA (TF32: 10 mantissa bits, as fp16)
-MLSTM_CHECKED = ("parallel", "fused", "chunkwise", "recurrent", "triton")
+MLSTM_CHECKED = ("parallel", "fused", "factored", "chunkwise", "recurrent", "triton")
 
 
 @dataclass

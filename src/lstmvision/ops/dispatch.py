@@ -7,8 +7,9 @@ Backend names (each means one thing):
   ``fused`` one input GEMM for all directions and one PyTorch time loop; ``triton`` that GEMM and a persistent
   Triton kernel (LSTM only, opt-in); ``auto`` = ``module`` on every device.
 - mLSTM (`MLSTM_BACKENDS`): ``parallel`` the quadratic form as the official code writes it; ``fused`` the same
-  form with less (S, S) work; ``chunkwise`` linear-memory chunks; ``recurrent`` step by step (the math
-  reference); ``triton`` the chunkwise form as Triton kernels (opt-in); ``auto`` = fused up to 256 tokens,
+  form with less (S, S) work; ``factored`` the same form with none beyond the masked q·k product (the decay
+  factored onto q and k; ``fused`` where the gates' spread is too wide for that); ``chunkwise`` linear-memory
+  chunks; ``recurrent`` step by step (the math reference); ``triton`` the chunkwise form as Triton kernels (opt-in); ``auto`` = factored up to 256 tokens,
   chunkwise above, on every device.
 
 - Opt-in libraries (`pip install "lstmvision[kernels]"`; ImportError naming that extra when missing):

@@ -12,7 +12,11 @@ normaliser. Backends:
 
 - ``parallel``: the stabilised quadratic form (O(S²) per head), as the official Vision-LSTM code writes it.
 - ``fused``: the same quadratic form with less (S, S) work (the stabiliser from a running maximum, the masked
-  half never computed, scale and normaliser applied to S x D tensors); what ``auto`` runs for short sequences.
+  half never computed, scale and normaliser applied to S x D tensors).
+- ``factored``: the quadratic form with no elementwise (S, S) work: the stabilised decay is a key factor times
+  a query factor, carried by k and q, and the row sums come with the value product; what ``auto`` runs for
+  short sequences. When the gates' spread would put the factors outside the dtype's range (and for fp16, or
+  while compiling/tracing) it runs ``fused``.
 - ``chunkwise``: chunks of ``chunk_size`` tokens; the intra-chunk part is one batched quadratic form over all
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
   works: the sequence is zero-padded at the end, which cannot change causal outputs of the real tokens.
@@ -22,13 +26,17 @@ normaliser. Backends:
   recomputes through the PyTorch chunkwise form (no Triton backward kernel yet). CUDA tensors, or CPU tensors
   under ``TRITON_INTERPRET=1``; asked for anywhere else it raises. fp64 inputs run the PyTorch chunkwise.
 
-All four compute the same function; they differ only in where eps meets the stabiliser (≈1e-7 relative).
+``reverse=True`` reads the sequence backwards (token S-1 first), as if the inputs were flipped along S and the
+output flipped back; ``parallel``, ``fused`` and ``factored`` do it without moving any data (upper-triangular
+masks, cumulative sums from the end), the others flip.
+
+All of them compute the same function; they differ only in where eps meets the stabiliser (≈1e-7 relative).
 Precision policy: q·k and the value products run in the input dtype; the gate math (logsigmoid, cumulative
 sums, maxima, exponentials), the normaliser and the recurrent states are fp32 (fp64 inputs stay fp64). Autocast
 is switched off inside, so this holds under `torch.autocast` too.
 
 Backend choice: the ``backend`` argument, else the active choice of `lstmvision.ops.dispatch` (`set_backend`,
-`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: fused up to ``PARALLEL_MAX_LEN``
+`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: factored up to ``PARALLEL_MAX_LEN``
 tokens and chunkwise above, on every device. Triton is opt-in only (no committed GPU measurement yet).
 """
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Callable
 import torch
 
 from lstmvision.ops import _mlstm_kernels, _mlstm_op, dispatch
-from lstmvision.ops._mlstm_torch import chunkwise, fused, parallel, recurrent
+from lstmvision.ops._mlstm_torch import chunkwise, factored, fused, parallel, recurrent
 from lstmvision.ops._triton_common import can_run, triton_available
 
 ENV_VAR = dispatch.ENV_VARS["mlstm"]
@@ -54,12 +62,14 @@ def _triton(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Ten
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "parallel": parallel,
     "fused": fused,
+    "factored": factored,
     "chunkwise": chunkwise,
     "recurrent": recurrent,
     "triton": _triton,
     **_mlstm_kernels.BACKENDS,  # opt-in NXAI mlstm_kernels (lstmvision.ops._mlstm_kernels; never chosen by auto)
 }
-PYTORCH_BACKENDS = ("parallel", "fused", "chunkwise", "recurrent")
+PYTORCH_BACKENDS = ("parallel", "fused", "factored", "chunkwise", "recurrent")
+NATIVE_REVERSE = ("parallel", "fused", "factored")  # take reverse=True; the others get flipped inputs
 
 
 def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
@@ -69,7 +79,7 @@ def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.devic
     """
     name = dispatch.requested("mlstm", backend)
     if name == "auto":
-        return "fused" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
+        return "factored" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
     if name == "triton" and device is not None and not can_run(device):
         raise RuntimeError(f"mLSTM backend 'triton' needs CUDA tensors (or CPU ones under TRITON_INTERPRET=1) and "
                            f"Triton installed; got {torch.device(device).type} tensors (triton importable: "
@@ -88,16 +98,29 @@ def mlstm(
     backend: str | None = None,
     chunk_size: int = 64,
     eps: float = 1e-6,
+    reverse: bool = False,
 ) -> torch.Tensor:
-    """Run the mLSTM over a whole sequence (see the module docstring); returns h, (B, NH, S, DV)."""
+    """Run the mLSTM over a whole sequence (backwards with `reverse`; see the module docstring); returns h,
+    (B, NH, S, DV)."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"mlstm expects q, k (B, NH, S, DQK) and v (B, NH, S, DV); got {q.shape}, {k.shape}, {v.shape}")
     if i.shape != q.shape[:3] or f.shape != q.shape[:3]:
         raise ValueError(f"mlstm expects gate pre-activations i, f of shape {tuple(q.shape[:3])}; got {i.shape}, {f.shape}")
-    fn = BACKENDS[resolve_mlstm_backend(backend, q.shape[2], q.device)]
+    name = resolve_mlstm_backend(backend, q.shape[2], q.device)
     if q.device.type in ("cuda", "cpu", "xpu", "mps") and torch.is_autocast_enabled(q.device.type):
         with torch.autocast(q.device.type, enabled=False):
-            return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
-    return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
+            return _run(name, q, k, v, i, f, chunk_size, eps, reverse)
+    return _run(name, q, k, v, i, f, chunk_size, eps, reverse)
 
-__all__ = ["BACKENDS", "ENV_VAR", "PARALLEL_MAX_LEN", "PYTORCH_BACKENDS", "mlstm", "resolve_mlstm_backend"]
+
+def _run(name: str, q, k, v, i, f, chunk_size: int, eps: float, reverse: bool) -> torch.Tensor:
+    fn = BACKENDS[name]
+    if name in NATIVE_REVERSE:
+        return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps, reverse=reverse)
+    if not reverse:
+        return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps)
+    # (B, NH, S, ...) -> the same, sequence reversed
+    q, k, v, i, f = (t.flip(2) for t in (q, k, v, i, f))
+    return fn(q, k, v, i, f, chunk_size=chunk_size, eps=eps).flip(2)
+
+__all__ = ["BACKENDS", "ENV_VAR", "NATIVE_REVERSE", "PARALLEL_MAX_LEN", "PYTORCH_BACKENDS", "mlstm", "resolve_mlstm_backend"]
