@@ -85,13 +85,14 @@ def factor_range_limit(dtype: torch.dtype) -> float:
 
 
 def factored(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bool = False) -> torch.Tensor:
-    """`fused` with no elementwise (S, S) work at all: the decay exp(a_j - run_max_t) is the product of a key
+    """`fused` with no elementwise (S, S) work besides zeroing the masked entries: the decay exp(a_j - run_max_t) is the product of a key
     factor exp(a_j - top) <= 1 and a query factor exp(top - run_max_t) >= 1 (top: the largest a_j of the
-    sequence), so it rides on k and q and the masked q·k product is the whole (S, S) step; the row sums the
+    sequence), so it rides on k and q and the masked q·k product is all the (S, S) work; the row sums the
     normaliser needs come from the same product with a column of ones appended to v. Exact in exact arithmetic;
     in floating point the factors are safe while the spread of a_j stays within `factor_range_limit` (gates of
     trained and initialised models: about 10-30). Beyond it (or fp16, or under torch.compile/ONNX tracing,
-    which take no data-dependent branch) it runs `fused`."""
+    which take no data-dependent branch) it runs `fused`. The queries go in blocks of about `chunk_size`, each
+    multiplied with the keys it can see only, which skips most of the masked half of the product."""
     gdt = gate_dtype(q)
     limit = factor_range_limit(q.dtype)
     if limit == 0.0 or torch.compiler.is_compiling() or torch.jit.is_tracing():
@@ -103,14 +104,33 @@ def factored(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bo
         return fused(q, k, v, i, f, chunk_size, eps, reverse)
     key_w = torch.exp(a - top).to(q.dtype)  # (B, NH, S), <= 1
     query_w = torch.exp(top - run_max + math.log(dqk**-0.5)).to(q.dtype)  # (B, NH, S), the q·k scale folded in
-    # k (B, NH, S, dqk) -> (B, NH, dqk, S); c (B, NH, S, S), the keys each query does not see zeroed
-    c = (q * query_w.unsqueeze(-1)) @ (k * key_w.unsqueeze(-1)).transpose(-1, -2)
-    c = c.triu_() if reverse else c.tril_()
-    # [v | 1] (B, NH, S, dv + 1): the numerator and the row sums of c in one product
-    out = c @ torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+    qs, ks = q * query_w.unsqueeze(-1), k * key_w.unsqueeze(-1)
+    vs = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # [v | 1] (B, NH, S, dv + 1): row sums too
+    out = torch.cat([_visible_product(qs_r, ks, vs, lo, reverse) for lo, qs_r in _row_blocks(qs, chunk_size)], dim=2)
     stab = torch.exp(-(cum + run_max)).to(gdt)  # exp(-m_t), the normaliser's floor
     normaliser = torch.maximum(out[..., -1].to(gdt).abs(), stab) + eps  # (B, NH, S)
     return (out[..., :-1].to(gdt) / normaliser.unsqueeze(-1)).to(q.dtype)
+
+
+def _row_blocks(x: torch.Tensor, rows: int):
+    """(start, block) pairs: x (B, NH, S, d) in about S / rows blocks of consecutive queries."""
+    S = x.shape[2]
+    n = max(1, round(S / max(1, rows)))
+    size = -(-S // n)
+    return zip(range(0, S, size), x.split(size, dim=2))
+
+
+def _visible_product(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, lo: int, reverse: bool) -> torch.Tensor:
+    """masked(qs ksᵀ) vs for the queries lo .. lo + L - 1 against only the keys they can see (0 .. lo + L - 1, or
+    lo .. S - 1 read backwards), so that the half of the (S, S) product the mask would zero is mostly not computed."""
+    if reverse:
+        ks, vs = ks[:, :, lo:], vs[:, :, lo:]
+        # (B, NH, L, dqk) x (B, NH, dqk, S - lo) -> (B, NH, L, S - lo): key j >= query t
+        return (qs @ ks.transpose(-1, -2)).triu_() @ vs
+    hi = lo + qs.shape[2]
+    ks, vs = ks[:, :, :hi], vs[:, :, :hi]
+    # (B, NH, L, dqk) x (B, NH, dqk, hi) -> (B, NH, L, hi): key j <= query t = lo + row
+    return (qs @ ks.transpose(-1, -2)).tril_(lo) @ vs
 
 
 def chunkwise(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6) -> torch.Tensor:
