@@ -1,7 +1,7 @@
-"""Where the quadratic mLSTM forms stop paying: `parallel` (the official formulation), `fused` and `chunkwise` at
-each chunk size, timed per sequence length on ViL-T's head shapes (4 heads of 96), forward only or forward and
-backward, interleaved in rounds (median, min and max). `auto` (lstmvision.ops.mlstm.PARALLEL_MAX_LEN) takes its
-crossover from this table.
+"""Where the quadratic mLSTM forms stop paying: `parallel` (the official formulation), `fused`, `factored` and
+`chunkwise` at each chunk size, timed per sequence length on ViL-T's head shapes (4 heads of 96), forward only or
+forward and backward, interleaved in rounds (median, min and max). `auto` (lstmvision.ops.mlstm.PARALLEL_MAX_LEN)
+takes its crossover from this table.
 
     python benchmarks/mlstm_crossover.py --json benchmarks/results/cpu-mlstm-crossover.json
 """
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seq in args.seq:
         xs = _inputs(args.batch, args.heads, seq, args.dim, device, grad)
-        cases = [("parallel", 64), ("fused", 64)] + [("chunkwise", c) for c in args.chunks]
+        cases = [("parallel", 64), ("fused", 64), ("factored", 64)] + [("chunkwise", c) for c in args.chunks]
         if seq > 1600:  # the quadratic forms need (S, S) matrices per head: skip where they cost gigabytes
             cases = [c for c in cases if c[0] == "chunkwise"]
         times: dict[str, list[float]] = {f"{b}/{c}": [] for b, c in cases}

@@ -97,7 +97,7 @@ def factored(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bo
     limit = factor_range_limit(q.dtype)
     if limit == 0.0 or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return fused(q, k, v, i, f, chunk_size, eps, reverse)
-    S, dqk = q.shape[-2], q.shape[-1]
+    dqk = q.shape[-1]
     cum, a, run_max = _log_weights(i, f, None, reverse)
     top = a.amax(dim=-1, keepdim=True)  # (B, NH, 1)
     if (top - a.amin(dim=-1, keepdim=True)).max().item() > limit:
