@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from lstmvision.ops import _mlstm_torch
 from lstmvision.ops.dispatch import reload_environment, use_backend
 from lstmvision.ops.mlstm import ENV_VAR, PARALLEL_MAX_LEN, PYTORCH_BACKENDS, mlstm, resolve_mlstm_backend
 
@@ -79,8 +80,6 @@ def test_reverse_reads_the_sequence_backwards(backend):
 def test_factored_falls_back_beyond_its_range(monkeypatch):
     """Gates whose log weights spread wider than the dtype allows take the `fused` path (and still agree);
     gates within it take the factored product (the fallback is not always taken)."""
-    from lstmvision.ops import _mlstm_torch
-
     calls = []
     real = _mlstm_torch.fused
     monkeypatch.setattr(_mlstm_torch, "fused", lambda *a, **kw: calls.append(1) or real(*a, **kw))
