@@ -108,7 +108,8 @@ print(json.dumps(sorted(m for m in ("torch", "timm", "numpy") if m in sys.module
 
 
 def test_help_does_not_import_torch():
-    argvs = [["--help"]] + [[name, "--help"] for name in COMMANDS] + [["segment", "train", "--help"]]
+    argvs = [["--help"]] + [[name, "--help"] for name in COMMANDS] + [[task, action, "--help"] for task in (
+        "segment", "detect") for action in ("train", "validate", "predict", "scenes")]
     out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argvs)], capture_output=True, text=True,
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

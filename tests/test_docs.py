@@ -42,7 +42,7 @@ def page_text(site: Path, page: str) -> str:
 @pytest.mark.timeout(300)
 def test_site_builds_with_every_page(site: Path) -> None:
     for page in ("getting-started", "models", "cli", "api", "results", "architecture", "training", "segmentation",
-                 "transfer", "vision-lstm", "deployment", "performance", "analyses", "evaluation"):
+                 "detection", "transfer", "vision-lstm", "deployment", "performance", "analyses", "evaluation"):
         assert (site / page / "index.html").is_file(), page
     assert (site / "index.html").is_file()
     results = (site / "results" / "index.html").read_text(encoding="utf-8")
@@ -64,3 +64,4 @@ def test_cli_reference_covers_every_command(site: Path) -> None:
     for command in COMMANDS:
         assert f"usage: lstmvision {command}" in text, f"`lstmvision {command} --help` missing from the CLI page"
     assert "usage: lstmvision segment train" in text
+    assert "usage: lstmvision detect train" in text and "usage: lstmvision detect predict" in text

@@ -21,5 +21,6 @@ def test_fine_tuning_takes_the_runs_drop_path_not_the_checkpoints(tmp_path):
 
 def test_get_task():
     assert isinstance(get_task(None), ClassificationTask) and get_task("segment").score == "miou"
+    assert get_task("detect").score == "bbox_mAP"
     with pytest.raises(ValueError, match="unknown task"):
-        get_task("detect")
+        get_task("caption")

@@ -7,6 +7,8 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 AMP_MODES = ("none", "bf16", "fp16")
 TIMM_PREFIX = "timm:"  # a model spec built by timm: `timm:NAME`
 UPERNET_PREFIX = "upernet:"  # the architecture of a segmentation model saved by `lstmvision segment train`
+DETECTOR_PREFIX = "detector:"  # the architecture of a detector saved by `lstmvision detect train`
+DETECTORS = ("fasterrcnn", "retinanet", "fcos", "maskrcnn")  # torchvision's detectors (lstmvision.models.detection)
 # the BiLSTM2D scan (lstmvision.ops.rnn2d); flashrnn-*: the opt-in FlashRNN library (lstmvision[kernels])
 RNN2D_BACKENDS = ("auto", "module", "reference", "fused", "triton",
                   "flashrnn-vanilla", "flashrnn-vanilla_fwbw", "flashrnn-triton", "flashrnn-cuda")

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-kernels": ("lstmvision.cli.check_kernels", "every rnn2d/mLSTM backend on a device vs the math reference"),
     "transfer": ("lstmvision.cli.transfer", "VTAB-1K transfer protocol: lr sweep, retrain on train+val, test"),
     "segment": ("lstmvision.cli.segment", "semantic segmentation with UperNet: train, validate, predict, scenes"),
+    "detect": ("lstmvision.cli.detect", "object detection / instance segmentation (Faster R-CNN, RetinaNet, FCOS, "
+                                        "Mask R-CNN): train, validate, predict, scenes"),
 }
 
 

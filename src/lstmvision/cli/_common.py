@@ -131,13 +131,17 @@ def check_counts(args: argparse.Namespace) -> None:
         raise ValueError(f"--workers must be 0 or more, got {workers}")
 
 
+_TASK_MODELS = {"segment": "a segmentation model (UperNet)", "detect": "a detection model"}
+
+
 def check_task(model: Any, command: str) -> None:
-    """Refuse a segmentation model (`pretrained_cfg['task'] == 'segment'`) in a classification command, in one
-    line that names the command to use instead."""
-    if (getattr(model, "pretrained_cfg", None) or {}).get("task") == "segment":
+    """Refuse a segmentation or detection model (`pretrained_cfg['task']` 'segment' / 'detect') in a
+    classification command, in one line that names the command to use instead."""
+    task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
+    if task in _TASK_MODELS:
         name = getattr(model, "label", None) or getattr(model, "model_name", None) or "the model"
-        use = {"validate": "`lstmvision segment validate`", "predict": "`lstmvision segment predict`"}.get(command)
-        raise ValueError(f"{name} is a segmentation model (UperNet), not a classifier: `lstmvision {command}` takes "
+        use = f"`lstmvision {task} {command}`" if command in ("validate", "predict") else None
+        raise ValueError(f"{name} is {_TASK_MODELS[task]}, not a classifier: `lstmvision {command}` takes "
                          "classification models" + (f"; use {use}" if use else ""))
 
 

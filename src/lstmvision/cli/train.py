@@ -5,9 +5,9 @@ import argparse
 import json
 from typing import Any
 
-from lstmvision.constants import AMP_MODES
+from lstmvision.constants import AMP_MODES, DETECTORS
 from lstmvision.engine.recipes import DEFAULT_RECIPE, RECIPES
-from lstmvision.engine.settings import SEGMENT_KEYS, SETTINGS, SWITCHES
+from lstmvision.engine.settings import DETECT_KEYS, SEGMENT_KEYS, SETTINGS, SWITCHES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,19 +74,25 @@ def run_training(cfg: dict, prog: str) -> int:
 SHORT_FLAGS = {"model": ("-m",), "batch_size": ("-b",), "workers": ("-j",)}
 
 
-def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False) -> None:
-    """The training flags; `segment` adds the segmentation settings (`lstmvision segment train`)."""
+def _task_setting(key: str, segment: bool, detect: bool) -> bool:
+    """Whether the flag of setting `key` belongs on a parser with (or without) the task settings."""
+    return (key not in SEGMENT_KEYS or segment) and (key not in DETECT_KEYS or detect)
+
+
+def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False, detect: bool = False) -> None:
+    """The training flags; `segment` adds the segmentation settings (`lstmvision segment train`), `detect` the
+    detection settings (`lstmvision detect train`)."""
     p.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML of settings (flags override it)")
     p.add_argument("--recipe", help=f"named preset (default {DEFAULT_RECIPE}); see --list-recipes")
     p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     for key, (typ, nargs, help_text) in SETTINGS.items():
-        if key in SEGMENT_KEYS and not segment:
+        if not _task_setting(key, segment, detect):
             continue
         kw: dict[str, Any] = dict(type=typ, default=None, help=help_text, dest=key)
         if nargs is not None:
             kw["nargs"] = nargs
-        if key == "amp":
-            kw["choices"] = AMP_MODES
+        if key in ("amp", "detector"):
+            kw["choices"] = AMP_MODES if key == "amp" else DETECTORS
         if key == "initial_checkpoint":
             kw["metavar"] = "PATH"
         p.add_argument("--" + key.replace("_", "-"), *SHORT_FLAGS.get(key, ()), **kw)
@@ -96,7 +102,7 @@ def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False) -> No
             p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
                            help="input channels and size: --in-chans C --img-size H (H = W)")
     for key, help_text in SWITCHES.items():
-        if (key in SEGMENT_KEYS and not segment) or key == "pretrained":
+        if not _task_setting(key, segment, detect) or key == "pretrained":
             continue
         _add_switch(p, key, help_text)
     p.add_argument("--debug-nan-at-step", dest="_debug_nan_at_step", type=int, default=None,

@@ -27,9 +27,11 @@ def validate(model: nn.Module, data: str | os.PathLike | None = None, limit_val:
     """
     if batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
-    if (getattr(model, "pretrained_cfg", None) or {}).get("task") == "segment":
-        raise ValueError(f"{getattr(model, 'label', None) or 'the model'} is a segmentation model (UperNet), not a "
-                         "classifier: use `lstmvision segment validate`")
+    task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
+    if task in ("segment", "detect"):
+        kind = "a segmentation model (UperNet)" if task == "segment" else "a detection model"
+        raise ValueError(f"{getattr(model, 'label', None) or 'the model'} is {kind}, not a classifier: use "
+                         f"`lstmvision {task} validate`")
     device = device or resolve_device(None)
     if amp == "fp16" and device.type == "cpu":
         raise ValueError("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp none on CPU")

@@ -9,6 +9,7 @@
   `val/`|`validation/`, a bare class folder, or an idx folder); with no path, Fashion-MNIST from
   `$LSTMVISION_DATA` or Debian's `/usr/share/datasets/fashion-mnist`.
 - `build_loader`: timm's `create_transform` + a DataLoader with (distributed) sampling and corrupt-image skipping.
+- `segmentation`, `detection`: the data of the segmentation and detection tasks (COCO layout).
 """
 from __future__ import annotations
 
@@ -347,7 +348,9 @@ def create_eval_transform(input_size, mean, std, crop_pct: float = 1.0, interpol
 
 def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, workers: int = 0,
                  world_size: int = 1, rank: int = 0, seed: int = 0, pin_memory: bool = False,
-                 drop_last: bool = False) -> DataLoader:
+                 drop_last: bool = False, collate_fn: Callable = collate_skip_bad) -> DataLoader:
+    """A DataLoader of (inputs, targets, unreadable images) batches (`collate_fn`: tensors stacked by default;
+    detection keeps lists)."""
     dataset.transform = transform
     if training:
         sampler: Sampler = ResumableSampler(dataset, world_size, rank, shuffle=True, seed=seed)
@@ -355,7 +358,7 @@ def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, w
         sampler = ShardSampler(len(dataset), world_size, rank)
     kw: dict[str, Any] = dict(persistent_workers=True) if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_skip_bad, pin_memory=pin_memory, drop_last=drop_last, **kw)
+                      collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last, **kw)
 
 
 class Subset(Dataset):

@@ -22,7 +22,7 @@ from timm.data import create_transform
 from timm.models import is_model as is_timm_model
 from timm.optim import list_optimizers
 
-from lstmvision.constants import AMP_MODES, INTERPOLATIONS
+from lstmvision.constants import AMP_MODES, DETECTORS, INTERPOLATIONS
 from lstmvision.data import default_channels
 from lstmvision.engine.recipes import DEFAULT_RECIPE, DEFAULTS, get_recipe
 from lstmvision.engine.settings import (
@@ -245,6 +245,15 @@ def check_settings(cfg: dict[str, Any]) -> None:
     _check_range(cfg, "seg_stride", 1)
     _check_range(cfg, "decoder_channels", 1)
     _check_range(cfg, "aux_weight", 0)
+    _check_choice(cfg, "detector", DETECTORS)
+    _check_range(cfg, "train_sizes", 32)
+    _check_range(cfg, "max_size", 32)
+    _check_range(cfg, "fpn_channels", 1)
+    _check_range(cfg, "decay_milestones", 1)
+    _check_range(cfg, "decay_rate", 0, 1, low_open=True)
+    for key in ("train_split", "val_split"):
+        if not str(cfg[key]).strip() or any(c in str(cfg[key]) for c in "/\\"):
+            raise ValueError(f"{flag(key)} is a split name such as train2017 (no folders), got {cfg[key]!r}")
     _check_choice(cfg, "interpolation", INTERPOLATIONS)
     _check_choice(cfg, "train_interpolation", ("random", *INTERPOLATIONS))
     _check_choice(cfg, "remode", ERASE_MODES)
@@ -276,8 +285,9 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     if name is not None:
         if not is_timm_model(name):
             raise ValueError(f"unknown timm model {cfg['model']!r} (see timm.list_models())")
-        if cfg.get("pretrained") and cfg.get("task") == "segment":
-            raise ValueError(f"--pretrained with a timm backbone ({cfg['model']}) is not supported by segment train: "
+        if cfg.get("pretrained") and cfg.get("task") in ("segment", "detect"):
+            raise ValueError(f"--pretrained with a timm backbone ({cfg['model']}) is not supported by "
+                             f"{cfg['task']} train: "
                              "save timm's weights to a file (torch.save(timm.create_model(NAME, pretrained=True)"
                              ".state_dict(), 'w.pth')) and give it as --initial-checkpoint w.pth")
         return

@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = dict(
     opt="adamw", opt_eps=1e-8, opt_betas=[0.9, 0.999], momentum=0.9, weight_decay=0.05, clip_grad=None,
     layer_decay=None,
     sched="cosine", warmup_epochs=0, warmup_lr=1e-6, min_lr=1e-6, cooldown_epochs=0,
+    decay_milestones=[90, 180, 270], decay_rate=0.1,  # timm's defaults (step / multistep schedules)
     img_size=224, crop_pct=0.875, interpolation="bicubic", train_interpolation="random", mean=None, std=None,
     scale=[0.08, 1.0], ratio=[0.75, 1.3333333], hflip=0.5, color_jitter=0.4, aa=None,
     reprob=0.0, remode="pixel", mixup=0.0, cutmix=0.0, mixup_prob=1.0, mixup_switch_prob=0.5, smoothing=0.1,
@@ -28,6 +29,9 @@ DEFAULTS: dict[str, Any] = dict(
     # semantic segmentation (task 'segment', `lstmvision segment train`); img_size is the crop size
     seg_base_size=[2048, 512], seg_ratio_range=[0.5, 2.0], seg_cat_max_ratio=0.75, photometric=True,
     seg_stride=None, aux_weight=0.4, decoder_channels=None,
+    # object detection (task 'detect', `lstmvision detect train`); img_size is the short side of evaluation
+    detector="fasterrcnn", train_split="train2017", val_split="val2017", train_sizes=None, max_size=None,
+    fpn_channels=256,
 )
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -91,6 +95,23 @@ RECIPES["upernet-small"] = dict(
     RECIPES["upernet-ade20k"], model="sequencer2d_tiny", epochs=10, batch_size=16, lr=1e-3, layer_decay=None,
     warmup_epochs=1, img_size=64, seg_base_size=[384, 96], seg_stride=32, amp="none", workers=1,
     decoder_channels=64,
+)
+# Mask R-CNN 1x on COCO 2017 (mmdet's schedule, as the ViL and Sequencer detection follow-ups train it): 12 epochs,
+# lr x0.1 after epochs 8 and 11, AdamW lr 1e-4 wd 0.05 at a global batch of 16 (2 images x 8 GPUs), short side
+# drawn from 480..800 (step 32), long side <= 1333, evaluation at 800; 500 warmup iterations (0.07 of the 7,330
+# per epoch). Layer-wise lr decay 0.9 over the backbone's layer groups (FPN and heads at full lr).
+RECIPES["maskrcnn-coco-1x"] = dict(
+    task="detect", detector="maskrcnn", model="vil2_tiny", epochs=12, batch_size=2, lr=1e-4, opt="adamw",
+    weight_decay=0.05, layer_decay=0.9, sched="multistep", decay_milestones=[8, 11], decay_rate=0.1,
+    warmup_epochs=0.07, warmup_lr=1e-7, min_lr=1e-7, img_size=800, train_sizes=list(range(480, 801, 32)),
+    max_size=1333, fpn_channels=256, hflip=0.5, smoothing=0.0, drop_path=0.1, mixup=0.0, cutmix=0.0, aa=None,
+    reprob=0.0, color_jitter=0.0, amp="none", ema=False, workers=4, log_interval=50,
+)
+# The same schedule scaled to `lstmvision detect scenes` (128 px Fashion-MNIST scenes) on a CPU.
+RECIPES["detect-small"] = dict(
+    RECIPES["maskrcnn-coco-1x"], detector="fasterrcnn", model="sequencer2d_tiny", epochs=8, batch_size=8, lr=1e-3,
+    layer_decay=None, decay_milestones=[6, 7], warmup_epochs=1, warmup_lr=1e-5, min_lr=1e-5, img_size=128,
+    train_sizes=[96, 112, 128], max_size=None, fpn_channels=64, drop_path=0.0, workers=1, log_interval=10,
 )
 RECIPES["vil-small"] = dict(RECIPES["sequencer-small-long"], model="vil2_tiny", drop_path=0.0,
                             model_kwargs={"patch_size": 4})

@@ -227,6 +227,7 @@ def build_parts(cfg: dict[str, Any], task: Task, data: Data, env: Dist) -> Parts
     scheduler, total_epochs = create_scheduler_v2(
         optimizer, sched=cfg["sched"], num_epochs=cfg["epochs"], warmup_epochs=cfg["warmup_epochs"],
         warmup_lr=cfg["warmup_lr"], min_lr=cfg["min_lr"], cooldown_epochs=cfg["cooldown_epochs"],
+        decay_milestones=list(cfg["decay_milestones"]), decay_rate=cfg["decay_rate"],
         step_on_epochs=False, updates_per_epoch=updates_per_epoch,
     )
     scaler = torch.amp.GradScaler(device.type) if cfg["amp"] == "fp16" else None

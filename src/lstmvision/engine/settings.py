@@ -36,7 +36,9 @@ SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "weight_decay": (float, None, "weight decay (not on biases / norms / no_weight_decay())"),
     "clip_grad": (float, None, "clip gradient norm to this value"),
     "layer_decay": (float, None, "layer-wise lr decay"),
-    "sched": (str, None, "timm scheduler (cosine, step, ...)"),
+    "sched": (str, None, "timm scheduler (cosine, step, multistep, ...)"),
+    "decay_milestones": (int, "+", "epochs at which the multistep schedule multiplies the lr by --decay-rate"),
+    "decay_rate": (float, None, "lr factor of the step / multistep schedules at each decay"),
     "warmup_epochs": (float, None, "warmup epochs"),
     "warmup_lr": (float, None, "warmup start lr"),
     "min_lr": (float, None, "final lr"),
@@ -80,10 +82,20 @@ SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "aux_weight": (float, None, "loss weight of the auxiliary FCN head (0 = no auxiliary head)"),
     "decoder_channels": (int, None, "UperNet decoder channels (default: 192 for ViL-T, 384 for larger ViL, "
                                     "else 256)"),
+    # detection only (`lstmvision detect train`)
+    "detector": (str, None, "torchvision detector: fasterrcnn, retinanet, fcos or maskrcnn (instance masks)"),
+    "train_split": (str, None, "COCO split to train on: DATA/annotations/instances_SPLIT.json and DATA/SPLIT/"),
+    "val_split": (str, None, "COCO split to validate on (as --train-split)"),
+    "train_sizes": (int, "+", "short sides of training images, one drawn per image (multi-scale; default: "
+                              "--img-size, the short side of evaluation)"),
+    "max_size": (int, None, "longest side of resized images (default: the largest of --img-size and --train-sizes "
+                            "x 1333 / 800, COCO's ratio)"),
+    "fpn_channels": (int, None, "channels of the feature pyramid and the detection heads"),
 }
 SEGMENT_KEYS = ("seg_base_size", "seg_ratio_range", "seg_cat_max_ratio", "seg_stride", "aux_weight",
                 "decoder_channels", "photometric")
-TASK_NAMES = ("classify", "segment")
+DETECT_KEYS = ("detector", "train_split", "val_split", "train_sizes", "max_size", "fpn_channels")
+TASK_NAMES = ("classify", "segment", "detect")
 SWITCHES: dict[str, str] = {
     "pretrained": "start from the released weights of the model's tag (sequencer2d_s: sequencer2d_s.in1k; "
                   "downloaded or from the cache; see `lstmvision models --pretrained`)",

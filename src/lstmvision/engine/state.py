@@ -125,7 +125,7 @@ def state_is_finite(run: Run) -> bool:
         with torch.no_grad(), autocast_context(run.device, run.cfg["amp"]):
             was_training = p.model.training
             p.model.eval()  # no dropout / drop-path: the probe draws no random numbers
-            tensors.append(p.model(run.probe).float())
+            tensors.append(run.task.probe_outputs(p.model, run.probe))
             p.model.train(was_training)
     return _all_finite([t.detach() for t in tensors])
 

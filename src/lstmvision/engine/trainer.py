@@ -151,18 +151,20 @@ def fit(run: Run) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ training
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, step: int) -> bool:
-    """One batch: forward, backward and (at the end of an accumulation) the update. True after an update."""
-    cfg, p, device = run.cfg, run.parts, run.device
-    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    n = y.shape[0]
+def train_step(run: Run, x: Any, y: Any, i: int, step: int) -> bool:
+    """One batch: forward, backward and (at the end of an accumulation) the update. True after an update. The
+    task moves the batch, counts its images and computes its loss (tensor batches by default; detection: lists
+    of images and target dicts); Mixup and channels-last apply to tensor batches only (the tasks that take
+    lists refuse them)."""
+    cfg, p, device, task = run.cfg, run.parts, run.device, run.task
+    x, y = task.to_device(x, y, device)
+    n = task.batch_size(x, y)
     if p.mixup is not None:
         x, y = p.mixup(x, y)
     if cfg["channels_last"]:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast_context(device, cfg["amp"]):
-        out = p.train_model(x)
-        loss = p.criterion(_as_float(out), y)
+        loss = task.train_loss(p.train_model, x, y, p.criterion)
     for cb in run.callbacks:
         loss = cb.on_loss(run, loss)
     track_loss(run, loss.detach(), n, step)
@@ -173,14 +175,10 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, step: int) ->
         (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
     if accum_last:
         optimizer_step(run)
-    run.sums.images += x.shape[0] * run.env.world
+    run.sums.images += n * run.env.world
     run.probe = x
-    run.emit("on_step_end", x.shape[0])
+    run.emit("on_step_end", n)
     return accum_last
-
-
-def _as_float(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 
 
 def track_loss(run: Run, loss: torch.Tensor, n: int, step: int) -> None:

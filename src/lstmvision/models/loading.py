@@ -6,7 +6,8 @@
 - `timm:NAME`, any timm model (timm's own weights with `pretrained=True`);
 - `hf-hub:ORG/REPO[@REV]` or `local-dir:PATH`: a model saved in timm's Hub layout (`save_for_hf`), built from its
   config.json;
-- a folder written by `save_pretrained` or a training run folder (its best/, else last/), with its weights.
+- a folder written by `save_pretrained` or a training run folder (its best/, else last/), with its weights
+  (classifiers, and the segmenters and detectors of `lstmvision segment` / `lstmvision detect`).
 
 `pretrained` is `True` (the weights of the tag or repo: `pretrained_cfg_overlay['file']`, else the Hub, else the
 URL, converted from the publisher's layout), `False`/`None` (random weights), or a path to a weights file or saved
@@ -25,9 +26,10 @@ import timm
 import torch
 import torch.nn as nn
 
-from lstmvision.constants import UPERNET_PREFIX
+from lstmvision.constants import DETECTOR_PREFIX, UPERNET_PREFIX
 from lstmvision.errors import first_line
 from lstmvision.models import hub
+from lstmvision.models.detection import create_detector
 from lstmvision.models.registry import (
     build_model,
     check_arguments,
@@ -82,6 +84,8 @@ def _from_config(saved: dict[str, Any], num_classes: int | None, kwargs: dict[st
     classes = num_classes if num_classes is not None else saved["num_classes"]
     if arch.startswith(UPERNET_PREFIX):
         model = create_segmenter(num_classes=classes, **kwargs)
+    elif arch.startswith(DETECTOR_PREFIX):
+        model = create_detector(num_classes=classes, **kwargs)
     elif is_model(arch):
         model = _build(arch, classes, kwargs)
     else:

@@ -231,9 +231,11 @@ class UperNet(nn.Module):
 
 
 # -------------------------------------------------------------------------------------------- builder
-def _build_backbone(
+def build_backbone(
     model: str, in_chans: int, img_size: int, drop_path_rate: float, kwargs: dict[str, Any]
 ) -> nn.Module:
+    """The classifier-free backbone `model` (a registered name or 'timm:NAME') built for `img_size` (UperNet,
+    detectors)."""
     kw = dict(kwargs)
     if drop_path_rate:
         kw["drop_path_rate"] = drop_path_rate
@@ -298,7 +300,7 @@ def create_segmenter(
     'upernet:' + model and `model_kwargs` the segmenter_args without num_classes.
     """
     kwargs = dict(model_kwargs or {})
-    net = _build_backbone(model, in_chans, img_size, drop_path_rate, kwargs)
+    net = build_backbone(model, in_chans, img_size, drop_path_rate, kwargs)
     if pretrained is not None:
         load_backbone_weights(net, pretrained)
     channels = decoder_channels or default_decoder_channels(net)

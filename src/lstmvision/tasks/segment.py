@@ -19,10 +19,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from lstmvision.data import BadImageCounter, DataError, build_loader, dataset_source, limit
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset, SegTrainTransform
 from lstmvision.device import autocast_context, sum_over_ranks
-from lstmvision.models import hub
-from lstmvision.models.registry import get_pretrained_cfg
 from lstmvision.models.upernet import create_segmenter, segment_logits
-from lstmvision.tasks.base import Data, Task, fill_normalisation, model_kwargs
+from lstmvision.tasks.base import Data, Task, backbone_weights, fill_normalisation, model_kwargs
 
 
 class SegmentationLoss(nn.Module):
@@ -113,12 +111,8 @@ def create_for_config(cfg: dict[str, Any], num_classes: int, in_chans: int) -> n
     kwargs = model_kwargs(cfg)
     drop_path = kwargs.pop("drop_path_rate", 0.0)
     kwargs.pop("drop_rate", None)
-    weights = cfg.get("initial_checkpoint")
-    if cfg.get("pretrained"):  # the released weights of the backbone's tag (timm backbones: refused by the config)
-        released = get_pretrained_cfg(cfg["model"])
-        weights = hub.weights_file(released, f"{cfg['model']}.{released['tag']}")
     return create_segmenter(cfg["model"], num_classes, in_chans=in_chans, img_size=int(cfg["img_size"]),
-                            pretrained=weights, decoder_channels=cfg.get("decoder_channels"),
+                            pretrained=backbone_weights(cfg), decoder_channels=cfg.get("decoder_channels"),
                             drop_path_rate=drop_path, model_kwargs=kwargs,
                             aux=float(cfg.get("aux_weight", 0.4)) > 0)
 

@@ -1,0 +1,306 @@
+"""Object detection and instance segmentation over any lstmvision or timm backbone: torchvision's Faster R-CNN,
+RetinaNet, FCOS and Mask R-CNN (`create_detector`).
+
+Layout of a detector built by `create_detector` (a `Detector`; the torchvision model is `Detector.detector`):
+
+- `detector.backbone`: `PyramidBackbone`, the one adapter for every backbone:
+  - `body`: `lstmvision.models.upernet.BackboneFeatures`, the classifier read through its `forward_intermediates`
+    (the classification checkpoint's keys under `body.model.`);
+  - `levels`: one `PyramidLevel` per stride 8, 16, 32 (`pyramid_plan`): the backbone map of that stride as it
+    is (hierarchical backbones: Sequencer2D, ResNet, ...), max-pooled from a finer map, or upsampled by
+    transposed convolutions from a coarser one (isotropic backbones: ViL's last block, as ViTDet's simple
+    feature pyramid: deconv / identity / pool). Strides that are no power of two (Sequencer2D's 7 and 14) are
+    resampled onto the power-of-two grid torchvision's anchors and RoI pooling assume;
+  - `fpn`: torchvision's `FeaturePyramidNetwork` over the three levels with `LastLevelMaxPool` (R-CNNs: strides
+    8-64) or `LastLevelP6P7` (RetinaNet, FCOS: strides 8-128).
+- `detector.transform`: `SizedTransform`, torchvision's resize-and-normalise with the sizes of the run: training
+  draws the short side from `train_sizes` per image (multi-scale), evaluation uses `img_size`; the long side is
+  at most `max_size` (default: 1333 / 800 of the largest short side). torchvision's 800 px default is never used.
+- anchors: three octave scales (4, 5, 6.3 x the stride) and three aspect ratios per location (FCOS: one point of
+  the stride's size), in pixels of the resized image.
+
+Labels are 1..`num_classes` (0 is the background of the R-CNNs' classifiers; RetinaNet and FCOS are trained never
+to predict it). The heads are torchvision's, their widths following `fpn_channels` (box head 4x, mask head 1x:
+torchvision's 1024 and 256 at 256 channels), so small detectors stay small.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
+from torch import Tensor
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+from lstmvision.constants import DETECTOR_PREFIX, DETECTORS, IMAGENET_MEAN, IMAGENET_STD
+from lstmvision.models.upernet import BackboneFeatures, build_backbone, load_backbone_weights, prefix_group_matcher
+
+LEVEL_STRIDES = (8, 16, 32)
+LEVEL_NAMES = ("p3", "p4", "p5")
+ANCHOR_OCTAVES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+ASPECT_RATIOS = (0.5, 1.0, 2.0)
+
+
+# -------------------------------------------------------------------------------------------- pyramid
+def _pow2(reduction: float) -> int:
+    return 2 ** round(math.log2(reduction))
+
+
+def pyramid_plan(reductions: Sequence[float], strides: Sequence[int] = LEVEL_STRIDES) -> list[tuple[int, int]]:
+    """For each stride, (feature_info index, power-of-two stride of that map) of the map the level is made from:
+    the last map of that stride, else the coarsest finer map (pooled), else the finest coarser one (upsampled;
+    an isotropic backbone: its last block)."""
+    rounded = [_pow2(r) for r in reductions]
+    plan = []
+    for s in strides:
+        same = [i for i, r in enumerate(rounded) if r == s]
+        finer = [i for i, r in enumerate(rounded) if r < s]
+        if same:
+            i = same[-1]
+        elif finer:
+            i = max(finer, key=lambda j: (rounded[j], j))
+        else:
+            i = max(range(len(rounded)), key=lambda j: (-rounded[j], j))
+        plan.append((i, rounded[i]))
+    return plan
+
+
+def _upsample(dim: int, factor: int) -> nn.Module:
+    """`factor` = 2, 4, ...: transposed 2x2 convolutions, LayerNorm + GELU between them (ViTDet's)."""
+    layers: list[nn.Module] = []
+    for k in range(int(math.log2(factor))):
+        if k:
+            layers += [LayerNorm2d(dim), nn.GELU()]
+        layers.append(nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+class PyramidLevel(nn.Module):
+    """One pyramid level: map `tap` of the backbone, pooled (`factor` > 1), upsampled (< 1) or as it is, then
+    fitted to the level's grid (ceil(H / stride), ceil(W / stride))."""
+
+    def __init__(self, tap: int, stride: int, source_stride: int, channels: int):
+        super().__init__()
+        self.tap, self.stride = tap, stride
+        factor = stride / source_stride
+        if factor > 1:
+            self.op: nn.Module = nn.MaxPool2d(int(factor), int(factor), ceil_mode=True)
+        elif factor < 1:
+            self.op = _upsample(channels, int(round(1 / factor)))
+        else:
+            self.op = nn.Identity()
+
+    def forward(self, maps: Sequence[Tensor], image_hw: Sequence[int]) -> Tensor:
+        x = self.op(maps[self.tap])
+        size = tuple(math.ceil(n / self.stride) for n in image_hw)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+
+class PyramidBackbone(nn.Module):
+    """A classifier as torchvision's detection backbone: an OrderedDict of `out_channels`-channel maps, p3-p5
+    (strides 8, 16, 32) and the FPN's extra levels (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, out_channels: int = 256, extra: str = "pool"):
+        super().__init__()
+        info = list(getattr(model, "feature_info", None) or [])
+        if not info or not hasattr(model, "forward_intermediates"):
+            raise TypeError(f"{type(model).__name__} has no forward_intermediates/feature_info to read maps from")
+        plan = pyramid_plan([f["reduction"] for f in info])
+        taps = sorted({i for i, _ in plan})
+        self.body = BackboneFeatures(model, indices=taps)
+        self.levels = nn.ModuleList(PyramidLevel(taps.index(i), s, src, int(info[i]["num_chs"]))
+                                    for (i, src), s in zip(plan, LEVEL_STRIDES))
+        blocks = LastLevelMaxPool() if extra == "pool" else LastLevelP6P7(out_channels, out_channels)
+        self.fpn = FeaturePyramidNetwork([int(info[i]["num_chs"]) for i, _ in plan], out_channels, extra_blocks=blocks)
+        self.out_channels = out_channels
+        self.taps = [i for i, _ in plan]
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        maps = self.body(x)
+        hw = x.shape[-2:]
+        return self.fpn(OrderedDict((n, level(maps, hw)) for n, level in zip(LEVEL_NAMES, self.levels)))
+
+
+# ----------------------------------------------------------------------------------------- transform
+class SizedTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform (resize, normalise, batch with padding to a multiple of 32) with the
+    run's sizes: in training the short side is drawn from `train_sizes` for each image, in evaluation it is
+    `eval_size`; the long side is at most `max_size`."""
+
+    def __init__(self, train_sizes: Sequence[int], eval_size: int, max_size: int, mean: Sequence[float],
+                 std: Sequence[float]):
+        super().__init__(min_size=tuple(train_sizes), max_size=max_size, image_mean=list(mean), image_std=list(std))
+        self.train_sizes, self.eval_sizes = tuple(int(s) for s in train_sizes), (int(eval_size),)
+
+    def train(self, mode: bool = True) -> "SizedTransform":
+        # torchvision evaluates at min_size[-1]: the sizes follow the mode instead
+        self.min_size = self.train_sizes if mode else self.eval_sizes
+        return super().train(mode)
+
+
+def default_max_size(img_size: int) -> int:
+    """The long-side limit for short side `img_size`: COCO's 1333 for 800."""
+    return int(round(img_size * 1333 / 800))
+
+
+# ------------------------------------------------------------------------------------------- detector
+def anchor_generator(strides: Sequence[int], points: bool = False) -> AnchorGenerator:
+    """Anchors of each level (see the module docstring); `points`: one stride-sized square (FCOS)."""
+    if points:
+        return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
+    sizes = tuple(tuple(4 * s * o for o in ANCHOR_OCTAVES) for s in strides)
+    return AnchorGenerator(sizes, (ASPECT_RATIOS,) * len(strides))
+
+
+def _rcnn_kwargs(backbone: PyramidBackbone, masks: bool, num_classes: int) -> dict[str, Any]:
+    c = backbone.out_channels
+    kw: dict[str, Any] = dict(
+        rpn_anchor_generator=anchor_generator((*LEVEL_STRIDES, 64)),
+        box_roi_pool=MultiScaleRoIAlign(list(LEVEL_NAMES), output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(c * 7 * 7, 4 * c), box_predictor=FastRCNNPredictor(4 * c, num_classes),
+        box_score_thresh=0.05, box_detections_per_img=100)
+    if masks:
+        kw.update(mask_roi_pool=MultiScaleRoIAlign(list(LEVEL_NAMES), output_size=14, sampling_ratio=2),
+                  mask_head=MaskRCNNHeads(c, [c] * 4, 1), mask_predictor=MaskRCNNPredictor(c, c, num_classes))
+    return kw
+
+
+def _torchvision_detector(kind: str, backbone_model: nn.Module, num_classes: int, fpn_channels: int) -> nn.Module:
+    """torchvision's `kind` over `backbone_model`, `num_classes` + 1 outputs (0: background)."""
+    rcnn = kind in ("fasterrcnn", "maskrcnn")
+    backbone = PyramidBackbone(backbone_model, fpn_channels, extra="pool" if rcnn else "p6p7")
+    n = num_classes + 1
+    if kind == "fasterrcnn":
+        return FasterRCNN(backbone, None, **_rcnn_kwargs(backbone, False, n))
+    if kind == "maskrcnn":
+        return MaskRCNN(backbone, None, **_rcnn_kwargs(backbone, True, n))
+    strides = (*LEVEL_STRIDES, 64, 128)
+    if kind == "retinanet":
+        return RetinaNet(backbone, n, anchor_generator=anchor_generator(strides), score_thresh=0.05,
+                         detections_per_img=100)
+    return FCOS(backbone, n, anchor_generator=anchor_generator(strides, points=True), score_thresh=0.05,
+                detections_per_img=100)
+
+
+class Detector(nn.Module):
+    """A torchvision detector (`detector`) with what lstmvision's engine and loader read: `num_classes` (object
+    categories; labels 1..num_classes), `kind`, layer groups of the backbone for layer-wise lr decay.
+
+    `forward(images, targets)` is torchvision's: training mode with targets gives the loss dict, evaluation
+    mode a list of dicts (`boxes` xyxy in input pixels, `labels`, `scores`; Mask R-CNN: `masks` (N, 1, H, W)
+    probabilities)."""
+
+    def __init__(self, detector: nn.Module, num_classes: int, kind: str):
+        super().__init__()
+        self.detector = detector
+        self.num_classes, self.kind = num_classes, kind
+        self.class_names: list[str] = []
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        return self.detector(images, targets)
+
+    def features(self, images: list[Tensor]) -> list[Tensor]:
+        """The pyramid maps of `images` (transformed as the detector does)."""
+        batch, _ = self.detector.transform(images)
+        return list(self.detector.backbone(batch.tensors).values())
+
+    @property
+    def _body(self) -> BackboneFeatures:
+        return self.detector.backbone.body
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """The backbone's layer groups; pyramid and heads match none (timm: the last group, full lr)."""
+        return prefix_group_matcher(self._body.group_matcher(coarse), "detector.backbone.body.")
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"detector.backbone.body." + n for n in self._body.no_weight_decay()}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self._body.set_grad_checkpointing(enable)
+
+
+def create_detector(
+    model: str,
+    detector: str,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 800,
+    train_sizes: Sequence[int] | None = None,
+    max_size: int | None = None,
+    fpn_channels: int = 256,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    pretrained: str | os.PathLike | None = None,
+    drop_path_rate: float = 0.0,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Detector:
+    """Detector `detector` (one of DETECTORS) for `num_classes` object categories on backbone `model` (a
+    registered name or 'timm:NAME', classifier-free, built for `img_size`).
+
+    Images are resized to short side `img_size` in evaluation and one of `train_sizes` (default: `img_size`) in
+    training, long side at most `max_size` (default: `default_max_size` of the largest short side), and
+    normalised by
+    `mean`/`std`. `pretrained`: a classification checkpoint loaded into the backbone (head dropped).
+    `detector_args` holds this call's JSON-able arguments (not `pretrained`): `create_detector(**args)`
+    rebuilds it; `model_name` is 'detector:' + model and `model_kwargs` the args without num_classes."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if num_classes < 1 or img_size < 32 or fpn_channels < 1:
+        raise ValueError(f"a detector needs num_classes >= 1, img_size >= 32 and fpn_channels >= 1; got "
+                         f"{num_classes}, {img_size}, {fpn_channels}")
+    if detector == "fcos" and (fpn_channels % 32 or fpn_channels < 64):
+        raise ValueError(fcos_channels_message(fpn_channels))
+    if len(mean) != in_chans or len(std) != in_chans:
+        raise ValueError(f"mean/std need {in_chans} values (one per input channel), got {len(mean)} and {len(std)}")
+    kwargs = dict(model_kwargs or {})
+    sizes = [int(s) for s in (train_sizes or [img_size])]
+    max_size = int(max_size or default_max_size(max(img_size, *sizes)))
+    net = build_backbone(model, in_chans, img_size, drop_path_rate, kwargs)
+    if pretrained is not None:
+        load_backbone_weights(net, pretrained)
+    tv = _torchvision_detector(detector, net, num_classes, fpn_channels)
+    tv.transform = SizedTransform(sizes, img_size, max_size, mean, std)
+    det = Detector(tv, num_classes, detector)
+    cfg = dict(tv.backbone.body.pretrained_cfg)
+    if isinstance(cfg.get("first_conv"), str):
+        cfg["first_conv"] = f"detector.backbone.body.{cfg['first_conv']}"
+    cfg.update(architecture=f"{detector}_{model}", input_size=(in_chans, img_size, img_size), mean=tuple(mean),
+               std=tuple(std), num_classes=num_classes, classifier=_classifier_names(detector))
+    det.pretrained_cfg = cfg
+    det.detector_args = dict(model=model, detector=detector, num_classes=num_classes, in_chans=in_chans,
+                             img_size=img_size, train_sizes=sizes, max_size=max_size, fpn_channels=fpn_channels,
+                             mean=[float(v) for v in mean], std=[float(v) for v in std],
+                             drop_path_rate=drop_path_rate, model_kwargs=kwargs)
+    det.model_name = DETECTOR_PREFIX + model
+    det.model_kwargs = {k: v for k, v in det.detector_args.items() if k != "num_classes"}
+    return det
+
+
+def fcos_channels_message(fpn_channels: int) -> str:
+    # GroupNorm(32) needs 2+ values per group on the 1x1 top level of small images
+    return (f"FCOS's head normalises 32 groups of channels: --fpn-channels must be a multiple of 32 and at least 64, "
+            f"got {fpn_channels}")
+
+
+def _classifier_names(detector: str) -> tuple[str, ...]:
+    """The class-dependent output layers (what a checkpoint with other classes may not load)."""
+    if detector in ("fasterrcnn", "maskrcnn"):
+        names = ("detector.roi_heads.box_predictor.cls_score", "detector.roi_heads.box_predictor.bbox_pred")
+        return names + (("detector.roi_heads.mask_predictor.mask_fcn_logits",) if detector == "maskrcnn" else ())
+    return ("detector.head.classification_head.cls_logits",)
