@@ -16,7 +16,7 @@ normaliser. Backends:
 - ``factored``: the quadratic form with no elementwise (S, S) work: the stabilised decay is a key factor times
   a query factor, carried by k and q, and the row sums come with the value product; what ``auto`` runs for
   short sequences. When the gates' spread would put the factors outside the dtype's range (and for fp16, or
-  while compiling/tracing) it runs ``fused``.
+  while tracing for ONNX) it runs ``fused``, under torch.compile ``parallel``.
 - ``chunkwise``: chunks of ``chunk_size`` tokens; the intra-chunk part is one batched quadratic form over all
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
   works: the sequence is zero-padded at the end, which cannot change causal outputs of the real tokens.
