@@ -34,7 +34,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from lstmvision.data import FASHION_MNIST_CLASSES, BadImage, DataError, _reason, default_data_root, open_image
-from lstmvision.data.segmentation import _GARMENT_THRESHOLD, _background, _load_garments, _tint
+from lstmvision.data.segmentation import _GARMENT_THRESHOLD, _background, _load_garments, _tint, existing_scenes
 
 LAYOUT = "DATA/annotations/instances_<split>.json with the images in DATA/<split>/"
 
@@ -277,7 +277,8 @@ def make_detection_scenes(output: str | os.PathLike, n_train: int = 1000, n_val:
                   seed=int(seed), max_objects=int(max_objects), min_scale=float(min_scale),
                   max_scale=float(max_scale), max_overlap=float(max_overlap))
     output = Path(output)
-    existing = _existing_detection_scenes(output, params)
+    # a folder without scenes.json: any file in it is foreign (nothing is taken for an interrupted run)
+    existing = existing_scenes(output, params, lambda rel, is_dir: False)
     if existing is not None:
         return existing
     source = default_data_root() if source is None else Path(source)
@@ -290,28 +291,6 @@ def make_detection_scenes(output: str | os.PathLike, n_train: int = 1000, n_val:
     tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
     os.replace(tmp, output / "scenes.json")  # last: a folder without scenes.json is incomplete
     return info
-
-
-def _existing_detection_scenes(output: Path, params: dict) -> dict | None:
-    if not output.exists():
-        return None
-    if not output.is_dir():
-        raise DataError(f"scenes output {output} is a file, not a folder")
-    meta = output / "scenes.json"
-    if meta.is_file():
-        try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {meta}: {e}; delete {output} to regenerate it") from None
-        made = {k: info.get(k) for k in params}
-        if made != params:
-            diff = ", ".join(f"{k}={made[k]} (asked {v})" for k, v in params.items() if made[k] != v)
-            raise DataError(f"{output} holds scenes made with other parameters: {diff}; choose another folder "
-                            "or delete it")
-        return info
-    if any(output.iterdir()):
-        raise DataError(f"{output} is not empty and holds no scenes.json; choose an empty or new folder")
-    return None
 
 
 def _write_coco_split(output: Path, split: str, n: int, garments, params: dict, k: int, bar) -> dict[str, int]:

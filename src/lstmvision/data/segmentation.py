@@ -363,7 +363,7 @@ def make_scenes(output: str | os.PathLike, n_train: int = 2000, n_val: int = 200
     an existing complete folder made with the same parameters is returned as is. Returns scenes.json."""
     params = _scene_params(n_train, n_val, size, seed, max_objects, min_scale, max_scale)
     output = Path(output)
-    existing = _existing_scenes(output, params)
+    existing = existing_scenes(output, params, _is_own)
     if existing is not None:
         return existing
     source = default_data_root() if source is None else Path(source)
@@ -398,8 +398,9 @@ def _scene_params(n_train, n_val, size, seed, max_objects, min_scale, max_scale)
                 max_objects=int(max_objects), min_scale=float(min_scale), max_scale=float(max_scale))
 
 
-def _existing_scenes(output: Path, params: dict) -> dict | None:
-    """The scenes.json of a complete folder made with `params`; None when `output` is to be (re)written."""
+def existing_scenes(output: Path, params: dict, is_own: Callable[[str, bool], bool]) -> dict | None:
+    """The scenes.json of a complete folder made with `params`; None when `output` is to be (re)written. A folder
+    without scenes.json holding only files `is_own(relative path, is_dir)` accepts is an interrupted run: emptied."""
     if not output.exists():
         return None
     if not output.is_dir():
@@ -417,7 +418,7 @@ def _existing_scenes(output: Path, params: dict) -> dict | None:
                             "or delete it")
         return info
     files = list(output.rglob("*"))
-    foreign = [p for p in files if not _is_own(p.relative_to(output).as_posix(), p.is_dir())]
+    foreign = [p for p in files if not is_own(p.relative_to(output).as_posix(), p.is_dir())]
     if foreign:
         raise DataError(f"{output} is not empty and holds no scenes.json (e.g. {foreign[0]}); choose an empty "
                         "or new folder")
