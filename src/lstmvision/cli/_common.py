@@ -203,6 +203,17 @@ def _check_creatable(folder: Path, target: Path) -> None:
         raise PermissionError(f"cannot write {target}: {os_reason(e)}") from None
 
 
+def add_scene_arguments(p: argparse.ArgumentParser, layout: str, train: int, val: int, size: int) -> None:
+    """The options of `segment scenes` and `detect scenes` (Fashion-MNIST garments on canvases, seeded)."""
+    p.add_argument("--output", "-o", required=True, help=f"folder to write ({layout})")
+    p.add_argument("--source", help="Fashion-MNIST idx folder (default: $LSTMVISION_DATA or the Debian package)")
+    p.add_argument("--train", type=int, default=train, help="training scenes (default %(default)s)")
+    p.add_argument("--val", type=int, default=val, help="validation scenes (default %(default)s)")
+    p.add_argument("--size", type=int, default=size, help="scene side in pixels (default %(default)s)")
+    p.add_argument("--max-objects", type=int, default=4, help="garments per scene, at most (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def add_analysis_arguments(p: argparse.ArgumentParser, limit: bool = True) -> None:
     """Data, preprocessing, device and output of the analysis commands (resolution-sweep, erf, robustness)."""
     p.add_argument("--data", required=True, help="dataset folder (ImageFolder tree with val/, or idx files)")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from lstmvision.cli._common import add_scene_arguments
 from lstmvision.cli.train import add_train_arguments, list_recipes, print_config, resolve_args, run_training
 from lstmvision.engine.recipes import RECIPES
 
@@ -71,13 +72,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _add_scenes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", "-o", required=True, help="folder to write (COCO layout: train2017, val2017)")
-    p.add_argument("--source", help="Fashion-MNIST idx folder (default: $LSTMVISION_DATA or the Debian package)")
-    p.add_argument("--train", type=int, default=1000, help="training scenes (default %(default)s)")
-    p.add_argument("--val", type=int, default=100, help="validation scenes (default %(default)s)")
-    p.add_argument("--size", type=int, default=128, help="scene side in pixels (default %(default)s)")
-    p.add_argument("--max-objects", type=int, default=4, help="garments per scene, at most (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    add_scene_arguments(p, "COCO layout: train2017, val2017", train=1000, val=100, size=128)
 
 
 def run(args: argparse.Namespace) -> int:
