@@ -4,7 +4,7 @@
   so nothing is allocated; GMACs from `src/lstmvision/models/model_table.json` when that file exists; the
   released pretrained tags when the registry has `list_pretrained`).
 - `cli.md`: the command-line reference, from the argparse parsers (`lstmvision.cli.build_parser('*')`).
-- `assets/results/...png`: the plots the results page shows, taken from `results/` as they are.
+- `assets/results/...png`: the plots the results and detection pages show, taken from `results/` as they are.
 
 Nothing is written into `docs/`: the generated pages replace the committed stubs `docs/models.md` and
 `docs/cli.md` (which say where the content comes from, for readers of the repository) and the plots are added to
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_TABLE = ROOT / "src" / "lstmvision" / "models" / "model_table.json"
 HELP_WIDTH = 100
 
-# result plots shown on results.md: path under results/ -> path under docs/assets/results/
+# result plots shown on results.md and detection.md: path under results/ -> path under docs/assets/results/
 RESULT_PLOTS = [
     "fashion_mnist/full/accuracy.png",
     "fashion_mnist/full/ablations.png",
@@ -51,6 +51,7 @@ RESULT_PLOTS = [
     "segmentation_scenes/vil/examples.png",
     "segmentation_scenes/deit/examples.png",
     "segmentation_scenes/convnext/examples.png",
+    "detection_scenes/predictions.png",
 ]
 
 
