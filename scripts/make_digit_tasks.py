@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 TASKS = ("mnist", "digits", "pyclustering")
 DIGITS_TEST = 500
@@ -46,7 +47,7 @@ def write_idx(path: Path, arr: np.ndarray) -> None:
 
 def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, test) with `n_test` test images, every class in proportion (seeded)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 (optional dependency: scikit-learn)
 
     idx = np.arange(len(labels))
     train, test = train_test_split(idx, test_size=n_test, stratify=labels, random_state=seed, shuffle=True)
@@ -70,7 +71,7 @@ def load_mnist(seed: int):
 
 
 def load_digits(seed: int):
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # noqa: PLC0415 (optional dependency: scikit-learn)
 
     d = sk_digits()
     x = (d.images * 255 / 16).round().clip(0, 255).astype(np.uint8)
@@ -84,8 +85,6 @@ def load_digits(seed: int):
 
 
 def load_pyclustering(seed: int):
-    from PIL import Image
-
     folder = importlib.resources.files("pyclustering.samples") / "images" / "digits"
     pattern = re.compile(r"Digit_(\d)_Sample(\d+)\.png$")
     files = sorted((p for p in folder.iterdir() if pattern.match(p.name)),

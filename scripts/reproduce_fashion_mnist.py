@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lstmvision import cli  # noqa: E402
 from lstmvision.commands.analysis import common as C  # noqa: E402
+from lstmvision.commands.analysis.robustness import ce_baseline, mean_pct  # noqa: E402
 from lstmvision.device import resolve_device  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
 from lstmvision.engine.summary import read_summary  # noqa: E402
@@ -425,8 +426,6 @@ def mce_vs_baseline(out: Path, names: list[str]) -> None:
     `lstmvision.analysis.robustness.ce_baseline` (the tool's `--baseline` arithmetic) on the per-severity top-1 of
     the robustness runs - every model saw exactly the same corrupted images (fixed seeds), so evaluating the
     baseline once is enough."""
-    from lstmvision.commands.analysis.robustness import ce_baseline, mean_pct
-
     reps = {n: _load(out / "robustness" / n / "robustness.json") for n in names}
     reps = {n: r for n, r in reps.items() if r}
     if BASELINE not in reps:

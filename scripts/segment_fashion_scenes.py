@@ -24,6 +24,7 @@ import torch
 
 from lstmvision.cli import main as cli
 from lstmvision.engine.summary import read_summary
+from lstmvision.models.loading import create_model
 
 # name -> (backbone, --model-kwargs); sizes chosen to be comparable (0.3-1.9 M backbone parameters)
 MODELS = {
@@ -91,8 +92,6 @@ def main() -> int:
             shutil.copy(run / f, out / name / f)
         result = json.loads((out / name / "segment_val.json").read_text())
         config = json.loads((run / "best" / "config.json").read_text())
-        from lstmvision.models.loading import create_model
-
         model = create_model(run).eval()
         rows.append(dict(name=name, architecture=config["architecture"], backbone_kwargs=MODELS[name][1],
                          params=sum(p.numel() for p in model.parameters()),
