@@ -120,7 +120,7 @@ def test_selection_on_cuda_is_pytorch_unless_triton_is_asked_for(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with use_backend():
         reload_environment()
-        assert resolve_mlstm_backend(None, 10, "cuda") == "factored"
+        assert resolve_mlstm_backend(None, 10, "cuda") == "fused"  # factored is CPU-only until measured on a GPU
         assert resolve_mlstm_backend(None, 10_000, torch.device("cuda", 0)) == "chunkwise"
         assert resolve_mlstm_backend("chunkwise", 10, "cuda") == "chunkwise"
         assert resolve_mlstm_backend("triton", 10, "cuda") == "triton"  # opt-in

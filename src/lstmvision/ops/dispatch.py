@@ -9,8 +9,9 @@ Backend names (each means one thing):
 - mLSTM (`MLSTM_BACKENDS`): ``parallel`` the quadratic form as the official code writes it; ``fused`` the same
   form with less (S, S) work; ``factored`` the same form with none beyond the masked q·k product (the decay
   factored onto q and k; ``fused`` where the gates' spread is too wide for that); ``chunkwise`` linear-memory
-  chunks; ``recurrent`` step by step (the math reference); ``triton`` the chunkwise form as Triton kernels (opt-in); ``auto`` = factored up to 256 tokens,
-  chunkwise above, on every device.
+  chunks; ``recurrent`` step by step (the math reference); ``triton`` the chunkwise form as Triton kernels
+  (opt-in); ``auto`` = up to 256 tokens factored on the CPU and fused elsewhere (no GPU measurement yet),
+  chunkwise above.
 
 - Opt-in libraries (`pip install "lstmvision[kernels]"`; ImportError naming that extra when missing):
   rnn2d ``flashrnn-vanilla``, ``flashrnn-vanilla_fwbw``, ``flashrnn-triton`` (its triton_fused),

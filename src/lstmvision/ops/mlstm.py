@@ -15,7 +15,7 @@ normaliser. Backends:
   half never computed, scale and normaliser applied to S x D tensors).
 - ``factored``: the quadratic form with no elementwise (S, S) work: the stabilised decay is a key factor times
   a query factor, carried by k and q, and the row sums come with the value product; what ``auto`` runs for
-  short sequences. When the gates' spread would put the factors outside the dtype's range (and for fp16, or
+  short sequences on the CPU (on other devices ``auto`` keeps ``fused`` until a GPU measurement decides). When the gates' spread would put the factors outside the dtype's range (and for fp16, or
   while tracing for ONNX) it runs ``fused``, under torch.compile ``parallel``.
 - ``chunkwise``: chunks of ``chunk_size`` tokens; the intra-chunk part is one batched quadratic form over all
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
@@ -36,7 +36,7 @@ sums, maxima, exponentials), the normaliser and the recurrent states are fp32 (f
 is switched off inside, so this holds under `torch.autocast` too.
 
 Backend choice: the ``backend`` argument, else the active choice of `lstmvision.ops.dispatch` (`set_backend`,
-`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: factored up to ``PARALLEL_MAX_LEN``
+`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: factored (CPU) or fused (other devices) up to ``PARALLEL_MAX_LEN``
 tokens and chunkwise above, on every device. Triton is opt-in only (no committed GPU measurement yet).
 """
 from __future__ import annotations
@@ -73,13 +73,18 @@ NATIVE_REVERSE = ("parallel", "fused", "factored")  # take reverse=True; the oth
 
 
 def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
-    """The backend a call uses: `backend`, else the active choice (`dispatch`), with 'auto' resolved by length.
+    """The backend a call uses: `backend`, else the active choice (`dispatch`), with 'auto' resolved by length
+    and device: the quadratic form up to PARALLEL_MAX_LEN tokens, `factored` on the CPU (measured fastest there)
+    and `fused` elsewhere (no GPU measurement yet, and `factored` syncs with the host once per call to check
+    its range).
 
     With `device` given, 'triton' is checked to be runnable there (RuntimeError otherwise).
     """
     name = dispatch.requested("mlstm", backend)
     if name == "auto":
-        return "factored" if seq_len <= PARALLEL_MAX_LEN else "chunkwise"
+        if seq_len > PARALLEL_MAX_LEN:
+            return "chunkwise"
+        return "factored" if device is None or torch.device(device).type == "cpu" else "fused"
     if name == "triton" and device is not None and not can_run(device):
         raise RuntimeError(f"mLSTM backend 'triton' needs CUDA tensors (or CPU ones under TRITON_INTERPRET=1) and "
                            f"Triton installed; got {torch.device(device).type} tensors (triton importable: "
