@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from lstmvision.cli._common import add_scene_arguments
-from lstmvision.cli.train import add_train_arguments, list_recipes, print_config, resolve_args, run_training
-from lstmvision.engine.recipes import RECIPES
+from lstmvision.cli.train import add_train_arguments, run_task_training
 
 ACTIONS = {
     "train": "train Faster R-CNN, RetinaNet, FCOS or Mask R-CNN on a backbone (registered name or timm:NAME)",
@@ -17,7 +16,6 @@ ACTIONS = {
     "predict": "a COCO results JSON for a split or for image files, and pictures of the detections",
     "scenes": "write the Fashion-MNIST detection scenes (COCO layout, boxes and instance masks) from a seed",
 }
-DETECT_RECIPES = ("detect-small", "maskrcnn-coco-1x")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,19 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    if args.list_recipes:
-        list_recipes("detect")
-        return 0
-    if not args.recipe:
-        args.recipe = "detect-small"
-    cfg = resolve_args(args)
-    if RECIPES[cfg["recipe"]].get("task") != "detect":
-        raise ValueError(f"recipe {cfg['recipe']!r} is not a detection recipe (detection recipes: "
-                         f"{', '.join(DETECT_RECIPES)})")
-    if args.print_config:
-        print_config(cfg)
-        return 0
-    return run_training(cfg, "detect train")
+    return run_task_training(args, "detect", "detect-small", "detect train")
 
 
 def _check_counts(args: argparse.Namespace, *flags: str) -> None:

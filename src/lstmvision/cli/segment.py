@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from lstmvision.cli._common import add_scene_arguments
-from lstmvision.cli.train import add_train_arguments, list_recipes, print_config, resolve_args, run_training
-from lstmvision.engine.recipes import RECIPES
+from lstmvision.cli.train import add_train_arguments, run_task_training
 
 ACTIONS = {
     "train": "train UperNet on a backbone (registered name or timm:NAME) through the training engine",
@@ -80,19 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    if args.list_recipes:
-        list_recipes("segment")
-        return 0
-    if not args.recipe:
-        args.recipe = "upernet-small"
-    cfg = resolve_args(args)
-    if RECIPES[cfg["recipe"]].get("task") != "segment":
-        raise ValueError(f"recipe {cfg['recipe']!r} is a classification recipe; use `lstmvision train` "
-                         "(segmentation recipes: upernet-small, upernet-ade20k)")
-    if args.print_config:
-        print_config(cfg)
-        return 0
-    return run_training(cfg, "segment train")
+    return run_task_training(args, "segment", "upernet-small", "segment train")
 
 
 def _load(args: argparse.Namespace):

@@ -49,6 +49,28 @@ def print_config(cfg: dict[str, Any]) -> None:
     print(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=True), end="")
 
 
+def run_task_training(args: argparse.Namespace, task: str, default_recipe: str, prog: str) -> int:
+    """`segment train` / `detect train`: --list-recipes, the task's default recipe, a recipe of another task
+    refused in one line, --print-config, then the training run."""
+    if args.list_recipes:
+        list_recipes(task)
+        return 0
+    if not args.recipe:
+        args.recipe = default_recipe
+    cfg = resolve_args(args)
+    recipe_task = RECIPES[cfg["recipe"]].get("task", "classify")
+    if recipe_task != task:
+        words = {"classify": "classification", "segment": "segmentation", "detect": "detection"}
+        own = ", ".join(name for name, r in RECIPES.items() if r.get("task") == task)
+        hint = "; use `lstmvision train`" if recipe_task == "classify" else ""
+        raise ValueError(f"recipe {cfg['recipe']!r} is a {words[recipe_task]} recipe, not a {words[task]} recipe"
+                         f"{hint} ({words[task]} recipes: {own})")
+    if args.print_config:
+        print_config(cfg)
+        return 0
+    return run_training(cfg, prog)
+
+
 def run_training(cfg: dict, prog: str) -> int:
     """Train by `cfg` and print the outcome in the run's metrics (classification or segmentation)."""
     from lstmvision.engine.callbacks import debug_callbacks
