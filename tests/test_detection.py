@@ -20,6 +20,7 @@ from timm.optim import create_optimizer_v2
 from engine_helpers import write_idx_folder
 from lstmvision import create_model
 from lstmvision.cli import main
+from lstmvision.cli.train import result_line
 from lstmvision.data.detection import make_detection_scenes
 from lstmvision.models.detection import create_detector, pyramid_plan
 
@@ -153,6 +154,17 @@ def test_train_and_resume_write_a_detection_run(mask_run, capsys):
     assert model.detector.transform.eval_sizes == (64,)
     assert main(["validate", "--checkpoint", str(mask_run)]) == 2  # a classification command refuses it
     assert "is a detection model, not a classifier" in capsys.readouterr().err
+
+
+def test_the_final_json_line_is_strict_json_without_a_validation_loss():
+    """Detectors have no validation loss (NaN): train's last line still parses with a strict JSON parser."""
+    line = result_line({"rank": 0, "final": {"bbox_mAP": 1.5, "loss": float("nan")}, "best": None, "epochs": 2})
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    assert json.loads(line, parse_constant=refuse) == {"final": {"bbox_mAP": 1.5, "loss": None}, "best": None,
+                                                       "epochs": 2}
 
 
 def _pycocotools(ann_file: Path, results_file: Path, iou_type: str) -> list[float]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from lstmvision.constants import AMP_MODES, DETECTORS
@@ -88,8 +89,21 @@ def run_training(cfg: dict, prog: str) -> int:
             print(f"{prog}: done in {result['time_s']:.0f}s; final {scores} loss {final['loss']:.4f}; best "
                   f"{task.score} {best.get(task.score, float('nan')):.2f}% (epoch {best.get('epoch')})")
             print(f"{prog}: run folder: {result['run_dir']} (checkpoints best/ and last/)")
-        print(json.dumps({k: v for k, v in result.items() if k != "rank"}), flush=True)
+        print(result_line(result), flush=True)
     return 0
+
+
+def result_line(result: dict) -> str:
+    """The run's outcome as one line of strict JSON: a metric that is not a number (detection has no
+    validation loss: NaN) is null, which every JSON parser reads."""
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return [finite(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return json.dumps(finite({k: v for k, v in result.items() if k != "rank"}), allow_nan=False)
 
 
 # timm's train.py short flags
