@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmvision.constants import AMP_MODES
-from lstmvision.errors import first_line
+from lstmvision.errors import os_reason
 
 if TYPE_CHECKING:
     import torch
@@ -143,12 +143,6 @@ def check_task(model: Any, command: str) -> None:
         use = f"`lstmvision {task} {command}`" if command in ("validate", "predict") else None
         raise ValueError(f"{name} is {_TASK_MODELS[task]}, not a classifier: `lstmvision {command}` takes "
                          "classification models" + (f"; use {use}" if use else ""))
-
-
-def os_reason(e: OSError) -> str:
-    """What went wrong in words, without errno and path: 'permission denied', 'read-only file system'."""
-    text = e.strerror or first_line(e)
-    return text[:1].lower() + text[1:]
 
 
 def write_output(path: Path, text: str) -> None:

@@ -9,18 +9,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip
+from lstmvision.data import BadImageCounter, build_loader, file_id, limit, open_image_or_skip, save_png
 from lstmvision.data.detection import CocoDetection, DetectionTransform, base_dataset, collate_detection
 from lstmvision.device import autocast_context
-from lstmvision.errors import first_line
 from lstmvision.tasks.detect import COCO_STATS, coco_results, detect_batches, evaluate_detection
-from lstmvision.weights import atomic_write
 
 
 def check_detector(model: nn.Module) -> None:
@@ -126,12 +124,8 @@ def _key(name: str) -> str:
     return os.path.normcase(name).casefold()
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+def _array(picture: torch.Tensor) -> np.ndarray:
+    return picture.permute(1, 2, 0).numpy()  # (3, H, W) -> (H, W, 3)
 
 
 def check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], overwrite: bool = False) -> None:
@@ -140,25 +134,14 @@ def check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], overwrite: bo
     existing = [p for p in outputs if p.exists() or p.is_symlink()]
     if not existing:
         return
-    ids = {i: p for p in inputs if (i := _file_id(Path(p))) is not None}
+    ids = {i: p for p in inputs if (i := file_id(Path(p))) is not None}
     for path in existing:
-        if _file_id(path) in ids:
-            raise FileExistsError(f"{path} would replace the input {ids[_file_id(path)]}: choose another output")
+        if file_id(path) in ids:
+            raise FileExistsError(f"{path} would replace the input {ids[file_id(path)]}: choose another output")
         if path.is_dir():
             raise IsADirectoryError(f"cannot write {path}: it is a folder")
         if not overwrite:
             raise FileExistsError(f"{path} exists; give --overwrite to replace it, or another output")
-
-
-def save_picture(picture: torch.Tensor, path: Path) -> None:
-    """A uint8 (3, H, W) tensor as a PNG file, written atomically."""
-    array = picture.permute(1, 2, 0).numpy()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
-    except OSError as e:
-        reason = e.strerror or first_line(e)
-        raise PermissionError(f"cannot write {path}: {reason[:1].lower() + reason[1:]}") from None
 
 
 # ------------------------------------------------------------------------------------------- predict
@@ -184,7 +167,7 @@ def predict_split(model: nn.Module, data: str | os.PathLike, device: torch.devic
         n += len(ids)
         for image, image_id, out in zip(x, ids, outputs):
             if vis_dir is not None:
-                save_picture(draw_detections(image, out, base.class_names, vis_threshold), pictures[by_id[image_id]])
+                save_png(pictures[by_id[image_id]], _array(draw_detections(image, out, base.class_names, vis_threshold)))
     return results, n, bad.count
 
 
@@ -215,5 +198,5 @@ def predict_files(model: nn.Module, images: Sequence[str | os.PathLike], device:
         results += [dict(e, file_name=str(path)) for e in entries]
         n += 1
         if vis_dir is not None:
-            save_picture(draw_detections(x, out, names, vis_threshold), pictures[k])
+            save_png(pictures[k], _array(draw_detections(x, out, names, vis_threshold)))
     return results, n, skipped

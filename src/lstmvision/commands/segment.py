@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip
+from lstmvision.data import BadImageCounter, build_loader, file_id, limit, open_image_or_skip, save_png
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset
 from lstmvision.device import autocast_context
-from lstmvision.errors import first_line
+from lstmvision.errors import os_reason
 from lstmvision.models.upernet import segment_logits
 from lstmvision.tasks.segment import default_stride, evaluate_segmentation
 from lstmvision.weights import atomic_write
@@ -40,11 +40,6 @@ def check_segmenter(model: nn.Module) -> None:
     if (getattr(model, "pretrained_cfg", None) or {}).get("task") != "segment":
         raise ValueError(f"{getattr(model, 'label', 'the model')} is not a segmentation model: train one with "
                          "`lstmvision segment train`")
-
-
-def _reason(e: OSError) -> str:
-    text = e.strerror or first_line(e)
-    return text[:1].lower() + text[1:]
 
 
 def validate_segmentation(model: nn.Module, data: str | os.PathLike, device: torch.device, amp: str = "none",
@@ -141,7 +136,7 @@ def save_examples(examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     except OSError as e:
-        raise PermissionError(f"cannot write {path}: {_reason(e)}") from None
+        raise PermissionError(f"cannot write {path}: {os_reason(e)}") from None
     finally:
         plt.close(fig)
     return path
@@ -159,14 +154,6 @@ class MaskTarget:
 def _name_key(path: Path) -> str:
     # one key for names a case-insensitive file system would take for the same file
     return os.path.normcase(os.path.abspath(path)).casefold()
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def mask_targets(images: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[MaskTarget]:
@@ -206,7 +193,7 @@ def mask_targets(images: Sequence[str | os.PathLike], output: str | os.PathLike)
 def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False) -> None:
     """Refuse, before any image is segmented, outputs that would replace an input image (always), existing
     files (unless `overwrite`) and folders or files in the way: one error line naming the file."""
-    inputs = {i: t.image for t in targets if (i := _file_id(t.image)) is not None}
+    inputs = {i: t.image for t in targets if (i := file_id(t.image)) is not None}
     for t in targets:
         for path in (t.mask, t.colour):
             blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
@@ -214,7 +201,7 @@ def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False) -
                 raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
             if not (path.exists() or path.is_symlink()):
                 continue
-            same = inputs.get(_file_id(path))
+            same = inputs.get(file_id(path))
             if same is not None:
                 raise FileExistsError(f"the mask of {t.image} would replace the input image {same}: choose "
                                       "another --output")
@@ -223,14 +210,6 @@ def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False) -
             if not overwrite:
                 raise FileExistsError(f"{path} exists (the mask of {t.image}); give --overwrite to replace it, or "
                                       "another --output")
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
-    except OSError as e:
-        raise PermissionError(f"cannot write {path}: {_reason(e)}") from None
 
 
 @torch.no_grad()
@@ -261,8 +240,8 @@ def predict_masks(model: nn.Module, images: Sequence[str | os.PathLike], device:
                                     scales=scales, flip=flip, out_size=(img.height, img.width))
         # a class index per pixel: 8-bit PNG, 16-bit beyond 256 classes (uint8 would wrap around)
         mask = logits.float().argmax(1)[0].cpu().numpy().astype(np.uint8 if model.num_classes <= 256 else np.uint16)
-        _save_png(t.mask, mask)
-        _save_png(t.colour, colourise(mask, model.num_classes))
+        save_png(t.mask, mask)
+        save_png(t.colour, colourise(mask, model.num_classes))
         counts = np.bincount(mask.ravel(), minlength=model.num_classes)
         top = [(names[i] if i < len(names) else str(i), round(100 * c / mask.size, 1))
                for i, c in sorted(enumerate(counts), key=lambda ic: -ic[1]) if c][:3]

@@ -26,6 +26,8 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lstmvision.constants import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INTERPOLATIONS  # noqa: F401 (re-exported)
+from lstmvision.errors import os_reason
+from lstmvision.weights import atomic_write
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [
@@ -184,6 +186,25 @@ class ImageFolderDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, label
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, None otherwise: the same file under any name or link."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """An (H, W[, C]) uint8 array as a PNG file, folders made, written atomically; a failure is one
+    PermissionError naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: {os_reason(e)}") from None
 
 
 def _reason(e: Exception) -> str:
