@@ -306,7 +306,7 @@ def _to_scan(
 def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0) -> torch.Tensor:
     """The inverse of `_to_scan` (`grid` is the row-major grid)."""
     h, w = grid
-    return _to_scan(x, (w, h), direction, num_cls)[0] if direction >= 2 else x
+    return _to_scan(x, (w, h), direction, num_cls)[0]
 
 
 @register_notrace_module  # a leaf for timm's fx tracing: the mLSTM dispatches on the real input

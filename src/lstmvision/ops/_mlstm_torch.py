@@ -1,5 +1,5 @@
-"""The PyTorch forms of the mLSTM (`parallel`, `fused`, `chunkwise`, `recurrent`); see `lstmvision.ops.mlstm` for the
-math, the shapes and the precision policy. Shared by the public op and the Triton op's backward."""
+"""The PyTorch forms of the mLSTM (`parallel`, `fused`, `factored`, `chunkwise`, `recurrent`); see
+`lstmvision.ops.mlstm` for the math, the shapes and the precision policy. Shared by the public op and the Triton op's backward."""
 from __future__ import annotations
 
 import math

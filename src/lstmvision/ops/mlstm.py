@@ -15,8 +15,8 @@ normaliser. Backends:
   half never computed, scale and normaliser applied to S x D tensors).
 - ``factored``: the quadratic form with no elementwise (S, S) work: the stabilised decay is a key factor times
   a query factor, carried by k and q, and the row sums come with the value product; what ``auto`` runs for
-  short sequences on the CPU (on other devices ``auto`` keeps ``fused`` until a GPU measurement decides). When the gates' spread would put the factors outside the dtype's range (and for fp16, or
-  while tracing for ONNX) it runs ``fused``, under torch.compile ``parallel``.
+  short sequences on the CPU. When the gates' spread would put the factors outside the dtype's range (and for
+  fp16, or while tracing for ONNX) it runs ``fused``, under torch.compile ``parallel``.
 - ``chunkwise``: chunks of ``chunk_size`` tokens; the intra-chunk part is one batched quadratic form over all
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
   works: the sequence is zero-padded at the end, which cannot change causal outputs of the real tokens.
@@ -36,8 +36,9 @@ sums, maxima, exponentials), the normaliser and the recurrent states are fp32 (f
 is switched off inside, so this holds under `torch.autocast` too.
 
 Backend choice: the ``backend`` argument, else the active choice of `lstmvision.ops.dispatch` (`set_backend`,
-`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: factored (CPU) or fused (other devices) up to ``PARALLEL_MAX_LEN``
-tokens and chunkwise above, on every device. Triton is opt-in only (no committed GPU measurement yet).
+`use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: up to ``PARALLEL_MAX_LEN`` tokens
+factored on the CPU and fused on other devices (no GPU measurement yet; factored syncs with the host once per
+call for its range check), chunkwise above. Triton is opt-in only (no committed GPU measurement yet).
 """
 from __future__ import annotations
 
