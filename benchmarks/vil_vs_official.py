@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import lstmvision
-from lstmvision.device import versions
+from lstmvision.device import device_name, versions
 from lstmvision.ops.dispatch import use_backend
 
 # lstmvision name -> the official VisionLSTM2 constructor arguments (vision-lstm.md: depth counts block pairs)
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['vs_official']:.3f}x official")
     print(f"max |logit difference| official vs lstmvision: {diff:.2e}")
     if args.json:
-        report = dict(command="python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), threads=args.threads,
+        report = dict(command="python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
+                      device=device_name(torch.device("cpu")), threads=args.threads,
                       clock="process CPU time" if args.cpu_time else "wall", mode=args.mode,
                       batch_size=args.batch_size, img_size=args.img_size, max_abs_logit_diff=diff,
                       versions=versions(), results=rows)
