@@ -90,6 +90,9 @@ def test_factored_falls_back_beyond_its_range(monkeypatch):
     calls.clear()
     _fwd_bwd(_inputs(1, 2, 64, 8), "factored")
     assert not calls
+    half = _inputs(1, 2, 64, 8, dtype=torch.bfloat16)  # bf16/fp16: never the factored product (not accurate there)
+    assert torch.equal(_fwd_bwd(half, "factored")[0], _fwd_bwd(half, "fused")[0])
+    assert calls
 
 
 def test_chunkwise_padding_and_chunk_size_cannot_change_the_result():
@@ -158,6 +161,33 @@ def test_bf16_is_stable_for_extreme_gates(backend):
     assert all(torch.isfinite(a.grad).all() for a in args)
     err = (h.float() - ref).abs().max().item()
     assert err <= 0.05 * max(1.0, ref.abs().max().item()), err
+
+
+def _errors_vs_fp64_recurrent(xs, backend):
+    """Max |h - h_ref| and max over the inputs of max |g - g_ref| / max |g_ref|, the reference being the fp64
+    `recurrent` form from the same (already rounded) inputs, with one cotangent exact in every dtype."""
+    g = torch.Generator().manual_seed(1)
+    cot = torch.randn(xs[0].shape[:3] + xs[2].shape[3:], generator=g).to(xs[0].dtype).double()
+    out = []
+    for name, dtype in ((backend, xs[0].dtype), ("recurrent", torch.float64)):
+        ts = [t.detach().to(dtype).requires_grad_() for t in xs]
+        h = mlstm(*ts, backend=name, chunk_size=16)
+        out.append((h.detach().double(), torch.autograd.grad(h, ts, cot.to(dtype))))
+    (h, grads), (h_ref, g_ref) = out
+    grad_err = max(((a.double() - b).abs().max() / b.abs().max()).item() for a, b in zip(grads, g_ref))
+    return (h - h_ref).abs().max().item(), grad_err
+
+
+@pytest.mark.parametrize("backend", ["factored", "auto"])
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_bf16_factored_and_auto_are_as_accurate_as_parallel(backend, seed):
+    """In bf16, forward and gradient errors against the fp64 reference stay within 3x those of `parallel` (the
+    official form). On these inputs (seed 0 is check-kernels' mLSTM problem; normalisers near their floor amplify
+    rounding) `fused` measured up to 1.7x, the factored product in bf16 5x to 8x."""
+    xs = _inputs(1, 2, 37, 12, dtype=torch.bfloat16, i_scale=2.0, f_shift=1.0, seed=seed)
+    fwd_ref, grad_ref = _errors_vs_fp64_recurrent(xs, "parallel")
+    fwd, grad = _errors_vs_fp64_recurrent(xs, backend)
+    assert fwd <= 3 * fwd_ref and grad <= 3 * grad_ref, (backend, fwd, fwd_ref, grad, grad_ref)
 
 
 def test_gate_math_stays_fp32_under_autocast(monkeypatch):

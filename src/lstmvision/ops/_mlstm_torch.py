@@ -78,10 +78,17 @@ def _log_weights(i: torch.Tensor, f: torch.Tensor, causal: torch.Tensor | None, 
     return cum, a, run_max
 
 
+FACTORED_DTYPES = (torch.float32, torch.float64)
+
+
 def factor_range_limit(dtype: torch.dtype) -> float:
     """The largest spread of the key log weights `factored` takes in `dtype`: two thirds of the exponent range,
-    so that neither factor overflows and the factor of any key that matters stays a normal number."""
-    return 0.0 if dtype == torch.float16 else 2 / 3 * math.log(torch.finfo(dtype).max)
+    so that neither factor overflows and the factor of any key that matters stays a normal number. 0 (never) for
+    bf16 and fp16: q and k scaled and rounded to the input dtype element by element, then their product rounded,
+    carry a q·k error relative to sum_d |q_d k_d| where the other forms round q·k once; on check-kernels' mLSTM
+    problem in bf16 that was 8x `parallel`'s forward error (4.5x with the factors applied in fp32). Products in
+    fp32 would be accurate but break the precision policy (q·k and value products in the input dtype)."""
+    return 2 / 3 * math.log(torch.finfo(dtype).max) if dtype in FACTORED_DTYPES else 0.0
 
 
 def factored(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bool = False) -> torch.Tensor:
@@ -90,11 +97,11 @@ def factored(q, k, v, i, f, chunk_size: int = 64, eps: float = 1e-6, reverse: bo
     largest a_j of the sequence), so it rides on k and q and the masked q·k product is all the (S, S) work; the
     row sums the normaliser needs come from the same product with a column of ones appended to v. Exact in exact
     arithmetic; in floating point the factors are safe while the spread of a_j stays within `factor_range_limit`
-    (59 in fp32; ViL-T as initialised: 9.5 at 224 px, 38 at 448 px). Beyond it (or fp16, or under ONNX tracing,
-    which takes no data-dependent branch) it runs `fused`; under torch.compile, `parallel` (inductor fuses its
-    (S, S) work: compiled, the two forms measured equal on ViL-T, and the official form needs no branch). The
-    queries go in blocks of about `chunk_size`, each multiplied with the keys it can see only, which skips most
-    of the masked half of the product."""
+    (59 in fp32; ViL-T as initialised: 9.5 at 224 px, 38 at 448 px). Beyond it, for bf16 and fp16 inputs (not
+    accurate there: see `factor_range_limit`) and under ONNX tracing (which takes no data-dependent branch) it runs
+    `fused`; under torch.compile, `parallel` (inductor fuses its (S, S) work: compiled, the two forms measured
+    equal on ViL-T, and the official form needs no branch). The queries go in blocks of about `chunk_size`, each
+    multiplied with the keys it can see only, which skips most of the masked half of the product."""
     gdt = gate_dtype(q)
     if torch.compiler.is_compiling():  # compiled, `parallel` fuses its (S, S) work as well as this (measured)
         return parallel(q, k, v, i, f, chunk_size, eps, reverse)

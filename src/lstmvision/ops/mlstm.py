@@ -15,8 +15,10 @@ normaliser. Backends:
   half never computed, scale and normaliser applied to S x D tensors).
 - ``factored``: the quadratic form with no elementwise (S, S) work: the stabilised decay is a key factor times
   a query factor, carried by k and q, and the row sums come with the value product; what ``auto`` runs for
-  short sequences on the CPU. When the gates' spread would put the factors outside the dtype's range (and for
-  fp16, or while tracing for ONNX) it runs ``fused``, under torch.compile ``parallel``.
+  short sequences on the CPU. fp32 and fp64 only: for bf16 and fp16 inputs it runs ``fused`` (q and k scaled by
+  the factors and rounded to the input dtype lose several times the other forms' accuracy; see
+  `_mlstm_torch.factor_range_limit`), as it does when the gates' spread would put the factors outside the
+  dtype's range or while tracing for ONNX; under torch.compile it runs ``parallel``.
 - ``chunkwise``: chunks of ``chunk_size`` tokens; the intra-chunk part is one batched quadratic form over all
   chunks, the inter-chunk (C, n, m) states are carried by a loop over chunks only. Memory is linear in S. Any S
   works: the sequence is zero-padded at the end, which cannot change causal outputs of the real tokens.
@@ -31,14 +33,24 @@ output flipped back; ``parallel``, ``fused`` and ``factored`` do it without movi
 masks, cumulative sums from the end), the others flip.
 
 All of them compute the same function; they differ only in where eps meets the stabiliser (≈1e-7 relative).
-Precision policy: q·k and the value products run in the input dtype; the gate math (logsigmoid, cumulative
-sums, maxima, exponentials), the normaliser and the recurrent states are fp32 (fp64 inputs stay fp64). Autocast
-is switched off inside, so this holds under `torch.autocast` too.
+Precision policy, per input dtype (autocast is switched off inside, so it holds under `torch.autocast` too):
+
+- fp64: everything in fp64.
+- fp32: everything in fp32, but ``parallel``, ``fused`` and ``factored`` take the cumulative log forget gates
+  and the log weights built from them in fp64 (except on mps), so that their differences do not cancel.
+- bf16, fp16: q·k and the value products of the quadratic forms (``parallel``, ``fused``, the intra-chunk part
+  of ``chunkwise``) run in the input dtype; the gate math (logsigmoid, cumulative sums, maxima, exponentials,
+  the decay matrix), the normaliser and the recurrent states, with the products that build or read them
+  (``recurrent`` throughout, ``chunkwise``'s inter-chunk part), are fp32 (the fp64 terms above stay fp64).
+  ``factored`` runs ``fused``.
+
+The output has the input dtype.
 
 Backend choice: the ``backend`` argument, else the active choice of `lstmvision.ops.dispatch` (`set_backend`,
 `use_backend`; initially ``LSTMVISION_MLSTM_BACKEND``), else ``auto``: up to ``PARALLEL_MAX_LEN`` tokens
-factored on the CPU and fused on other devices (no GPU measurement yet; factored syncs with the host once per
-call for its range check), chunkwise above. Triton is opt-in only (no committed GPU measurement yet).
+factored on the CPU (which is fused for bf16/fp16 inputs) and fused on other devices (no GPU measurement yet;
+factored syncs with the host once per call for its range check), chunkwise above. Triton is opt-in only (no
+committed GPU measurement yet).
 """
 from __future__ import annotations
 
@@ -75,9 +87,9 @@ NATIVE_REVERSE = ("parallel", "fused", "factored")  # take reverse=True; the oth
 
 def resolve_mlstm_backend(backend: str | None, seq_len: int, device: torch.device | str | None = None) -> str:
     """The backend a call uses: `backend`, else the active choice (`dispatch`), with 'auto' resolved by length
-    and device: the quadratic form up to PARALLEL_MAX_LEN tokens, `factored` on the CPU (measured fastest there)
-    and `fused` elsewhere (no GPU measurement yet, and `factored` syncs with the host once per call to check
-    its range).
+    and device: the quadratic form up to PARALLEL_MAX_LEN tokens, `factored` on the CPU (measured fastest there
+    in fp32; it runs `fused` for bf16/fp16 inputs) and `fused` elsewhere (no GPU measurement yet, and `factored`
+    syncs with the host once per call to check its range).
 
     With `device` given, 'triton' is checked to be runnable there (RuntimeError otherwise).
     """
