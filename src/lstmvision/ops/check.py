@@ -9,7 +9,11 @@ the checked dtype (so a row measures the backend's arithmetic, not the rounding 
 Per row: `fwd_abs_err` = max |y - y_ref|, `grad_rel_err` = max over the input and weight gradients of
 max |g - g_ref| / max |g_ref|. A row passes when both are within its tolerance: fp32 1e-5 (the forward error
 relative to max(1, max |y_ref|)); bf16 5e-2 and fp16 1e-2 (8 and 11 mantissa bits through a recurrence with
-inputs, weights and outputs in that type). `ms` is the median time of one forward call.
+inputs, weights and outputs in that type). The plain forms run in bf16 stay well inside that on the CPU
+(mLSTM `parallel`, the official formulation, and `recurrent`: gradients within 7e-3, forward within 3e-3 of the
+scale; rnn2d `module`, PyTorch's own cells: within 2.3e-2), so a failing row is several times their rounding
+error, not noise. `ms` is the median time of
+one forward call. `factored` runs `fused` in bf16 and fp16 (its row says so).
 
 Triton rows need CUDA, or CPU under TRITON_INTERPRET=1 (otherwise "unavailable", not failed); under the
 interpreter bf16 is unavailable (its numpy backend has no bf16 dot) and `ms` is not measured (meaningless).
@@ -32,6 +36,7 @@ import torch
 
 from lstmvision.device import time_steps
 from lstmvision.ops import _flashrnn, _mlstm_kernels
+from lstmvision.ops._mlstm_torch import FACTORED_DTYPES
 from lstmvision.ops._triton_common import can_run, interpret
 from lstmvision.ops.mlstm import mlstm
 from lstmvision.ops.rnn2d import rnn2d, rnn2d_reference
@@ -179,6 +184,8 @@ def check_case(case: _Case, backend: str, dtype: torch.dtype, cotangent: torch.T
     if device.type == "cuda" and dtype == torch.float32 and backend in _mlstm_kernels.TRITON:
         tol = TF32_TOLERANCE
         notes.append("TF32 tl.dot")
+    if backend == "factored" and dtype not in FACTORED_DTYPES:
+        notes.append("runs fused in this dtype")
     y, grads, ts = _fwd_bwd(case, backend, dtype, cotangent)
     fwd = float((y - y_ref).abs().max())
     grad = max(_max_rel(a, b) for a, b in zip(grads, g_ref))
