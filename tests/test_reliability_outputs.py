@@ -92,7 +92,7 @@ def test_segment_predict_never_replaces_an_input_or_an_earlier_output(ckpts, tmp
     # the input's own folder: x.png's mask would be x.png itself, refused even with --overwrite
     for extra in ([], ["--overwrite"]):
         assert main([*base, str(a), "-o", str(imgs), *extra]) == 2
-        assert "would replace the input image" in one_error(capsys, "segment")
+        assert "would replace the input" in one_error(capsys, "segment")
     assert {p: p.read_bytes() for p in (a, b, c)} == before
     out = tmp_path / "out"
     assert main([*base, str(a), str(b), str(c), "-o", str(out)]) == 0

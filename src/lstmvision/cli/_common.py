@@ -10,13 +10,11 @@ used, or a checkpoint / save_pretrained folder). `--input-size C H W` sets the i
 from __future__ import annotations
 
 import argparse
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmvision.constants import AMP_MODES
-from lstmvision.errors import os_reason
 
 if TYPE_CHECKING:
     import torch
@@ -145,56 +143,28 @@ def check_task(model: Any, command: str) -> None:
                          "classification models" + (f"; use {use}" if use else ""))
 
 
-def write_output(path: Path, text: str) -> None:
-    """Write a result file atomically (its folders made), a failure as one line naming the file."""
-    from lstmvision.weights import atomic_write
+def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "outputs") -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} of an earlier run (a file this command reads is never replaced)")
+
+
+def data_reads(data: str | None) -> list[Path]:
+    """The data folder or file a command reads (`--data`; its default, the Fashion-MNIST folder, when None)."""
+    from lstmvision.data import default_data_root
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p: Path(p).write_text(text))
-    except OSError as e:
-        raise PermissionError(f"cannot write {path}: {os_reason(e)}") from None
+        return [Path(data) if data else Path(default_data_root())]
+    except (OSError, ValueError):  # no default data here: the command itself reports it
+        return []
 
 
-def check_output_file(path: str | Path, flag: str, overwrite: bool | None = None) -> Path:
-    """Refuse, before any work, an output file that cannot be written, in one line naming it: a folder at `path`,
-    a file where one of its folders should be, a place where no file can be made (missing folders are made
-    when it is written); with `overwrite` False also an existing file."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder ({flag} takes a file name)")
-    if overwrite is False and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"{path} exists; give --overwrite to replace it")
-    _check_creatable(path.parent, path)
-    return path
+def weights_reads(args: argparse.Namespace) -> list[Path]:
+    """The checkpoint files and folders a command loads (--checkpoint, --initial-checkpoint): never outputs."""
+    from lstmvision.outputs import checkpoint_reads
 
-
-def check_output_folder(path: str | Path, flag: str) -> Path:
-    """Refuse, before any work, an output folder that cannot be written (a file, or under a file, or in a place
-    where nothing can be made), in one line naming it; it is made when the first file is written."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"cannot write to {path}: it is a file, not a folder ({flag} takes a folder)")
-    _check_creatable(path, path)
-    return path
-
-
-def _check_creatable(folder: Path, target: Path) -> None:
-    """That a file can be made in `folder`, or in the nearest existing folder above it (where `folder` will be
-    made): tried with a nameless temporary file, which also catches what os.access misses (root, read-only
-    file systems)."""
-    try:
-        existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
-        is_dir = existing.is_dir()
-    except OSError as e:
-        raise PermissionError(f"cannot write {target}: {os_reason(e)}") from None
-    if not is_dir:
-        raise NotADirectoryError(f"cannot write {target}: {existing} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise PermissionError(f"cannot write {target}: {os_reason(e)}") from None
+    paths = [getattr(args, "checkpoint", None), getattr(args, "initial_checkpoint", None)]
+    paths = [q for p in paths for q in (p if isinstance(p, list) else [p])]
+    return [r for p in paths for r in checkpoint_reads(p)]
 
 
 def add_scene_arguments(p: argparse.ArgumentParser, layout: str, train: int, val: int, size: int) -> None:
@@ -223,6 +193,13 @@ def add_analysis_arguments(p: argparse.ArgumentParser, limit: bool = True) -> No
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", required=True, help="output folder")
+    add_overwrite_argument(p, "the report of an earlier run in --output")
+
+
+def analysis_reads(args: argparse.Namespace) -> list[Path]:
+    """What an analysis command reads: its data, checkpoints and weights (never replaced by its report)."""
+    data = getattr(args, "data", None)
+    return ([Path(data)] if data else []) + weights_reads(args)
 
 
 def add_analysis_models(p: argparse.ArgumentParser, checkpoint_help: str = "trained model folders "

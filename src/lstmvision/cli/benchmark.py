@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
+from lstmvision.cli._common import add_overwrite_argument
 from lstmvision.constants import PRECISIONS, RNN2D_BACKENDS
 
 
@@ -31,11 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-macs", action="store_true", help="skip counting MACs")
     p.add_argument("--no-check", action="store_true", help="skip the logits comparison against baselines")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    add_overwrite_argument(p, "an existing --json file")
 
 
 def run(args: argparse.Namespace) -> int:
     from lstmvision.commands.benchmark import benchmark, table
+    from lstmvision.outputs import check_outputs, write_text
 
+    if args.json:  # before the measurement, not after it
+        check_outputs([args.json], [], args.overwrite)
     report = benchmark(
         args.model, args.compare, args.batch_size, args.img_size, args.precision, args.mode, args.device,
         args.channels_last, args.compile, args.kernels, args.warmup, args.iters, args.repeats,
@@ -44,7 +48,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(table(report))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_text(args.json, json.dumps(report, indent=2))
     return 0

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from lstmvision.cli._common import add_scene_arguments
-from lstmvision.cli.train import add_train_arguments, run_task_training
+from lstmvision.cli._common import add_overwrite_argument, add_scene_arguments
+from lstmvision.cli.train import DEFAULT_RECIPES, add_train_arguments, run_task_training
 
 ACTIONS = {
     "train": "train Faster R-CNN, RetinaNet, FCOS or Mask R-CNN on a backbone (registered name or timm:NAME)",
@@ -51,6 +51,7 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-file", metavar="PATH",
                    help="also write the result to PATH: CSV (one header row, one result row) if it ends in .csv, "
                         "JSON if .json")
+    add_overwrite_argument(p, "an existing --results-file")
     _add_run_arguments(p)
 
 
@@ -64,8 +65,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "and for Mask R-CNN segmentation (RLE); image files also get file_name")
     p.add_argument("--save-vis", metavar="DIR", help="draw the detections on each image into DIR/<stem>.png")
     p.add_argument("--vis-threshold", type=float, default=0.3, help="lowest score drawn (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace outputs of an earlier run (an input is never replaced)")
+    add_overwrite_argument(p)
     _add_run_arguments(p)
 
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    return run_task_training(args, "detect", "detect-small", "detect train")
+    return run_task_training(args, "detect", DEFAULT_RECIPES["detect"], "detect train")
 
 
 def _check_counts(args: argparse.Namespace, *flags: str) -> None:
@@ -103,19 +103,20 @@ def _load(args: argparse.Namespace):
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import write_output
+    from lstmvision.cli._common import weights_reads
     from lstmvision.cli.validate import check_results_file, results_text
     from lstmvision.commands.detect import detection_table, validate_detection
+    from lstmvision.outputs import write_text
 
     _check_counts(args, "limit_val", "workers")
-    out = check_results_file(args.results_file) if args.results_file else None
+    out = check_results_file(args, [Path(args.data), *weights_reads(args)])
     model, device = _load(args)
     result = validate_detection(model, args.data, device, args.split, args.amp, args.limit_val, args.workers,
                                 args.strict_images)
     result["checkpoint"] = args.checkpoint
     print(detection_table(result), end="")
     if out is not None:
-        write_output(out, results_text(result, out.suffix))
+        write_text(out, results_text(result, out.suffix))
         print(f"detect validate: results written to {out}")
     return 0
 
@@ -123,6 +124,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _predict_inputs(args: argparse.Namespace) -> list[Path]:
     """The image files to predict (none with --data), refused in one line when missing or mixed with --data."""
     from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.outputs import check_output_folder, outside
 
     if args.data and args.images:
         raise ValueError("give image files or --data (with --split), not both")
@@ -134,38 +136,40 @@ def _predict_inputs(args: argparse.Namespace) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                     if len(missing) > 1 else ""))
-    vis = Path(args.save_vis).resolve() if args.save_vis else None
-    files: list[Path] = []
-    for item in map(Path, args.images):  # a folder's images, not the pictures of an earlier run written inside it
-        files += [f for f in list_images(item) if vis is None or vis not in f.resolve().parents] \
-            if item.is_dir() else [item]
+    if args.save_vis:  # not the images' folder: the next run would read the pictures as images
+        check_output_folder(args.save_vis, "--save-vis", [Path(p) for p in args.images if Path(p).is_dir()])
+    # a folder's images, not the pictures of an earlier run written inside it
+    files = [f for item in map(Path, args.images) for f in (outside(list_images(item), args.save_vis)
+                                                           if item.is_dir() else [item])]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
     return files
 
 
-def _check_results_output(args: argparse.Namespace, files: list[Path]) -> Path | None:
-    """--output: a .json name that replaces no input (the images, the data's annotation files) and no earlier
-    results without --overwrite."""
-    from lstmvision.cli._common import check_output_file
-    from lstmvision.commands.detect import check_outputs
-    from lstmvision.data.detection import annotation_file
+def _predict_reads(args: argparse.Namespace, files: list[Path]) -> list[Path]:
+    """What `detect predict` reads: the data folder or the image files and folders, and the checkpoint."""
+    from lstmvision.cli._common import weights_reads
+
+    return [*([Path(args.data)] if args.data else [*files, *map(Path, args.images)]), *weights_reads(args)]
+
+
+def _check_results_output(args: argparse.Namespace, reads: list[Path]) -> Path | None:
+    """--output: a .json name that replaces nothing the command reads and no earlier results without
+    --overwrite."""
+    from lstmvision.outputs import check_outputs
 
     if args.output is None:
         return None
     out = Path(args.output)
     if out.suffix.lower() != ".json":
         raise ValueError(f"--output {out}: a COCO results file is JSON; give a name ending in .json")
-    inputs = list(files)
-    if args.data:  # every annotation file of the data, whichever split the run's default is
-        inputs += sorted(annotation_file(args.data, "x").parent.glob("*.json"))
-    check_outputs([out], inputs, args.overwrite)
-    return check_output_file(out, "--output")
+    check_outputs([out], reads, args.overwrite)
+    return out
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_output_folder, write_output
     from lstmvision.commands.detect import predict_files, predict_split
+    from lstmvision.outputs import check_output_folder, write_text
 
     _check_counts(args, "limit", "workers")
     if not 0 <= args.vis_threshold <= 1:
@@ -175,9 +179,10 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.limit is not None and not args.data:
         raise ValueError("--limit goes with --data (a split); give fewer image files instead")
     files = _predict_inputs(args)
-    out = _check_results_output(args, files)
+    reads = _predict_reads(args, files)
+    out = _check_results_output(args, reads)
     if args.save_vis:
-        check_output_folder(args.save_vis, "--save-vis")
+        check_output_folder(args.save_vis, "--save-vis", [r for r in reads if r.is_dir()])
     model, device = _load(args)
     if args.data:
         results, n, skipped = predict_split(model, args.data, device, args.split, args.amp, args.limit, args.workers,
@@ -190,20 +195,23 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not n:
         raise ValueError("none of the images could be read")
     if out is not None:
-        write_output(out, json.dumps(results))
+        write_text(out, json.dumps(results))
     where = " and ".join(str(p) for p in (out, args.save_vis) if p)
     print(f"detect predict: {len(results)} detections on {n} images -> {where}")
     return 0
 
 
 def _run_scenes(args: argparse.Namespace) -> int:
+    from lstmvision.cli._common import data_reads
     from lstmvision.data.detection import make_detection_scenes
+    from lstmvision.outputs import check_output_folder
 
     for flag in ("train", "val", "max_objects"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     if args.size < 32:
         raise ValueError(f"--size must be at least 32, got {args.size}")
+    check_output_folder(args.output, "--output", data_reads(args.source))  # never inside the garments
     info = make_detection_scenes(args.output, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
                                  source=args.source, max_objects=args.max_objects)
     counts = info.get("counts", {})

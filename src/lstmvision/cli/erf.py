@@ -28,14 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import resolve_input_size, warn_random_weights
-    from lstmvision.commands.analysis.common import open_images
+    from lstmvision.cli._common import analysis_reads, resolve_input_size, warn_random_weights
+    from lstmvision.commands.analysis.common import check_report, open_images
     from lstmvision.commands.analysis.erf import erf_report, table
     from lstmvision.device import resolve_device
     from lstmvision.models.loading import create_model
 
     resolve_input_size(args)
     specs = analysis_specs(args)
+    reads = analysis_reads(args)
+    check_report(args.output, "erf", args.overwrite, reads)
     if args.images < 1:
         raise ValueError(f"--images must be at least 1, got {args.images}")
     data = open_images(args.data, args.split, None, args.seed, crop_pct=args.crop_pct,
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     for model in models:
         warn_random_weights(model)
     report = erf_report(models, data, args.layers, args.images, args.output, args.img_size, args.layout,
-                        args.train_aug, args.seed, resolve_device(args.device))
+                        args.train_aug, args.seed, resolve_device(args.device), args.overwrite, reads)
     print(table(report))
     print(f"wrote {len(report['maps'])} maps (.npy), erf.png and erf.json to {args.output}")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lstmvision.cli._common import add_input_size_arguments, add_weights_arguments
+from lstmvision.cli._common import add_input_size_arguments, add_overwrite_argument, add_weights_arguments
 from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
 
 
@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                         "or --initial-checkpoint; optional with --checkpoint)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
     p.add_argument("--output", "-o", required=True, help="file to write (.onnx, or .pt for TorchScript)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    add_overwrite_argument(p, "an existing --output file")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
     p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
     p.add_argument("--opset", type=int, default=None, help=f"ONNX opset ({MIN_OPSET}..20, default {DEFAULT_OPSET})")
@@ -22,12 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_output_file, model_from_args, resolve_input_size, warn_random_weights
+    from lstmvision.cli._common import model_from_args, resolve_input_size, warn_random_weights, weights_reads
     from lstmvision.commands import export as ex
 
     # the request and the output file first: nothing is loaded for an export that cannot be written as asked
-    ex.check_request(args.output, args.format, args.batch_size, args.opset, args.overwrite)
-    check_output_file(args.output, "--output", args.overwrite)
+    ex.check_request(args.output, args.format, args.batch_size, args.opset, args.overwrite, weights_reads(args))
     resolve_input_size(args, square=False)  # an export may be H x W
     model = model_from_args(args)
     ex.check_model(model)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from lstmvision.cli._common import add_overwrite_argument
 
 DEFAULT_MODELS = ["sequencer2d_s", "vil2_tiny", "timm:deit_small_patch16_224", "timm:convnext_tiny"]
 
@@ -23,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mLSTM backend for ViL for this run (default: $LSTMVISION_MLSTM_BACKEND, else auto)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--output", "-o", required=True, help="output folder")
+    add_overwrite_argument(p, "the report of an earlier run in --output")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,14 +38,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, specs: list[str]) -> int:
+    from lstmvision.cli._common import weights_reads
+    from lstmvision.commands.analysis.common import check_report
     from lstmvision.commands.analysis.memory import memory_report, table
     from lstmvision.device import resolve_device
     from lstmvision.models.loading import create_model
 
+    reads = weights_reads(args) + [Path(s) for s in specs if Path(s).exists()]
+    check_report(args.output, "memory", args.overwrite, reads)
     device = resolve_device(args.device)
     models = (create_model(spec, None, args.num_classes, args.in_chans).eval() for spec in specs)
     report = memory_report(models, args.sizes, args.output, args.batch_size, args.warmup, args.iters,
-                           not args.no_throughput, device, args.repeats)
+                           not args.no_throughput, device, args.repeats, args.overwrite, reads)
     print(table(report))
     print(f"wrote {args.output}/memory.json, memory.md, memory.png")
     return 0

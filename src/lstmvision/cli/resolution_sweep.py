@@ -16,13 +16,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import warn_random_weights
-    from lstmvision.commands.analysis.common import open_images
+    from lstmvision.cli._common import analysis_reads, warn_random_weights
+    from lstmvision.commands.analysis.common import check_report, open_images
     from lstmvision.commands.analysis.resolution import resolution_sweep, table
     from lstmvision.device import resolve_device
     from lstmvision.models.loading import create_model
 
     specs = analysis_specs(args)
+    reads = analysis_reads(args)
+    check_report(args.output, "resolution", args.overwrite, reads)
     device = resolve_device(args.device)
     data = open_images(args.data, args.split, args.limit, args.seed, crop_pct=args.crop_pct,
                        interpolation=args.interpolation, batch_size=args.batch_size, workers=args.workers)
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
             warn_random_weights(model)
             yield model
 
-    report = resolution_sweep(models(), data, args.output, args.sizes, args.factors, args.native_size, device)
+    report = resolution_sweep(models(), data, args.output, args.sizes, args.factors, args.native_size, device,
+                              args.overwrite, reads)
     print(table(report))
     print(f"wrote {args.output}/resolution.json, resolution.md, resolution.png")
     return 0

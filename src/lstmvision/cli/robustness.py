@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from fractions import Fraction
+from pathlib import Path
 
 from lstmvision.cli._common import (
     INITIAL_CHECKPOINT_HELP,
@@ -43,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_weights_flags, resolve_input_size, warn_random_weights
-    from lstmvision.commands.analysis.common import open_images
+    from lstmvision.cli._common import analysis_reads, check_weights_flags, resolve_input_size, warn_random_weights
+    from lstmvision.commands.analysis.common import check_report, open_images
     from lstmvision.commands.analysis.robustness import check_robustness_settings, robustness_report, table
     from lstmvision.device import resolve_device
     from lstmvision.models.loading import create_model
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     check_robustness_settings(args.corruptions, args.severities, args.eps, args.pgd_steps)
     if args.no_corruptions and not args.attack:
         raise ValueError("--no-corruptions leaves nothing to do without --attack")
+    reads = analysis_reads(args) + ([Path(args.baseline)] if args.baseline and Path(args.baseline).exists() else [])
+    check_report(args.output, "robustness", args.overwrite, reads)
     device = resolve_device(args.device)
     weights = args.initial_checkpoint or (True if args.pretrained else None)
     model = create_model(args.checkpoint or args.model, weights, args.num_classes, args.in_chans).eval()
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                        interpolation=args.interpolation, batch_size=args.batch_size, workers=args.workers)
     report = robustness_report(model, data, args.output, [] if args.no_corruptions else args.corruptions,
                                args.severities, baseline, args.imagenet, args.img_size, args.attack, args.eps,
-                               args.pgd_steps, args.pgd_step_size, device, args.seed)
+                               args.pgd_steps, args.pgd_step_size, device, args.seed, args.overwrite, reads)
     print(table(report))
     print(f"wrote {args.output}/robustness.json, robustness.md" + (", robustness.png" if "top1" in report else ""))
     return 0

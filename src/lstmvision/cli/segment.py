@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from lstmvision.cli._common import add_scene_arguments
-from lstmvision.cli.train import add_train_arguments, run_task_training
+from lstmvision.cli._common import add_overwrite_argument, add_scene_arguments
+from lstmvision.cli.train import DEFAULT_RECIPES, add_train_arguments, run_task_training
 
 ACTIONS = {
     "train": "train UperNet on a backbone (registered name or timm:NAME) through the training engine",
@@ -53,6 +53,7 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict-images", action="store_true", help="an unreadable image or bad mask is an error")
     p.add_argument("--output", "-o", help="write segment_val.md, segment_val.json (and examples.png) here")
     p.add_argument("--examples", type=int, default=0, help="draw the first N images: image | truth | prediction")
+    add_overwrite_argument(p, "the files of an earlier --output")
     _add_tta(p)
 
 
@@ -62,8 +63,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", required=True,
                    help="folder for <stem>.png (class index per pixel) and <stem>_color.png; images of several "
                         "folders keep their folders below the one they share")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace masks of an earlier run (an input image is never replaced)")
+    add_overwrite_argument(p, "masks of an earlier run")
     p.add_argument("--strict-images", action="store_true", help="an unreadable image is an error (default: skipped)")
     _add_tta(p)
     p.epilog = ("Two images with one name (x.png, x.jpg) get x.png and x_2.png. Unreadable images are skipped "
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    return run_task_training(args, "segment", "upernet-small", "segment train")
+    return run_task_training(args, "segment", DEFAULT_RECIPES["segment"], "segment train")
 
 
 def _load(args: argparse.Namespace):
@@ -94,8 +94,9 @@ def _load(args: argparse.Namespace):
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_output_folder, write_output
+    from lstmvision.cli._common import weights_reads
     from lstmvision.commands.segment import save_examples, segmentation_table, validate_segmentation
+    from lstmvision.outputs import check_output_folder, check_outputs, write_text
 
     for flag, least in (("limit_val", 1), ("crop", 1), ("stride", 1), ("examples", 0), ("workers", 0)):
         value = getattr(args, flag)
@@ -105,7 +106,9 @@ def _run_validate(args: argparse.Namespace) -> int:
     if args.examples and not args.output:
         raise ValueError("--examples needs --output (the picture is written there)")
     if args.output:  # before the evaluation, not after it
-        check_output_folder(args.output, "--output")
+        out = check_output_folder(args.output, "--output")
+        written = [out / "segment_val.md", out / "segment_val.json"] + ([out / "examples.png"] if args.examples else [])
+        check_outputs(written, [Path(args.data), *weights_reads(args)], args.overwrite)
     model, device = _load(args)
     result = validate_segmentation(model, args.data, device, args.amp, args.limit_val, args.scales, args.flip,
                                    args.crop, args.stride, args.base_size, args.workers, args.strict_images,
@@ -115,9 +118,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     table = segmentation_table(result)
     print(table, end="")
     if args.output:
-        out = Path(args.output)
-        write_output(out / "segment_val.md", table)
-        write_output(out / "segment_val.json", json.dumps(result, indent=2))
+        write_text(out / "segment_val.md", table)
+        write_text(out / "segment_val.json", json.dumps(result, indent=2))
         if examples:
             save_examples(examples, model, out / "examples.png", title=f"{getattr(model, 'label', '')}: mIoU "
                                                                        f"{result['miou']:.1f}")
@@ -128,23 +130,25 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     import sys
 
-    from lstmvision.cli._common import check_output_folder
+    from lstmvision.cli._common import weights_reads
     from lstmvision.commands.segment import check_mask_targets, mask_targets, predict_masks
     from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.outputs import check_output_folder, check_outputs, outside
 
     missing = [p for p in args.images if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                     if len(missing) > 1 else ""))
-    files: list[Path] = []
-    out = Path(args.output).resolve()
-    for item in map(Path, args.images):  # a folder's images, not the masks of an earlier run written inside it
-        files += [f for f in list_images(item) if out not in f.resolve().parents] if item.is_dir() else [item]
+    # not among the images: the next run would read the masks as images
+    check_output_folder(args.output, "--output", [Path(p) for p in args.images if Path(p).is_dir()])
+    files = [f for item in map(Path, args.images) for f in (outside(list_images(item), args.output)
+                                                           if item.is_dir() else [item])]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
     # every output name before the model is loaded: no input replaced, no name twice, no earlier masks lost
-    check_output_folder(args.output, "--output")
-    check_mask_targets(mask_targets(files, args.output), args.overwrite)
+    targets = mask_targets(files, args.output)
+    check_mask_targets(targets, args.overwrite)
+    check_outputs([p for t in targets for p in (t.mask, t.colour)], weights_reads(args), args.overwrite)
     model, device = _load(args)
     rows, skipped = predict_masks(model, files, device, args.output, args.amp, args.scales, args.flip,
                                   args.overwrite, args.strict_images)
@@ -159,11 +163,14 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_scenes(args: argparse.Namespace) -> int:
+    from lstmvision.cli._common import data_reads
     from lstmvision.data.segmentation import make_scenes
+    from lstmvision.outputs import check_output_folder
 
     for flag in ("train", "val", "size", "max_objects"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    check_output_folder(args.output, "--output", data_reads(args.source))  # never inside the garments
     info = make_scenes(args.output, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
                        source=args.source, max_objects=args.max_objects)
     print(f"segment scenes: {args.output} ({info.get('n_train', args.train)} training + "

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
         list_recipes("classify")
         return 0
     cfg = resolve_args(args)
+    check_command_task(cfg, "classify")
     if args.print_config:
         print_config(cfg)
         return 0
@@ -60,16 +61,31 @@ def run_task_training(args: argparse.Namespace, task: str, default_recipe: str, 
         args.recipe = default_recipe
     cfg = resolve_args(args)
     recipe_task = RECIPES[cfg["recipe"]].get("task", "classify")
-    if recipe_task != task:
-        words = {"classify": "classification", "segment": "segmentation", "detect": "detection"}
+    if recipe_task != task and not cfg.get("resume"):
         own = ", ".join(name for name, r in RECIPES.items() if r.get("task") == task)
         hint = "; use `lstmvision train`" if recipe_task == "classify" else ""
-        raise ValueError(f"recipe {cfg['recipe']!r} is a {words[recipe_task]} recipe, not a {words[task]} recipe"
-                         f"{hint} ({words[task]} recipes: {own})")
+        raise ValueError(f"recipe {cfg['recipe']!r} is a {TASK_WORDS[recipe_task]} recipe, not a "
+                         f"{TASK_WORDS[task]} recipe{hint} ({TASK_WORDS[task]} recipes: {own})")
+    check_command_task(cfg, task)
     if args.print_config:
         print_config(cfg)
         return 0
     return run_training(cfg, prog)
+
+
+TASK_WORDS = {"classify": "classification", "segment": "segmentation", "detect": "detection"}
+TASK_COMMANDS = {"classify": "lstmvision train", "segment": "lstmvision segment train",
+                 "detect": "lstmvision detect train"}
+
+
+def check_command_task(cfg: dict[str, Any], task: str) -> None:
+    """A run of another task (a --resume of a detection run under `train`, say) refused in one line naming the
+    command that trains it."""
+    run_task = cfg.get("task") or "classify"
+    if run_task != task:
+        what = f"--resume {cfg['resume']} is" if cfg.get("resume") else "these settings are"
+        raise ValueError(f"{what} a {TASK_WORDS[run_task]} run, not a {TASK_WORDS[task]} one: use "
+                         f"`{TASK_COMMANDS[run_task]}`" + (f" --resume {cfg['resume']}" if cfg.get("resume") else ""))
 
 
 def run_training(cfg: dict, prog: str) -> int:
@@ -115,16 +131,28 @@ def _task_setting(key: str, segment: bool, detect: bool) -> bool:
     return (key not in SEGMENT_KEYS or segment) and (key not in DETECT_KEYS or detect)
 
 
+# what the task commands' flags mean where it differs from `lstmvision train`
+TASK_HELP = {
+    "segment": dict(data="ADE20K-layout folder (images/ and annotations/ with training/, validation/) or "
+                         "images/ + masks/ folders, e.g. from `lstmvision segment scenes`"),
+    "detect": dict(data="COCO-layout folder (annotations/instances_<split>.json, <split>/), e.g. from "
+                        "`lstmvision detect scenes`"),
+}
+DEFAULT_RECIPES = {"classify": DEFAULT_RECIPE, "segment": "upernet-small", "detect": "detect-small"}
+
+
 def add_train_arguments(p: argparse.ArgumentParser, segment: bool = False, detect: bool = False) -> None:
     """The training flags; `segment` adds the segmentation settings (`lstmvision segment train`), `detect` the
     detection settings (`lstmvision detect train`)."""
+    task = "segment" if segment else "detect" if detect else "classify"
+    helps = TASK_HELP.get(task, {})
     p.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML of settings (flags override it)")
-    p.add_argument("--recipe", help=f"named preset (default {DEFAULT_RECIPE}); see --list-recipes")
+    p.add_argument("--recipe", help=f"named preset (default {DEFAULT_RECIPES[task]}); see --list-recipes")
     p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     for key, (typ, nargs, help_text) in SETTINGS.items():
         if not _task_setting(key, segment, detect):
             continue
-        kw: dict[str, Any] = dict(type=typ, default=None, help=help_text, dest=key)
+        kw: dict[str, Any] = dict(type=typ, default=None, help=helps.get(key, help_text), dest=key)
         if nargs is not None:
             kw["nargs"] = nargs
         if key in ("amp", "detector"):

@@ -75,8 +75,9 @@ def backbone(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_output_folder
+    from lstmvision.cli._common import weights_reads
     from lstmvision.commands.transfer import Protocol, open_tasks, transfer
+    from lstmvision.outputs import check_output_folder
 
     protocol = Protocol(epochs=args.epochs, lrs=tuple(args.lrs), seeds=args.seeds, train_size=args.train_size,
                         val_size=args.val_size, split_seed=args.split_seed, batch_size=args.batch_size,
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                         device=args.device, amp=args.amp, workers=args.workers, threads=args.threads)
     # settings, the output folder and every task's splits first: before any weights are read or fetched
     protocol.check()
-    check_output_folder(args.output, "--output")
+    # a run folder of its own (resumed when the settings match), never inside a task's data or the weights
+    check_output_folder(args.output, "--output", [*map(Path, args.data), *weights_reads(args)])
     open_tasks(args.data, protocol)
     result = transfer(args.data, backbone(args), protocol, args.output)
     print((Path(args.output) / "transfer.md").read_text(), end="")

@@ -12,7 +12,7 @@ RESULTS_FORMATS = (".csv", ".json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lstmvision.cli._common import add_model_arguments
+    from lstmvision.cli._common import add_model_arguments, add_overwrite_argument
 
     add_model_arguments(p)
     p.add_argument("--data", help="ImageFolder tree (val/ or validation/ is used), a class folder, or MNIST idx "
@@ -24,16 +24,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write the result to PATH: CSV (one header row, one result row) if it ends in .csv, "
                         "JSON if .json")
     p.add_argument("--strict-images", action="store_true", help="an unreadable image is an error")
+    add_overwrite_argument(p, "an existing --results-file")
 
 
-def check_results_file(path: str) -> Path:
-    """The --results-file path, refused before any evaluation when its format is unknown or it cannot be written."""
-    from lstmvision.cli._common import check_output_file
+def check_results_file(args: argparse.Namespace, reads: list[Path]) -> Path | None:
+    """--results-file, refused before any evaluation when its format is unknown, it cannot be written, it would
+    replace one of `reads` (the data, the checkpoint) or, without --overwrite, an existing file."""
+    from lstmvision.outputs import check_outputs
 
-    out = Path(path)
+    if not args.results_file:
+        return None
+    out = Path(args.results_file)
     if out.suffix.lower() not in RESULTS_FORMATS:
-        raise ValueError(f"--results-file {path}: the name must end in .csv or .json (the format written)")
-    return check_output_file(out, "--results-file")
+        raise ValueError(f"--results-file {out}: the name must end in .csv or .json (the format written)")
+    check_outputs([out], reads, args.overwrite)
+    return out
 
 
 def results_text(result: dict[str, Any], suffix: str) -> str:
@@ -47,12 +52,20 @@ def results_text(result: dict[str, Any], suffix: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_counts, check_task, model_from_args, warn_random_weights, write_output
+    from lstmvision.cli._common import (
+        check_counts,
+        check_task,
+        data_reads,
+        model_from_args,
+        warn_random_weights,
+        weights_reads,
+    )
     from lstmvision.commands.validate import validate
     from lstmvision.device import choose_device
+    from lstmvision.outputs import write_text
 
     check_counts(args)
-    out = check_results_file(args.results_file) if args.results_file else None
+    out = check_results_file(args, data_reads(args.data) + weights_reads(args))
     model = model_from_args(args)
     check_task(model, "validate")
     warn_random_weights(model)
@@ -65,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
     for k, v in result.items():
         print(f"{k:<{width}}  {v}")
     if out is not None:
-        write_output(out, results_text(result, out.suffix))
+        write_text(out, results_text(result, out.suffix))
         print(f"validate: results written to {out}")
     return 0

@@ -15,9 +15,10 @@ import torch.nn as nn
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from lstmvision.data import BadImageCounter, build_loader, file_id, limit, open_image_or_skip, save_png
+from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip, save_png
 from lstmvision.data.detection import CocoDetection, DetectionTransform, base_dataset, collate_detection
 from lstmvision.device import autocast_context
+from lstmvision.outputs import check_outputs
 from lstmvision.tasks.detect import COCO_STATS, coco_results, detect_batches, evaluate_detection
 
 
@@ -126,22 +127,6 @@ def _key(name: str) -> str:
 
 def _array(picture: torch.Tensor) -> np.ndarray:
     return picture.permute(1, 2, 0).numpy()  # (3, H, W) -> (H, W, 3)
-
-
-def check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], overwrite: bool = False) -> None:
-    """Refuse, before any work, outputs that would replace an input (always), existing files (unless
-    `overwrite`) and folders in the way: one error line naming the file."""
-    existing = [p for p in outputs if p.exists() or p.is_symlink()]
-    if not existing:
-        return
-    ids = {i: p for p in inputs if (i := file_id(Path(p))) is not None}
-    for path in existing:
-        if file_id(path) in ids:
-            raise FileExistsError(f"{path} would replace the input {ids[file_id(path)]}: choose another output")
-        if path.is_dir():
-            raise IsADirectoryError(f"cannot write {path}: it is a folder")
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; give --overwrite to replace it, or another output")
 
 
 # ------------------------------------------------------------------------------------------- predict

@@ -16,11 +16,13 @@ The model's preprocessing (`pretrained_cfg`) and class names are stored in the f
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,10 +31,12 @@ from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_ops
 
 from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
 from lstmvision.errors import first_line
+from lstmvision.outputs import check_outputs, checkpoint_reads
 from lstmvision.weights import jsonable_cfg
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+ONNX_PACKAGES = ("onnx", "onnxruntime")  # the [export] extra
 
 
 class ExportError(ValueError):
@@ -249,10 +253,11 @@ def verify(
 
 
 def check_request(output: str | Path, fmt: str | None = None, batch_size: int = 1, opset: int | None = None,
-                  overwrite: bool = False) -> str:
-    """The format of an export to `output`, or one ExportError for a request that cannot be done as asked (checked
+                  overwrite: bool = False, reads: Sequence[str | Path] = ()) -> str:
+    """The format of an export to `output`, or one error for a request that cannot be done as asked (checked
     before any model is built): no format, a format the suffix contradicts (`m.onnx` with torchscript), --opset
-    without ONNX, a batch size below 1, an existing file without `overwrite`, a folder at `output`."""
+    without ONNX, ONNX without its packages, a batch size below 1, a folder at `output`, an output that would
+    replace one of `reads` (the weights exported) or, without `overwrite`, an existing file."""
     output = Path(output)
     by_suffix = SUFFIXES.get(output.suffix.lower())
     if fmt is not None and fmt not in EXPORT_FORMATS:
@@ -272,16 +277,29 @@ def check_request(output: str | Path, fmt: str | None = None, batch_size: int = 
         raise ExportError(f"--batch-size must be at least 1, got {batch_size}")
     if output.is_dir():
         raise ExportError(f"cannot write {output}: it is a folder; give a file name such as {output / 'model.onnx'}")
-    if not overwrite and (output.exists() or output.is_symlink()):
-        raise FileExistsError(f"{output} exists; give --overwrite to replace it")
+    missing = [m for m in ONNX_PACKAGES if fmt == "onnx" and importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"ONNX export needs {' and '.join(missing)}: pip install 'lstmvision[export]'")
+    check_outputs([output], reads, overwrite)
     return fmt
 
 
+def weights_read(model: nn.Module) -> list[Path]:
+    """The local checkpoint files and folders `model` was loaded from (its `weights_source`), if any."""
+    source = getattr(model, "weights_source", None)
+    return checkpoint_reads(source) if isinstance(source, str) and Path(source).exists() else []
+
+
+_TASK_MODELS = {"segment": "a segmentation model (UperNet)", "detect": "a detection model"}
+
+
 def check_model(model: nn.Module) -> None:
-    """Refuse what export cannot do for this model, before any tracing: segmentation models (UperNet)."""
-    if (getattr(model, "pretrained_cfg", None) or {}).get("task") == "segment":
+    """Refuse what export cannot do for this model, before any tracing: segmentation (UperNet) and detection
+    models, whose outputs are not one logits tensor."""
+    task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
+    if task in _TASK_MODELS:
         name = getattr(model, "label", None) or getattr(model, "model_name", None) or "the model"
-        raise ExportError(f"{name} is a segmentation model (UperNet): export takes classification models only")
+        raise ExportError(f"{name} is {_TASK_MODELS[task]}: export takes classification models only")
 
 
 def export(
@@ -300,7 +318,7 @@ def export(
     written aside and renamed into place once verified (then also when it exceeds the tolerance, as the result
     says); an existing file is replaced only with `overwrite`."""
     output = Path(output)
-    fmt = check_request(output, fmt, batch_size, opset, overwrite)
+    fmt = check_request(output, fmt, batch_size, opset, overwrite, weights_read(model))
     check_model(model)
     model = model.eval().cpu()
     size = export_size(model, img_size)

@@ -15,13 +15,13 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lstmvision.data import BadImageCounter, build_loader, file_id, limit, open_image_or_skip, save_png
+from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip, save_png
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset
 from lstmvision.device import autocast_context
 from lstmvision.errors import os_reason
 from lstmvision.models.upernet import segment_logits
+from lstmvision.outputs import atomic_write, check_outputs
 from lstmvision.tasks.segment import default_stride, evaluate_segmentation
-from lstmvision.weights import atomic_write
 
 
 def settings(model: nn.Module, crop: int | None = None, stride: int | None = None,
@@ -193,23 +193,7 @@ def mask_targets(images: Sequence[str | os.PathLike], output: str | os.PathLike)
 def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False) -> None:
     """Refuse, before any image is segmented, outputs that would replace an input image (always), existing
     files (unless `overwrite`) and folders or files in the way: one error line naming the file."""
-    inputs = {i: t.image for t in targets if (i := file_id(t.image)) is not None}
-    for t in targets:
-        for path in (t.mask, t.colour):
-            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-            if blocker is not None:
-                raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
-            if not (path.exists() or path.is_symlink()):
-                continue
-            same = inputs.get(file_id(path))
-            if same is not None:
-                raise FileExistsError(f"the mask of {t.image} would replace the input image {same}: choose "
-                                      "another --output")
-            if path.is_dir():
-                raise IsADirectoryError(f"cannot write {path}: it is a folder")
-            if not overwrite:
-                raise FileExistsError(f"{path} exists (the mask of {t.image}); give --overwrite to replace it, or "
-                                      "another --output")
+    check_outputs([p for t in targets for p in (t.mask, t.colour)], [t.image for t in targets], overwrite)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lstmvision.constants import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INTERPOLATIONS  # noqa: F401 (re-exported)
 from lstmvision.errors import os_reason
-from lstmvision.weights import atomic_write
+from lstmvision.outputs import atomic_write, file_id  # noqa: F401 (file_id re-exported)
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [
@@ -186,15 +186,6 @@ class ImageFolderDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, label
-
-
-def file_id(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of an existing file, None otherwise: the same file under any name or link."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def save_png(path: Path, array: np.ndarray) -> None:

@@ -250,6 +250,10 @@ def check_settings(cfg: dict[str, Any]) -> None:
     _check_range(cfg, "max_size", 32)
     _check_range(cfg, "fpn_channels", 1)
     _check_range(cfg, "decay_milestones", 1)
+    milestones = list(cfg.get("decay_milestones") or [])
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        # timm bisects the list: out of order, several decays would apply at once
+        raise ValueError(f"--decay-milestones must be increasing epochs, got {' '.join(map(str, milestones))}")
     _check_range(cfg, "decay_rate", 0, 1, low_open=True)
     for key in ("train_split", "val_split"):
         if not str(cfg[key]).strip() or any(c in str(cfg[key]) for c in "/\\"):

@@ -46,6 +46,7 @@ from lstmvision.engine.run import (
 from lstmvision.engine.state import check_loss, check_same_data, commit_epoch, open_resume, restore, save_mid_epoch
 from lstmvision.engine.summary import write_file, write_summary
 from lstmvision.errors import first_line
+from lstmvision.outputs import check_run_folder, checkpoint_reads
 from lstmvision.tasks import get_task
 from lstmvision.weights import find_checkpoint
 
@@ -59,6 +60,8 @@ def train(cfg: dict[str, Any], callbacks: Sequence[Callback] = ()) -> dict[str, 
         cfg = prepare_config(cfg, env)
         run_dir = find_checkpoint(cfg["resume"]).parent if cfg["resume"] else env.broadcast(
             make_run_dir(cfg) if env.main else None)
+        if not cfg["resume"]:
+            check_run_folder(run_dir, [*checkpoint_reads(cfg.get("initial_checkpoint")), cfg.get("data")])
         lock = lock_run_dir(run_dir, env)
         try:
             run = setup(cfg, env, list(callbacks), run_dir)

@@ -26,7 +26,10 @@ from tqdm import tqdm
 from lstmvision.data import fit_channels, limit, resolve_dataset
 from lstmvision.device import device_name
 from lstmvision.inference import model_in_chans
+from lstmvision.outputs import atomic_write, check_output_folder, check_outputs, write_text
 from lstmvision.tasks.classify import evaluate
+
+REPORT_SUFFIXES = (".json", ".md", ".png")  # what every analysis writes, as <name><suffix>
 
 
 def model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -165,16 +168,26 @@ def top1(model: nn.Module, batches, device: torch.device, desc: str = "", progre
     return float(evaluate(model, triples, device)["top1"])
 
 
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2))
+def check_report(output: str | Path, name: str, overwrite: bool = False, reads: Sequence[str | Path] = ()) -> Path:
+    """Refuse, by the output rule (`lstmvision.outputs`), an output folder that cannot be written, and
+    name.json / .md / .png there that would replace an input or, without `overwrite`, an earlier report."""
+    out = check_output_folder(output, "--output")
+    check_outputs([out / f"{name}{suffix}" for suffix in REPORT_SUFFIXES], reads, overwrite)
+    return out
+
+
+def report_folder(output: str | Path, name: str, overwrite: bool = False, reads: Sequence[str | Path] = ()) -> Path:
+    """The output folder of report `name`, made once `check_report` allows it."""
+    out = check_report(output, name, overwrite, reads)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def write_report(out: Path, name: str, report: dict, markdown: str,
                  plot: Callable[[dict, Path], None] | None = None) -> None:
     """`out/name.json` (the report), `out/name.md` (its table) and, with `plot(report, path)`, `out/name.png`."""
-    write_json(out / f"{name}.json", report)
-    (out / f"{name}.md").write_text(markdown)
+    write_text(out / f"{name}.json", json.dumps(report, indent=2))
+    write_text(out / f"{name}.md", markdown)
     if plot is not None:
         plot(report, out / f"{name}.png")
 
@@ -189,7 +202,7 @@ def figure(path: Path, *args: Any, **subplots_kw: Any) -> Iterator[tuple[Any, An
     try:
         yield fig, axes
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     finally:
         plt.close(fig)
 

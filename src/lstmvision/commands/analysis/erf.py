@@ -35,7 +35,7 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from tqdm import tqdm
 from lstmvision.commands.analysis import common as C
 from lstmvision.data import limit
 from lstmvision.device import resolve_device
+from lstmvision.outputs import atomic_write, check_outputs
 
 
 # ------------------------------------------------------------------------------------------ core
@@ -269,9 +270,15 @@ def layers_for(model: nn.Module, layers: list[str] | None) -> list[str]:
     return chosen
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+        np.save(f, array)
+
+
 def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str] | None, images: int,
                output: str | Path, img_size: int | None = None, layout: str = "auto", train_aug: bool = False,
-               seed: int = 0, device: torch.device | None = None) -> dict:
+               seed: int = 0, device: torch.device | None = None, overwrite: bool = False,
+               reads: Sequence[str | Path] = ()) -> dict:
     """ERF maps of `layers` of each model (with `.label`, from `models.loading.create_model`; None: `default_layers` of
     each) over exactly `images` random images of `data`; writes the .npy maps, erf.png, erf.json and erf.md to
     `output` and returns the report."""
@@ -282,8 +289,7 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str] | 
         raise ValueError(f"--images {images} but the {data.split} set has only {len(data.dataset)} images")
     data = replace(data, dataset=limit(data.dataset, images, seed))
     device = device or resolve_device(None)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = C.report_folder(output, "erf", overwrite, reads)
     t0 = time.time()
     entries = []
     for model in tqdm(models, desc="models"):
@@ -297,7 +303,8 @@ def erf_report(models: list[nn.Module], data: C.EvalImages, layers: list[str] | 
         for l in chosen:
             lm = log_map(maps[l])
             fname = f"{_safe(model.label)}__{_safe(l)}.npy"
-            np.save(out / fname, lm)
+            check_outputs([out / fname], reads, overwrite)
+            atomic_write(out / fname, lambda p, m=lm: _save_npy(p, m))
             entries.append(dict(model=model.label, layer=l, file=fname, size=size, images=n,
                                 grid=list(grids[l]),
                                 cross_ratio=_json_number(cross_ratio(maps[l], centre_cell(grids[l], (size, size)))),

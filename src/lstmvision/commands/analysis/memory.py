@@ -21,7 +21,7 @@ import statistics
 import time
 import weakref
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -90,7 +90,8 @@ def throughput(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> fl
 
 def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | Path, batch_size: int = 1,
                   warmup: int = 2, iters: int = 5, measure_throughput: bool = True,
-                  device: torch.device | None = None, repeats: int = 3) -> dict:
+                  device: torch.device | None = None, repeats: int = 3, overwrite: bool = False,
+                  reads: Sequence[str | Path] = ()) -> dict:
     """Peak forward memory (and throughput) of each model (with `.label`, from `models.loading.create_model`) at each input
     size; writes memory.json, .md and .png to `output` and returns the report. Every model stays loaded until the
     end, because the throughput rounds interleave them."""
@@ -100,8 +101,7 @@ def memory_report(models: Iterable[nn.Module], sizes: list[int], output: str | P
     if batch_size < 1 or iters < 1 or warmup < 0 or repeats < 1:
         raise ValueError("--batch-size, --iters and --repeats must be >= 1 and --warmup >= 0")
     device = device or resolve_device(None)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = C.report_folder(output, "memory", overwrite, reads)
     t0 = time.time()
     measured = []  # (model, in_chans, its result entry)
     for model in models:

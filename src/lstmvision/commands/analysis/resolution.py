@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -50,13 +50,13 @@ def evaluate_at(model: nn.Module, data: C.EvalImages, size: int, device: torch.d
 
 def resolution_sweep(models: Iterable[nn.Module], data: C.EvalImages, output: str | Path,
                      sizes: list[int] | None = None, factors: list[float] | None = None,
-                     native_size: int | None = None, device: torch.device | None = None) -> dict:
+                     native_size: int | None = None, device: torch.device | None = None, overwrite: bool = False,
+                     reads: Sequence[str | Path] = ()) -> dict:
     """Top-1 of each model (with `.label`, from `models.loading.create_model`; an iterable, so they can be loaded one at a
     time) at each size (see the module docstring); writes resolution.json, .md and .png to `output` and returns
     the report."""
     device = device or resolve_device(None)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = C.report_folder(output, "resolution", overwrite, reads)
     t0 = time.time()
     results = []
     for model in models:

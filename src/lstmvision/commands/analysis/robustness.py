@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -169,7 +170,8 @@ def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
                       corruptions: list[str] | None = None, severities: list[int] | None = None,
                       baseline: nn.Module | None = None, imagenet: str = "auto", img_size: int | None = None,
                       attack: str | None = None, eps: float = 1 / 255, pgd_steps: int = 5,
-                      pgd_step_size: float = 0.5 / 255, device: torch.device | None = None, seed: int = 0) -> dict:
+                      pgd_step_size: float = 0.5 / 255, device: torch.device | None = None, seed: int = 0,
+                      overwrite: bool = False, reads: Sequence[str | Path] = ()) -> dict:
     """Corruption errors (all 15 x 5 unless `corruptions` / `severities` say; none with `corruptions=[]`), CE
     against AlexNet (`imagenet`: 'yes', 'no', 'auto' = 1000 classes) and/or `baseline`, and with `attack` the
     adversarial top-1 of `model` (with `.label`, from `models.loading.create_model`) on `data` (see the module docstring);
@@ -181,8 +183,7 @@ def robustness_report(model: nn.Module, data: C.EvalImages, output: str | Path,
         raise ValueError("no corruptions and no attack: nothing to do")
     device = device or resolve_device(None)
     size = img_size or C.model_native_size(model)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = C.report_folder(output, "robustness", overwrite, reads)
     t0 = time.time()
     report: dict = dict(model=model.label, data=data.name, split=data.split, images=len(data.dataset), img_size=size,
                         device=C.device_description(device))
