@@ -242,3 +242,11 @@ def test_validate_writes_its_results_through_a_temp_file(world, tmp_path):
                  "-b", "4", "--results-file", str(out)]) == 0
     assert json.loads(out.read_text())["model"]
     assert [p.name for p in tmp_path.iterdir()] == ["v.json"]
+
+
+def test_check_kernels_json_needs_overwrite(tmp_path, capsys):
+    existing = _earlier(tmp_path / "ck.json")
+    argv = ["check-kernels", "--dtype", "fp32", "--backend", "recurrent", "--json", str(existing)]
+    _refused(capsys, argv, existing, "give --overwrite")
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads(existing.read_text())["passed"]

@@ -1,5 +1,6 @@
 """User mistakes end as one `lstmvision CMD: error: ...` line and exit status 2, never a traceback; values
 that used to be accepted silently are refused; warnings are one clean line; saved files get normal modes."""
+import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ from PIL import Image
 import lstmvision
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision.cli import main
+from lstmvision.engine.settings import TASK_WORDS
+from lstmvision.models.detection import create_detector
 from lstmvision.weights import save_pretrained
 
 
@@ -202,3 +205,54 @@ def test_unknown_timm_model_is_one_line(capsys, idx_data, tmp_path):
     rc, _, err = run_cli(capsys, "train", "--model", "timm:not_a_model", "--data", idx_data,
                          "--output", str(tmp_path / "runs"), "--epochs", "1")
     assert_user_error(rc, err, "train", "unknown timm model 'timm:not_a_model'")
+
+
+def test_decay_milestones_must_increase(capsys, idx_data):
+    rc, _, err = run_cli(capsys, *_train(idx_data, "--sched", "multistep", "--decay-milestones", 5, 2))
+    assert_user_error(rc, err, "train", "--decay-milestones must be increasing", "5 2")
+    rc, _, err = run_cli(capsys, *_train(idx_data, "--sched", "multistep", "--decay-milestones", 2, 2))
+    assert_user_error(rc, err, "train", "--decay-milestones")
+    assert run_cli(capsys, *_train(idx_data, "--sched", "multistep", "--decay-milestones", 2, 5))[0] == 0
+
+
+@pytest.mark.parametrize("task, other", [("detect", ["train"]), ("segment", ["detect", "train"]),
+                                         ("classify", ["segment", "train"])])
+def test_a_run_resumes_only_under_its_own_command(tmp_path, capsys, task, other):
+    """A --resume of another task's run (a detection run under `train`) is refused, naming the right command."""
+    command = {"classify": ["train"], "segment": ["segment", "train"], "detect": ["detect", "train"]}[task]
+    run = tmp_path / "run"
+    save_pretrained(lstmvision.create_model("sequencer2d_tiny"), run / "last")
+    assert main([*command, "--print-config"]) == 0
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    rc, _, err = run_cli(capsys, *other, "--resume", run, "--print-config")
+    assert_user_error(rc, err, other[0], f"a {TASK_WORDS[task]} run",
+                      f"`{' '.join(['lstmvision', *command])}` --resume {run}")
+
+
+@pytest.mark.parametrize("command, recipe, data", [(["detect", "train"], "detect-small", "COCO-layout"),
+                                                   (["segment", "train"], "upernet-small", "ADE20K-layout"),
+                                                   (["train"], "sequencer-small", "fashion-mnist")])
+def test_train_help_shows_the_tasks_own_defaults(capsys, command, recipe, data):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default {recipe}" in text and data in text
+    if command != ["train"]:
+        assert "sequencer-small" not in text and "fashion-mnist)" not in text
+
+
+def test_onnx_export_without_the_extra_names_it(capsys, saved_model, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    rc, _, err = run_cli(capsys, "export", "--checkpoint", saved_model, "-o", tmp_path / "m.onnx")
+    assert_user_error(rc, err, "export", "needs onnx", "pip install 'lstmvision[export]'")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_a_detector_in_one_line(capsys, tmp_path):
+    det = create_detector("sequencer2d_tiny", "fasterrcnn", 3, img_size=64, fpn_channels=32)
+    det.pretrained_cfg = dict(det.pretrained_cfg, task="detect")
+    folder = save_pretrained(det, tmp_path / "det")
+    for out in ("det.onnx", "det.pt"):
+        rc, _, err = run_cli(capsys, "export", "--checkpoint", folder, "-o", tmp_path / out)
+        assert_user_error(rc, err, "export", "is a detection model", "classification models only")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from lstmvision.cli._common import add_overwrite_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "mlstm_kernels-chunkwise-native (default: all)")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="also write the rows as JSON (with the command, device and versions)")
+    add_overwrite_argument(p, "an existing --json file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     from lstmvision.device import device_name, resolve_device, versions
     from lstmvision.ops.check import as_dicts, check_kernels, format_table
+    from lstmvision.outputs import check_outputs, write_text
 
+    if args.json:  # before the checks, not after them
+        check_outputs([args.json], [], args.overwrite)
     try:
         device = resolve_device(args.device)
     except RuntimeError as e:  # torch.device() on a malformed name
@@ -35,10 +40,8 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in rows if r.status == "fail"]
     print(f"{len(rows) - len(failed)} of {len(rows)} rows pass or are unavailable; {len(failed)} failed")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
         argv = getattr(args, "argv", None) or ["check-kernels", "..."]
-        path.write_text(json.dumps(dict(command="lstmvision " + " ".join(argv), device=str(device),
+        write_text(args.json, json.dumps(dict(command="lstmvision " + " ".join(argv), device=str(device),
                                         device_name=device_name(device),
                                         torch=torch.__version__, versions=versions(), passed=not failed,
                                         rows=as_dicts(rows)), indent=2))

@@ -8,7 +8,7 @@ from typing import Any
 
 from lstmvision.constants import AMP_MODES, DETECTORS
 from lstmvision.engine.recipes import DEFAULT_RECIPE, RECIPES
-from lstmvision.engine.settings import DETECT_KEYS, SEGMENT_KEYS, SETTINGS, SWITCHES
+from lstmvision.engine.settings import DETECT_KEYS, SEGMENT_KEYS, SETTINGS, SWITCHES, TASK_WORDS, task_mismatch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,19 +73,12 @@ def run_task_training(args: argparse.Namespace, task: str, default_recipe: str, 
     return run_training(cfg, prog)
 
 
-TASK_WORDS = {"classify": "classification", "segment": "segmentation", "detect": "detection"}
-TASK_COMMANDS = {"classify": "lstmvision train", "segment": "lstmvision segment train",
-                 "detect": "lstmvision detect train"}
-
-
 def check_command_task(cfg: dict[str, Any], task: str) -> None:
     """A run of another task (a --resume of a detection run under `train`, say) refused in one line naming the
     command that trains it."""
     run_task = cfg.get("task") or "classify"
     if run_task != task:
-        what = f"--resume {cfg['resume']} is" if cfg.get("resume") else "these settings are"
-        raise ValueError(f"{what} a {TASK_WORDS[run_task]} run, not a {TASK_WORDS[task]} one: use "
-                         f"`{TASK_COMMANDS[run_task]}`" + (f" --resume {cfg['resume']}" if cfg.get("resume") else ""))
+        raise ValueError(task_mismatch(run_task, task, cfg.get("resume")))
 
 
 def run_training(cfg: dict, prog: str) -> int:

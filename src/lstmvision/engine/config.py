@@ -22,7 +22,7 @@ from timm.data import create_transform
 from timm.models import is_model as is_timm_model
 from timm.optim import list_optimizers
 
-from lstmvision.constants import AMP_MODES, DETECTORS, INTERPOLATIONS
+from lstmvision.constants import AMP_MODES, DETECTOR_PREFIX, DETECTORS, INTERPOLATIONS
 from lstmvision.data import default_channels
 from lstmvision.engine.recipes import DEFAULT_RECIPE, DEFAULTS, get_recipe
 from lstmvision.engine.settings import (
@@ -32,6 +32,7 @@ from lstmvision.engine.settings import (
     SWITCH_KEYS,
     TASK_NAMES,
     flag,
+    task_mismatch,
 )
 from lstmvision.errors import first_line
 from lstmvision.models.loading import check_input_size
@@ -249,6 +250,8 @@ def check_settings(cfg: dict[str, Any]) -> None:
     _check_range(cfg, "train_sizes", 32)
     _check_range(cfg, "max_size", 32)
     _check_range(cfg, "fpn_channels", 1)
+    for key in ("rpn_pre_nms_top_n", "rpn_post_nms_top_n", "box_batch_size_per_image"):
+        _check_range(cfg, key, 1)
     _check_range(cfg, "decay_milestones", 1)
     milestones = list(cfg.get("decay_milestones") or [])
     if any(b <= a for a, b in zip(milestones, milestones[1:])):
@@ -304,8 +307,9 @@ def check_model(cfg: dict[str, Any], in_chans: int) -> None:
     if cfg.get("pretrained"):
         released_tag(str(cfg["model"]))
     initial = cfg.get("initial_checkpoint")
-    if initial and (Path(initial) / CONFIG_NAME).is_file():  # fine-tuning keeps the saved arguments
-        kwargs = {**read_config(initial).get("kwargs", {}), **kwargs}
+    saved = read_config(initial) if initial and (Path(initial) / CONFIG_NAME).is_file() else None
+    if saved and not saved["architecture"].startswith(DETECTOR_PREFIX):  # a detector's: its task checks them
+        kwargs = {**saved.get("kwargs", {}), **kwargs}  # fine-tuning keeps the saved arguments
     try:
         check_input_size(cfg["model"], kwargs, in_chans, int(cfg["img_size"]), cfg.get("num_classes"))
     except TypeError as e:
@@ -345,6 +349,9 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None,
         if unknown and source is file_cfg:
             raise ValueError(f"{config_file}: unknown settings {', '.join(sorted(unknown))}")
         cfg.update({k: v for k, v in source.items() if k in DEFAULTS})
+    run_task = resume_cfg.get("task") or "classify"
+    if resume_cfg and explicit.get("task", run_task) != run_task:  # `segment train --resume` of a detection run
+        raise ValueError(task_mismatch(run_task, explicit["task"], resume))
     if resume_cfg:
         cfg["in_chans"] = resume_cfg.get("in_chans", cfg["in_chans"])
         cfg["num_classes"] = resume_cfg.get("num_classes", cfg["num_classes"])

@@ -91,11 +91,30 @@ SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "max_size": (int, None, "longest side of resized images (default: the largest of --img-size and --train-sizes "
                             "x 1333 / 800, COCO's ratio)"),
     "fpn_channels": (int, None, "channels of the feature pyramid and the detection heads"),
+    "rpn_pre_nms_top_n": (int, 2, "R-CNNs: TRAIN TEST region proposals kept per pyramid level before NMS "
+                                  "(default: torchvision's 2000 1000)"),
+    "rpn_post_nms_top_n": (int, 2, "R-CNNs: TRAIN TEST region proposals kept per image after NMS (default: "
+                                   "torchvision's 2000 1000)"),
+    "box_batch_size_per_image": (int, None, "R-CNNs: RoIs sampled per training image for the box and mask losses "
+                                            "(default: torchvision's 512)"),
 }
 SEGMENT_KEYS = ("seg_base_size", "seg_ratio_range", "seg_cat_max_ratio", "seg_stride", "aux_weight",
                 "decoder_channels", "photometric")
-DETECT_KEYS = ("detector", "train_split", "val_split", "train_sizes", "max_size", "fpn_channels")
+DETECT_KEYS = ("detector", "train_split", "val_split", "train_sizes", "max_size", "fpn_channels",
+               "rpn_pre_nms_top_n", "rpn_post_nms_top_n", "box_batch_size_per_image")
 TASK_NAMES = ("classify", "segment", "detect")
+TASK_WORDS = {"classify": "classification", "segment": "segmentation", "detect": "detection"}
+TASK_COMMANDS = {"classify": "lstmvision train", "segment": "lstmvision segment train",
+                 "detect": "lstmvision detect train"}
+
+
+def task_mismatch(run_task: str, task: str, resume: str | None) -> str:
+    """The one-line refusal of a run of `run_task` (resumed from `resume`, or set up by a recipe or config)
+    under the command that trains `task`."""
+    what = f"--resume {resume} is" if resume else "these settings are"
+    again = f" --resume {resume}" if resume else ""
+    return (f"{what} a {TASK_WORDS[run_task]} run, not a {TASK_WORDS[task]} one: use "
+            f"`{TASK_COMMANDS[run_task]}`{again}")
 SWITCHES: dict[str, str] = {
     "pretrained": "start from the released weights of the model's tag (sequencer2d_s: sequencer2d_s.in1k; "
                   "downloaded or from the cache; see `lstmvision models --pretrained`)",
