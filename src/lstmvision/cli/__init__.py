@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("lstmvision.cli.train", "train a model (default: a small Sequencer2D on Fashion-MNIST)"),
     "validate": ("lstmvision.cli.validate", "top-1 / top-5 / loss of a model on a validation set"),
     "predict": ("lstmvision.cli.predict", "top-k labels with probabilities for images"),
+    "samples": ("lstmvision.cli.samples", "write Fashion-MNIST images as PNG files named after their class"),
     "export": ("lstmvision.cli.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
     "benchmark": ("lstmvision.cli.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
     "resolution-sweep": ("lstmvision.cli.resolution_sweep", "top-1 of models at several test resolutions (table, JSON, plot)"),
