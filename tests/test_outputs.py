@@ -250,3 +250,14 @@ def test_check_kernels_json_needs_overwrite(tmp_path, capsys):
     _refused(capsys, argv, existing, "give --overwrite")
     assert main([*argv, "--overwrite"]) == 0
     assert json.loads(existing.read_text())["passed"]
+
+
+def test_an_analysis_of_a_model_with_too_few_classes_says_why(world, capsys, tmp_path):
+    """A label the model has no class for: the size is reported n/a with the reason (was an IndexError)."""
+    save_pretrained(create_model("sequencer2d_tiny", num_classes=3, in_chans=1), tmp_path / "three")
+    rc = main(["resolution-sweep", "--checkpoint", str(tmp_path / "three"), "--data", str(world["fmnist"]),
+               "--limit", "8", "--sizes", "32", "--output", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in err
+    assert "not evaluated (the data has a label" in out and "but the model predicts 3 classes" in out
+    assert json.loads((tmp_path / "out" / "resolution.json").read_text())["results"][0]["top1"] == {"32": None}

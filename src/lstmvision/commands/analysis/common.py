@@ -164,8 +164,19 @@ class MappedDataset(torch.utils.data.Dataset):
 def top1(model: nn.Module, batches, device: torch.device, desc: str = "", progress: bool = True) -> float:
     """Top-1 (%) of `model` (taking [0, 1] inputs) over an iterable of (x, y), by the engine's `evaluate`."""
 
-    triples = ((x, y, []) for x, y in tqdm(batches, desc=desc, leave=False, disable=not progress))
+    classes = getattr(getattr(model, "model", model), "num_classes", None)
+    triples = ((x, y, []) for x, y in _within_classes(tqdm(batches, desc=desc, leave=False, disable=not progress),
+                                                      classes))
     return float(evaluate(model, triples, device)["top1"])
+
+
+def _within_classes(batches, classes: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches, refused in one line at the first label the model has no class for."""
+    for x, y in batches:
+        if classes and y.numel() and int(y.max()) >= classes:
+            raise ValueError(f"the data has a label {int(y.max())} but the model predicts {classes} classes: give "
+                             "a model trained on these classes")
+        yield x, y
 
 
 def check_report(output: str | Path, name: str, overwrite: bool = False, reads: Sequence[str | Path] = ()) -> Path:
