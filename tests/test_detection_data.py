@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,9 +97,47 @@ def test_a_file_that_is_not_coco_is_one_error(tmp_path, text, why, capsys):
         CocoDetection(tmp_path, "val2017")
     (tmp_path / "train2017").mkdir()
     (tmp_path / "annotations" / "instances_train2017.json").write_text(text)
-    assert main(["detect", "train", "--data", str(tmp_path), "--output", str(tmp_path / "runs")]) == 2
+    runs = tmp_path.parent / f"{tmp_path.name}-runs"  # not inside the data: a run never writes into its input
+    assert main(["detect", "train", "--data", str(tmp_path), "--output", str(runs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a COCO instances file" in err[0]
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "absolute", "symlink", "symlinked folder"])
+def test_image_file_names_stay_inside_the_data_folder(tmp_path, escape, capsys):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    Image.new("RGB", (32, 32)).save(outside / "x.png")
+    root = _write(tmp_path / "data", "train2017", _coco(), {})
+    name = {"dotdot": "../../secret/x.png", "absolute": str(outside / "x.png"), "symlink": "link.png",
+            "symlinked folder": "linked/x.png"}[escape]
+    if escape == "symlink":
+        (root / "train2017" / "link.png").symlink_to(outside / "x.png")
+    if escape == "symlinked folder":
+        (root / "train2017" / "linked").symlink_to(outside)
+    coco = _coco()
+    coco["images"][1]["file_name"] = name
+    ann = root / "annotations" / "instances_train2017.json"
+    ann.write_text(json.dumps(coco))
+    with pytest.raises(DataError, match=re.escape(f"{ann}: the image file_name {name!r} leads out of the data folder")):
+        CocoDetection(root, "train2017")
+    shutil.copytree(root / "train2017", root / "val2017", symlinks=True)
+    shutil.copy(ann, root / "annotations" / "instances_val2017.json")
+    assert main(["detect", "train", "--data", str(root), "--output", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "leads out of the data folder" in err[0] and "instances_train2017.json" in err[0]
+
+
+def test_links_to_the_data_folder_and_inside_it_are_fine(tmp_path):
+    root = _write(tmp_path / "store", "train2017", _coco(), {})
+    (root / "train2017" / "im1-link.png").symlink_to(root / "train2017" / "im1.png")
+    (tmp_path / "data").symlink_to(root)  # the data folder kept elsewhere
+    coco = _coco()
+    coco["images"][0]["file_name"] = "im1-link.png"
+    coco["images"][1]["file_name"] = "../train2017/im2.png"  # '..' that stays inside
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(coco))
+    ds = CocoDetection(tmp_path / "data", "train2017")
+    assert [ds[i][0].size for i in range(3)] == [(32, 32)] * 3
 
 
 def test_flip_moves_boxes_and_masks_with_the_image():

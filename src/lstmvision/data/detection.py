@@ -8,7 +8,9 @@
   Items are `(PIL image, target)` with target `boxes` (N, 4) xyxy float, `labels` (N,) int64, `image_id`
   and with `masks=True` `masks` (N, H, W) uint8 decoded from polygons or RLE by pycocotools; an unreadable
   image (or one whose size differs from its annotations) is a `BadImage`, skipped and counted by the caller.
-  A file that is not COCO JSON is one `DataError`.
+  A file that is not COCO JSON is one `DataError`, and so is a `file_name` leading out of DATA (an absolute
+  name, `..` past it, a symbolic link out of it; DATA and `DATA/<split>` themselves may be links): the
+  annotation file decides which files are read, never one outside the data folder.
 - `DetectionTransform`: image to a float tensor in [0, 1] and a random horizontal flip of image, boxes and
   masks together. Resizing (and multi-scale training) is the detector's own transform
   (`lstmvision.models.detection.SizedTransform`), which resizes boxes and masks with the image.
@@ -144,6 +146,8 @@ class CocoDetection(Dataset):
         anns: dict[int, list[dict]] = {img["id"]: [] for img in coco["images"]}
         for ann in coco["annotations"]:
             anns[ann["image_id"]].append(ann)
+        names = {img["id"]: img["file_name"] for img in coco["images"]}
+        paths = dict(zip(names, image_paths(self.data_root, self.root, list(names.values()), self.annotation_file)))
         samples = []
         for img in sorted(coco["images"], key=lambda im: im["id"]):
             boxes, labels, segs = [], [], []
@@ -158,7 +162,7 @@ class CocoDetection(Dataset):
                 boxes.append(box)
                 labels.append(label[ann["category_id"]])
                 segs.append(ann.get("segmentation") or None)
-            samples.append(CocoImage(int(img["id"]), self.root / img["file_name"], img["width"], img["height"],
+            samples.append(CocoImage(int(img["id"]), paths[img["id"]], img["width"], img["height"],
                                      np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
                                      segs))
         return samples
@@ -185,6 +189,29 @@ class CocoDetection(Dataset):
         if self.transform is None:
             return img, target
         return self.transform(img, target)
+
+
+def image_paths(data_root: Path, root: Path, names: Sequence[str], annotation_file: Path) -> list[Path]:
+    """`root / name` for each image file name of `annotation_file`; a DataError naming the file and the name
+    when it leads out of `data_root`: an absolute name, `..` past it, or a symbolic link out of it. `data_root`
+    and the image folder `root` themselves may be links (a dataset kept elsewhere); what lies under them counts
+    by where it really is."""
+    inside = tuple(os.path.join(os.path.realpath(d), "") for d in (data_root, root))
+    real_dirs: dict[str, str] = {}  # folders resolved once (COCO's images share one); strings: 118k names
+    paths = []
+    for name in names:
+        path = os.path.join(root, name)
+        folder, base = os.path.split(path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.join(real_dirs[folder], base)
+        if base in ("", ".", "..") or os.path.islink(real):
+            real = os.path.realpath(real)
+        if not os.path.join(real, "").startswith(inside):
+            raise DataError(f"{annotation_file}: the image file_name {name!r} leads out of the data folder "
+                            f"{data_root} (to {real}); image files must lie inside it")
+        paths.append(Path(path))
+    return paths
 
 
 def _ids(ids: Sequence[int]) -> str:
