@@ -94,7 +94,8 @@ def run_training(cfg: dict, prog: str) -> int:
         if final.get(task.score) is None:
             print(f"{prog}: nothing left to do; run folder: {result['run_dir']}")
         else:
-            scores = " ".join(f"{k} {final[k]:.2f}%" for k in task.metrics)
+            # the run's own metrics: Mask R-CNN adds the mask AP (segm_*) to the task's box AP
+            scores = " ".join(f"{k} {v:.2f}%" for k, v in final.items() if k != "loss")
             print(f"{prog}: done in {result['time_s']:.0f}s; final {scores} loss {final['loss']:.4f}; best "
                   f"{task.score} {best.get(task.score, float('nan')):.2f}% (epoch {best.get('epoch')})")
             print(f"{prog}: run folder: {result['run_dir']} (checkpoints best/ and last/)")
