@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pickle
 import re
@@ -24,8 +25,10 @@ import torch.nn as nn
 from timm.models import PretrainedCfg, adapt_input_conv
 
 from lstmvision.constants import TIMM_PREFIX
+from lstmvision.errors import first_line, os_reason
 
 WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_NAMES = (WEIGHTS_NAME, "pytorch_model.bin")  # a saved folder's weights (timm's layout), in the order tried
 TIMM_CFG_FIELDS = frozenset(  # the fields timm's PretrainedCfg takes
     f.name for f in dataclasses.fields(PretrainedCfg))
 _SOURCE_FIELDS = frozenset(("url", "file", "file_name", "state_dict", "hf_hub_id", "hf_hub_filename", "source"))
@@ -38,17 +41,18 @@ class WeightsError(ValueError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors, a torch file (.pth/.pth.tar/.th/.bin) or a saved folder."""
+    """Read a state dict from .safetensors, a torch file (.pth/.pth.tar/.th/.bin) or a saved folder (its
+    model.safetensors, else pytorch_model.bin: timm's `save_for_hf` writes the latter by default)."""
     path = Path(path)
     if path.is_dir():
-        path = path / WEIGHTS_NAME
+        path = next((path / n for n in WEIGHTS_NAMES if (path / n).is_file()), path / WEIGHTS_NAME)
     if not path.is_file():
         raise WeightsError(f"no weights file at {path}")
     if path.suffix == ".safetensors":
         try:
             return safetensors.torch.load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types
-            raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
+            raise WeightsError(f"{path} is not a readable safetensors file: {first_line(e)}") from None
     try:
         # timm/official training checkpoints carry their argparse Namespace: allow that one plain class only
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -56,7 +60,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         raise WeightsError(refused_pickle(path, e)) from None
     except (RuntimeError, EOFError) as e:
-        raise WeightsError(f"{path} is not a readable torch checkpoint: {str(e).splitlines()[0]}") from None
+        raise WeightsError(f"{path} is not a readable torch checkpoint: {first_line(e)}") from None
     return unwrap_state_dict(obj, source=str(path))
 
 
@@ -109,7 +113,23 @@ def _adapt_input_conv(model: nn.Module, state_dict: dict[str, torch.Tensor], own
         return
     theirs, ours = state_dict[key].shape, own[key].shape
     if len(theirs) == len(ours) == 4 and theirs[1] != ours[1] and (theirs[0], *theirs[2:]) == (ours[0], *ours[2:]):
-        state_dict[key] = adapt_input_conv(ours[1], state_dict[key])
+        state_dict[key] = _adapt_stem(state_dict[key], ours[1])
+
+
+def _adapt_stem(weight: torch.Tensor, chans: int) -> torch.Tensor:
+    """Stem weights for `chans` input channels as timm adapts them: summed for one channel, else repeated and
+    scaled. RGB weights go through timm's adapt_input_conv; other sources (a grayscale model saved by timm's
+    save_for_hf, asked for with in_chans=3) are adapted here as timm 1.0.31 does with `base_chans`, which older
+    timm versions lack."""
+    source = weight.shape[1]
+    if source == 3:
+        return adapt_input_conv(chans, weight)
+    adapted = weight.float()
+    if chans == 1:
+        adapted = adapted.sum(dim=1, keepdim=True)
+    else:
+        adapted = adapted.repeat(1, math.ceil(chans / source), 1, 1)[:, :chans] * (source / chans)
+    return adapted.to(weight.dtype)
 
 
 def _describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
@@ -228,7 +248,8 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path} is not a readable config file ({e}); re-save the model, or pass the "
+        why = os_reason(e) if isinstance(e, OSError) else first_line(e)  # an OSError's text repeats the path
+        raise WeightsError(f"{path} is not a readable config file ({why}); re-save the model, or pass the "
                            f"weights file {Path(folder) / WEIGHTS_NAME} with a model name") from None
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise WeightsError(f"{path} does not name an architecture: it is not a saved model's config")
