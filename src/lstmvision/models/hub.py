@@ -8,17 +8,29 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 
 import huggingface_hub
 import torch.hub
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 
 from lstmvision.errors import first_line
-from lstmvision.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsError, save_pretrained
+from lstmvision.weights import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_NAMES, WeightsError, save_pretrained
 
-HF_WEIGHTS_NAMES = (WEIGHTS_NAME, "pytorch_model.bin")  # what a Hub repo may hold, in the order they are tried
+HF_HUB_PREFIX = "hf-hub:"
+HF_WEIGHTS_NAMES = WEIGHTS_NAMES  # what a Hub repo may hold, in the order they are tried
 _DOWNLOAD_ERRORS = (OSError, ValueError, RuntimeError)  # network, HTTP status and cache errors of both clients
+_LOCAL_COPY = "give a local copy: pretrained=PATH (CLI: --initial-checkpoint PATH)"
+_MAX_REASON = 120  # characters of a client's own error message kept in ours
 
 
 def offline() -> bool:
@@ -32,15 +44,33 @@ def split_revision(repo: str) -> tuple[str, str | None]:
     return repo_id, (revision or None)
 
 
+def hub_repo(repo: str) -> tuple[str, str | None]:
+    """'org/name[@rev]' -> ('org/name', 'rev'), after huggingface_hub's own repo id check: an empty id, '..',
+    a path or more than one '/' is a ValueError before any cache or network lookup."""
+    repo_id, revision = split_revision(repo)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ValueError(f"{HF_HUB_PREFIX}{repo} does not name a Hugging Face Hub repo: expected "
+                         f"{HF_HUB_PREFIX}ORG/NAME[@REVISION] (letters, digits, '-', '_', '.'; at most one '/'; "
+                         "no '..' or '--'; at most 96 characters)") from None
+    return repo_id, revision
+
+
 def hub_file(repo: str, filename: str) -> Path:
     """`filename` of Hub repo `repo` ('org/name[@rev]'), from the cache or downloaded into it."""
-    repo_id, revision = split_revision(repo)
+    repo_id, revision = hub_repo(repo)
     return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
 
 
 def hub_config_dir(repo: str) -> Path:
     """The local snapshot folder holding the `config.json` of Hub repo `repo` (timm's layout)."""
-    return _fetch(f"hf-hub:{repo}", lambda: hub_file(repo, CONFIG_NAME), f"{repo}/{CONFIG_NAME}").parent
+    hub_repo(repo)
+    try:
+        return hub_file(repo, CONFIG_NAME).parent
+    except (RepositoryNotFoundError, EntryNotFoundError) + _DOWNLOAD_ERRORS as e:
+        raise WeightsError(_missing(HF_HUB_PREFIX + repo, [(f"{repo} (HF Hub)", _reason(e, CONFIG_NAME))],
+                                    released=False)) from None
 
 
 def _hub_weights(repo: str) -> Path:
@@ -48,7 +78,7 @@ def _hub_weights(repo: str) -> Path:
     for i, name in enumerate(HF_WEIGHTS_NAMES):
         try:
             return hub_file(repo, name)
-        except (EntryNotFoundError, LocalEntryNotFoundError) as e:
+        except EntryNotFoundError as e:  # also LocalEntryNotFoundError: a file not in the cache
             if i == len(HF_WEIGHTS_NAMES) - 1:
                 raise e
     raise AssertionError("unreachable")
@@ -64,32 +94,59 @@ def _url_weights(url: str, file_name: str | None, progress: bool) -> Path:
     if path.is_file():
         return path
     if offline():
-        raise LocalEntryNotFoundError(f"{path} is not in the torch.hub cache and downloads are off")
+        raise LocalEntryNotFoundError(f"{path} is not in the torch.hub cache")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(url, str(path), progress=progress)
     return path
 
 
-def _fetch(name: str, get, what: str):
-    try:
-        return get()
-    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError) + _DOWNLOAD_ERRORS as e:
-        raise WeightsError(_missing(name, [f"{what}: {first_line(e)}"])) from None
+def _reason(e: BaseException, files: str = "file") -> str:
+    """Why a download failed, in a few words (`files`: what the repo was asked for)."""
+    if isinstance(e, LocalEntryNotFoundError):  # before EntryNotFoundError, its base class
+        # the client says this for any failed lookup; an HTTP status it got instead of the file is the real why
+        status = getattr(getattr(e.__cause__, "response", None), "status_code", None)
+        return f"the Hub answered HTTP {status} for {files}" if status else "not cached, and the Hub is unreachable"
+    if isinstance(e, GatedRepoError):
+        return "a gated repo: accept its terms on the Hub and log in (`hf auth login`)"
+    if isinstance(e, RepositoryNotFoundError):
+        return "no such repo (a private one needs `hf auth login`)"
+    if isinstance(e, RevisionNotFoundError):
+        return "no such revision"
+    if isinstance(e, EntryNotFoundError):
+        return f"the repo has no {files}"
+    if isinstance(e, URLError) and not isinstance(e, HTTPError):  # '<urlopen error ...>' around the why
+        e = e.reason if isinstance(e.reason, BaseException) else OSError(str(e.reason))
+    text = first_line(e)
+    return text if len(text) <= _MAX_REASON else text[:_MAX_REASON - 3] + "..."
 
 
-def _missing(name: str, reasons: list[str]) -> str:
-    if offline():
-        fix = (f"downloads are off (HF_HUB_OFFLINE=1): run `lstmvision download {name}` where the internet is "
-               "reachable (it fills the same caches), or pass the file with pretrained_cfg_overlay=dict(file=PATH)")
+def _missing(name: str, tried: list[tuple[str, str]], released: bool = True) -> str:
+    """One line for weights that could not be found: what was tried, and the fix. `tried` holds (what, why)
+    pairs; offline, the why is always 'not in the cache' and said once."""
+    if name.startswith(HF_HUB_PREFIX):
+        repo_id, revision = split_revision(name[len(HF_HUB_PREFIX):])
+        rev = f" --revision {revision}" if revision else ""
+        fetch = f"run `hf download {repo_id}{rev}` with network access (it fills the same cache)"
+        local = "load a copy of the repo's files as local-dir:FOLDER"
+        check = "Check the repo id and the network"
     else:
-        fix = ("check the network, or download the file by hand and pass it with "
-               "pretrained_cfg_overlay=dict(file=PATH) (CLI: --initial-checkpoint PATH)")
-    return f"no weights for {name}: {'; '.join(reasons)}. {fix}"
+        fetch = f"run `lstmvision download {name}`" if released else "fetch the file"
+        fetch += " with network access"
+        local = _LOCAL_COPY
+        check = "Check the network"
+    if offline():
+        looked = " and ".join(what for what, _ in tried)
+        verb = "is" if len(tried) == 1 else "are"
+        return (f"no weights for {name}: {looked} {verb} not cached and downloads are off (HF_HUB_OFFLINE=1); "
+                f"{fetch}, or {local}")
+    reasons = "; ".join(f"{what}: {why}" for what, why in tried)
+    return f"no weights for {name}: {reasons}. {check}, or {local}"
 
 
-def weights_file(cfg: dict[str, Any], name: str, progress: bool = True) -> Path:
+def weights_file(cfg: dict[str, Any], name: str, progress: bool = True, released: bool = True) -> Path:
     """The local file of the weights `cfg` describes: `file` (a file or a folder holding model.safetensors /
-    pytorch_model.bin), else `hf_hub_id`, else `url`; downloaded into the caches when not there yet."""
+    pytorch_model.bin), else `hf_hub_id`, else `url`; downloaded into the caches when not there yet. `released`:
+    `name` is a released tag that `lstmvision download NAME` fetches (said in the error when it is missing)."""
     if cfg.get("file"):
         path = Path(cfg["file"])
         if path.is_dir():
@@ -97,20 +154,22 @@ def weights_file(cfg: dict[str, Any], name: str, progress: bool = True) -> Path:
         if not path.is_file():
             raise WeightsError(f"no weights for {name}: {path} does not exist")
         return path
-    reasons = []
+    tried = []
     if cfg.get("hf_hub_id"):
+        hub_repo(cfg["hf_hub_id"])
         try:
             return _hub_weights(cfg["hf_hub_id"])
-        except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError) + _DOWNLOAD_ERRORS as e:
-            reasons.append(f"Hugging Face Hub {cfg['hf_hub_id']}/{WEIGHTS_NAME}: {first_line(e)}")
+        except (RepositoryNotFoundError, EntryNotFoundError) + _DOWNLOAD_ERRORS as e:
+            tried.append((f"{cfg['hf_hub_id']} (HF Hub)", _reason(e, " or ".join(HF_WEIGHTS_NAMES))))
     if cfg.get("url"):
         try:
             return _url_weights(cfg["url"], cfg.get("file_name"), progress)
-        except (LocalEntryNotFoundError,) + _DOWNLOAD_ERRORS as e:
-            reasons.append(f"{cfg['url']}: {first_line(e)}")
-    if not reasons:
+        except _DOWNLOAD_ERRORS as e:  # LocalEntryNotFoundError is an OSError
+            url = urlparse(cfg["url"])
+            tried.append((f"{Path(url.path).name} ({url.netloc})", _reason(e)))
+    if not tried:
         raise WeightsError(f"{name} has no released weights (see `lstmvision models --pretrained`)")
-    raise WeightsError(_missing(name, reasons))
+    raise WeightsError(_missing(name, tried, released))
 
 
 def push_to_hf_hub(model: Any, repo_id: str, private: bool = False, commit_message: str = "Add model",
