@@ -14,8 +14,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models import save_for_hf
 
 import lstmvision
 from hub_server import StandInHub
@@ -219,3 +221,79 @@ def test_readme_quickstart_runs_as_written(hub, tmp_path):
     out = _run(code, hub, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "my-sequencer" / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------- folders timm itself wrote
+@pytest.fixture(scope="module")
+def timm_saved(tmp_path_factory):
+    """Folders written by timm's own `save_for_hf` (its defaults: pytorch_model.bin), as a timm user pushes a
+    fine-tuned model: a grayscale 7-class Sequencer2D at 64 px (timm records num_classes, in_chans and img_size in
+    `model_args`) and a resnet18, which has no lstmvision twin; with an input and each model's logits."""
+    root = tmp_path_factory.mktemp("timm_saved")
+    torch.manual_seed(0)
+    seq = timm.create_model("sequencer2d_s", num_classes=7, in_chans=1, img_size=64).eval()
+    res = timm.create_model("resnet18", num_classes=5, in_chans=1).eval()
+    with torch.no_grad():  # heads that tell the classes apart (timm's Sequencer head is a ClassifierHead)
+        for head in (seq.head.fc, res.fc):
+            head.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    save_for_hf(seq, root / "seq-gray")
+    save_for_hf(res, root / "res-gray")
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.save(dict(x=x, seq=seq(x), res=res(x)), root / "ref.pt")
+    return root
+
+
+def test_a_folder_timm_saved_loads_as_timm_loads_it(timm_saved):
+    config = json.loads((timm_saved / "seq-gray" / "config.json").read_text())
+    assert {k: config["model_args"][k] for k in ("num_classes", "in_chans", "img_size")} == dict(
+        num_classes=7, in_chans=1, img_size=[64, 64])
+    ref = torch.load(timm_saved / "ref.pt")
+    for name, arch in (("seq", "sequencer2d_s"), ("res", "timm:resnet18")):
+        model = lstmvision.create_model(f"local-dir:{timm_saved / name}-gray", pretrained=True).eval()
+        assert model.model_name == arch and tuple(model.pretrained_cfg["input_size"])[0] == 1
+        with torch.no_grad():
+            torch.testing.assert_close(model(ref["x"]), ref[name], rtol=0, atol=1e-5)
+
+
+def test_explicit_arguments_override_a_timm_folders_model_args(timm_saved):
+    """num_classes and in_chans given by the caller win over the saved ones, as in timm: the same weights as
+    timm's create_model of the same call (the stem adapted from 1 to 3 channels, a new head)."""
+    folder = f"local-dir:{timm_saved / 'seq-gray'}"
+    with pytest.warns(UserWarning, match="classifier has 7 classes, model has 3; the head was re-initialised"):
+        ours = lstmvision.create_model(folder, pretrained=True, num_classes=3, in_chans=3).eval()
+    theirs = timm.create_model(folder, pretrained=True, num_classes=3, in_chans=3).eval()
+    assert ours.num_classes == 3 and tuple(ours.pretrained_cfg["input_size"]) == (3, 64, 64)
+    ours.head.fc.load_state_dict(theirs.head.fc.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+def test_a_folder_timm_saved_loads_from_the_hub(hub, timm_saved, tmp_path):
+    """The same folders served as Hub repos (hf-hub:), and one line for a repo or weights the Hub does not have."""
+    for name in ("seq", "res"):
+        for file in ("config.json", "pytorch_model.bin"):
+            hub.add_repo_file(f"acme/{name}-gray", file, timm_saved / f"{name}-gray" / file)
+    hub.add_repo_file("acme/config-only", "config.json", timm_saved / "seq-gray" / "config.json")
+    result = _last_json(_run(f"""
+        import json, torch, lstmvision
+        ref = torch.load({str(timm_saved / "ref.pt")!r})
+        diffs, errors = {{}}, {{}}
+        for name in ("seq", "res"):
+            model = lstmvision.create_model(f"hf-hub:acme/{{name}}-gray", pretrained=True).eval()
+            with torch.no_grad():
+                diffs[name] = (model(ref["x"]) - ref[name]).abs().max().item()
+        for repo in ("acme/absent", "acme/config-only"):
+            try:
+                lstmvision.create_model(f"hf-hub:{{repo}}", pretrained=True)
+            except lstmvision.WeightsError as e:
+                errors[repo] = str(e)
+        print(json.dumps(dict(diffs=diffs, errors=errors)))
+    """, hub, tmp_path))
+    assert max(result["diffs"].values()) <= 1e-5 and len(result["diffs"]) == 2
+    absent, config_only = result["errors"]["acme/absent"], result["errors"]["acme/config-only"]
+    assert absent == ("no weights for hf-hub:acme/absent: acme/absent (HF Hub): the Hub answered HTTP 404 for "
+                      "config.json. Check the repo id and the network, or load a copy of the repo's files as "
+                      "local-dir:FOLDER")
+    assert "the Hub answered HTTP 404 for model.safetensors or pytorch_model.bin" in config_only

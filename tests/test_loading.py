@@ -124,8 +124,10 @@ def test_create_model_weights_file_with_name(models, run_dir, tmp_path):
     # a run folder as pretrained weights works as its best/ does
     m = create_model("sequencer2d_s", pretrained=run_dir).eval()
     assert same_weights(m, models[0])
-    with pytest.raises(ValueError, match="weights file: say which architecture"):
+    with pytest.raises(ValueError, match="no config.json beside it, so it does not say which architecture"):
         create_model(path).eval()
+    with pytest.raises(ValueError, match=f"give the folder that holds it, {run_dir / 'best'}, a saved model"):
+        create_model(run_dir / "best" / "model.safetensors").eval()
     with pytest.raises(ValueError, match="either"):
         create_model(run_dir, pretrained=path).eval()
 
@@ -175,6 +177,18 @@ def test_validate_initial_checkpoint_run_and_results_file(run_dir, data, tmp_pat
                  "--workers", "0", "--results-file", "b.json"]) == 0
     other = json.loads(Path("b.json").read_text())
     assert other["images"] == 6 and other["top1"] == result["top1"] and other["loss"] == result["loss"]
+
+
+def test_validate_checkpoint_weights_file_names_its_folder(run_dir, data, tmp_path, monkeypatch, capsys):
+    """A weights file given to --checkpoint: the one line names the folder to give instead, which then works."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--data", str(data), "--limit-val", "2", "--device", "cpu", "--workers", "0"]
+    assert main(["validate", "--checkpoint", str(run_dir / "last" / "model.safetensors"), *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lstmvision validate: error: ")
+    assert f"give the folder that holds it, {run_dir / 'last'}, a saved model" in err[0]
+    assert "--initial-checkpoint" not in err[0]  # a flag not every command has
+    assert main(["validate", "--checkpoint", str(run_dir / "last"), *common]) == 0
 
 
 def test_validate_last_only_run_says_it_uses_last(last_only, data, tmp_path, monkeypatch, capsys):

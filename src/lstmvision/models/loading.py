@@ -54,7 +54,7 @@ from lstmvision.weights import (
     read_state_dict,
 )
 
-HF_HUB_PREFIX = "hf-hub:"
+HF_HUB_PREFIX = hub.HF_HUB_PREFIX
 LOCAL_DIR_PREFIX = "local-dir:"
 _FEATURE_ARGS = ("out_indices", "feature_fmt", "feature_cls", "feature_cfg")
 
@@ -78,10 +78,14 @@ def _is_path(spec: str) -> bool:
 
 # ----------------------------------------------------------------------------------------- saved folders
 def _from_config(saved: dict[str, Any], num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
-    """The architecture a saved config describes (random weights), with its cfg and class names."""
+    """The architecture a saved config describes (random weights), with its cfg and class names. The saved
+    model arguments are defaults that the caller's `num_classes` and `kwargs` override, as in timm."""
     arch = saved["architecture"]
-    kwargs = {**saved["kwargs"], **kwargs}
-    classes = num_classes if num_classes is not None else saved["num_classes"]
+    saved_args = dict(saved["kwargs"])
+    saved_classes = saved_args.pop("num_classes", None)  # timm's save_for_hf keeps it among the model args
+    asked = {k: kwargs[k] for k in ("in_chans", "img_size") if k in kwargs}
+    kwargs = {**saved_args, **kwargs}
+    classes = next((c for c in (num_classes, saved["num_classes"], saved_classes) if c is not None), None)
     if arch.startswith(UPERNET_PREFIX):
         model = create_segmenter(num_classes=classes, **kwargs)
     elif arch.startswith(DETECTOR_PREFIX):
@@ -93,11 +97,24 @@ def _from_config(saved: dict[str, Any], num_classes: int | None, kwargs: dict[st
         if not timm.is_model(name):
             raise WeightsError(f"the saved architecture {arch!r} is neither a lstmvision nor a timm model")
         model = create_timm_model(name, classes, None, None, kwargs)
-    model.pretrained_cfg = model.default_cfg = {**dict(model.pretrained_cfg or {}), **saved["pretrained_cfg"],
-                                                "num_classes": model.num_classes}
+    own = dict(model.pretrained_cfg or {})
+    model.pretrained_cfg = model.default_cfg = {**own, **saved["pretrained_cfg"], "num_classes": model.num_classes}
+    if asked and own.get("input_size") and model.pretrained_cfg.get("input_size"):
+        model.pretrained_cfg["input_size"] = _asked_input_size(model.pretrained_cfg["input_size"],
+                                                               own["input_size"], asked)
     if saved["class_names"] and len(saved["class_names"]) == model.num_classes:
         model.class_names = list(saved["class_names"])
     return model
+
+
+def _asked_input_size(saved: Any, built: Any, asked: dict[str, Any]) -> tuple[int, ...]:
+    """The saved input size with what the caller asked for instead: `in_chans`, and `img_size` (as built)."""
+    size = list(saved)
+    if "in_chans" in asked:
+        size[0] = asked["in_chans"]
+    if "img_size" in asked:
+        size[1:] = list(built)[1:]
+    return tuple(size)
 
 
 def _saved_model(folder: Path, num_classes: int | None, kwargs: dict[str, Any], weights: bool) -> nn.Module:
@@ -137,7 +154,7 @@ def _named_model(spec: str, pretrained: Any, num_classes: int | None, kwargs: di
     cfg = {**get_pretrained_cfg(spec), **overlay}
     if pretrained is True:  # the overlay's own source (timm's local-dir / hf-hub names), else the released tag
         own_source = any(overlay.get(k) for k in ("file", "hf_hub_id", "url"))
-        path = hub.weights_file(cfg, spec if own_source else released_tag(spec))
+        path = hub.weights_file(cfg, spec if own_source else released_tag(spec), released=not own_source)
         source = str(path)
     elif pretrained:
         path = _weights_path(pretrained)
@@ -266,9 +283,7 @@ def _dispatch(spec: str, pretrained: Any, num_classes: int | None, img_size: int
         model.label = spec[len(HF_HUB_PREFIX):].split("@")[0].split("/")[-1]
         return model
     if spec.startswith(LOCAL_DIR_PREFIX):
-        folder = Path(spec[len(LOCAL_DIR_PREFIX):])
-        if not (folder / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{folder} holds no config.json (write one with lstmvision.save_for_hf)")
+        folder = _local_dir(spec)
         model = _saved_model(folder, num_classes, kwargs, weights=bool(pretrained))
         model.label = _label(folder)
         return model
@@ -280,8 +295,7 @@ def _dispatch(spec: str, pretrained: Any, num_classes: int | None, img_size: int
     if not is_model(split_tag(spec)[0]) and _is_path(spec):
         path = Path(spec)
         if path.is_file():
-            raise ValueError(f"{path} is a weights file: say which architecture it holds "
-                             f"(--model NAME --initial-checkpoint {path})")
+            raise ValueError(_weights_file_message(path))
         if pretrained not in (None, False, True):
             raise ValueError(f"{path} is a saved model with its own weights: give either it or pretrained weights "
                              "for a model name, not both")
@@ -292,6 +306,30 @@ def _dispatch(spec: str, pretrained: Any, num_classes: int | None, img_size: int
     model = _named_model(spec, pretrained, num_classes, kwargs, overlay)
     model.label = spec
     return model
+
+
+def _local_dir(spec: str) -> Path:
+    """The folder of a `local-dir:PATH` spec, refused in one line when it holds no saved model."""
+    text = spec[len(LOCAL_DIR_PREFIX):]
+    if not text.strip():
+        raise ValueError(f"{spec} names no folder: give local-dir:PATH, a folder holding config.json and weights")
+    folder = Path(text)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{spec}: no such folder")
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder} holds no config.json (write one with lstmvision.save_for_hf)")
+    return folder
+
+
+def _weights_file_message(path: Path) -> str:
+    """What to give instead of a bare weights file where a saved model (a folder) is expected: the folder that
+    holds it when it is a saved model's (every command takes that), else a model name for the file."""
+    if (path.parent / CONFIG_NAME).is_file():
+        return (f"{path} is a weights file and does not say which architecture it holds: give the folder that holds "
+                f"it, {path.parent}, a saved model (config.json + weights)")
+    return (f"{path} is a weights file with no config.json beside it, so it does not say which architecture it "
+            "holds: give a saved model folder, or a model name with the file as its weights "
+            f"(create_model(NAME, pretrained=PATH); CLI: --model NAME --initial-checkpoint {path})")
 
 
 def check_input_size(name: str, kwargs: dict[str, Any], in_chans: int, size: int,
