@@ -26,6 +26,7 @@ from timm.models import PretrainedCfg, adapt_input_conv
 
 from lstmvision.constants import TIMM_PREFIX
 from lstmvision.errors import first_line, os_reason
+from lstmvision.outputs import atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_NAMES = (WEIGHTS_NAME, "pytorch_model.bin")  # a saved folder's weights (timm's layout), in the order tried
@@ -233,12 +234,6 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     """The `config.json` of a saved folder, as `architecture` ('timm:NAME' for timm's own models, 'upernet:...'
     for segmenters), `num_classes`, `kwargs` (the model arguments), `pretrained_cfg` and `class_names`. Reads
@@ -266,23 +261,7 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
                 class_names=list(labels) if labels else None)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename: readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        # some writers (safetensors) create private 0600 files: give the normal mode a new file gets
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 # ------------------------------------------------------------------------ checkpoint folders
-CHECKPOINT_NAMES = ("best", "last", ".best.old", ".last.old")  # the checkpoint folders of a training run
 
 
 def _checkpoint_order(prefer: str) -> tuple[str, ...]:

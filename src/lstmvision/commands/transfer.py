@@ -43,8 +43,9 @@ from lstmvision.engine.summary import read_summary
 from lstmvision.engine.trainer import train
 from lstmvision.errors import first_line
 from lstmvision.models import create_model, get_pretrained_cfg
+from lstmvision.outputs import atomic_write
 from lstmvision.tasks.classify import evaluate
-from lstmvision.weights import CONFIG_NAME, atomic_write, find_checkpoint, read_config
+from lstmvision.weights import CONFIG_NAME, find_checkpoint, read_config
 
 LR_SCALE_BATCH = 64  # the protocol's lr_scale_factor: lr = lr * batch / 64
 

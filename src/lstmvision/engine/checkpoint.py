@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from lstmvision.weights import atomic_write, refused_pickle, save_pretrained
+from lstmvision.outputs import atomic_write
+from lstmvision.weights import refused_pickle, save_pretrained
 
 STATE_NAME = "state.pth"
 

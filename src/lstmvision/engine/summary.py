@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 from lstmvision.engine.run import TrainingError  # noqa: E402
+from lstmvision.outputs import atomic_write  # noqa: E402
 from lstmvision.tasks import Task  # noqa: E402
-from lstmvision.weights import atomic_write  # noqa: E402
 
 
 def summary_fields(task: Task) -> list[str]:

@@ -42,8 +42,8 @@ from lstmvision.models.registry import (
 )
 from lstmvision.models.timm_models import create_timm_model, timm_name
 from lstmvision.models.upernet import create_segmenter
+from lstmvision.outputs import CHECKPOINT_NAMES
 from lstmvision.weights import (
-    CHECKPOINT_NAMES,
     CONFIG_NAME,
     WeightsError,
     convert_state_dict,
