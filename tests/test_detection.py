@@ -23,6 +23,7 @@ from lstmvision.cli import main
 from lstmvision.cli.train import result_line
 from lstmvision.data.detection import make_detection_scenes
 from lstmvision.models.detection import create_detector, pyramid_plan
+from lstmvision.weights import save_pretrained
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 
@@ -79,6 +80,56 @@ def test_every_detector_trains_and_detects_on_every_family(kind, backbone):
     assert len(model.features(x[:1])) == (4 if kind in ("fasterrcnn", "maskrcnn") else 5)
 
 
+@pytest.mark.parametrize("kind", DETECTORS)
+def test_validation_losses_are_the_training_losses_of_the_evaluation_pass(kind):
+    """The same losses as training mode (a backbone without BatchNorm or dropout, training size = evaluation
+    size, the same RoI sampling), the detections of evaluation mode, and the random state untouched."""
+    model = create_detector("sequencer2d_tiny", kind, 10, img_size=64, train_sizes=[64],
+                            fpn_channels=64 if kind == "fcos" else 32)
+    x, y = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)], _targets(kind == "maskrcnn")
+    rcnn = kind in ("fasterrcnn", "maskrcnn")
+    if rcnn:  # training mode draws a size first: the RoI sampling starts from the same state either way
+        model.detector.rpn.register_forward_pre_hook(lambda *_: torch.manual_seed(0) and None)
+    with torch.no_grad():
+        expected = model.train()(x, y)
+        detections = model.eval()(x)
+    state = torch.get_rng_state()
+    losses, outputs = model.losses_and_detections(x, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert set(losses) == set(expected)
+    torch.testing.assert_close(losses, expected)
+    assert len(outputs) == 2 and all(torch.equal(a[k], b[k]) for a, b in zip(outputs, detections) for k in a)
+
+
+def test_validation_losses_leave_batchnorm_alone():
+    model = create_detector("timm:resnet18", "fasterrcnn", 10, img_size=64, fpn_channels=32)
+    x, y = [torch.rand(3, 64, 64)], _targets(False)[:1]
+    model.train()(x, y)  # running statistics away from their initial values
+    model.eval()
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    with torch.no_grad():
+        (detections,) = model(x)
+    losses, (outputs,) = model.losses_and_detections(x, y)
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers()) and not model.training
+    assert all(torch.equal(outputs[k], detections[k]) for k in detections)
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(RuntimeError, match="eval mode"):
+        model.train().losses_and_detections(x, y)
+
+
+def test_rcnn_sampling_settings_reach_torchvision():
+    model = create_detector("sequencer2d_tiny", "maskrcnn", 3, img_size=64, fpn_channels=32,
+                            rpn_pre_nms_top_n=[60, 30], rpn_post_nms_top_n=[40, 20], box_batch_size_per_image=16)
+    rpn, heads = model.detector.rpn, model.detector.roi_heads
+    assert (rpn._pre_nms_top_n, rpn._post_nms_top_n) == (dict(training=60, testing=30), dict(training=40, testing=20))
+    assert heads.fg_bg_sampler.batch_size_per_image == 16
+    default = create_detector("sequencer2d_tiny", "retinanet", 3, img_size=64, fpn_channels=32,
+                              rpn_pre_nms_top_n=[60, 30])  # R-CNNs only: not kept for others
+    assert default.detector_args["rpn_pre_nms_top_n"] is None
+    with pytest.raises(ValueError, match="TRAIN TEST"):
+        create_detector("sequencer2d_tiny", "fasterrcnn", 3, img_size=64, rpn_post_nms_top_n=[40])
+
+
 def test_pyramid_levels_come_from_the_right_maps():
     assert pyramid_plan([4, 8]) == [(1, 8), (1, 8), (1, 8)]  # Sequencer2D tiny: stride 8, pooled
     assert pyramid_plan([7, 14, 14, 14]) == [(0, 8), (3, 16), (3, 16)]  # Sequencer2D-S: resampled to 8 / 16
@@ -129,10 +180,13 @@ def _train(scenes: Path, out: Path, name: str, detector: str, backbone: str, *ex
 
 @pytest.fixture(scope="module")
 def mask_run(scenes, tmp_path_factory) -> Path:
-    """Mask R-CNN on Sequencer2D: one epoch, then resumed for a second."""
+    """Mask R-CNN on Sequencer2D: one epoch, then resumed for a second (what they print: `../stdout.txt`)."""
     out = tmp_path_factory.mktemp("detruns")
-    run = _train(scenes, out, "mask", "maskrcnn", "sequencer2d_tiny")
-    assert main(["detect", "train", "--resume", str(run), "--epochs", "2"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run = _train(scenes, out, "mask", "maskrcnn", "sequencer2d_tiny")
+        assert main(["detect", "train", "--resume", str(run), "--epochs", "2"]) == 0
+    (out / "stdout.txt").write_text(printed.getvalue())
     return run
 
 
@@ -147,6 +201,11 @@ def test_train_and_resume_write_a_detection_run(mask_run, capsys):
     assert list(rows[0])[:9] == ["epoch", "train_loss", "val_loss", "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75",
                                  "segm_mAP", "segm_mAP_50", "segm_mAP_75"]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(0 < float(r["val_loss"]) < 100 for r in rows)  # the validation loss, not NaN
+    printed = (mask_run.parent / "stdout.txt").read_text()
+    assert "nan" not in printed.lower()
+    done = next(line for line in printed.splitlines() if "done in" in line)
+    assert "bbox_mAP " in done and "segm_mAP " in done and "segm_mAP_75 " in done  # box and mask AP
     model = create_model(mask_run)
     cfg = model.pretrained_cfg
     assert (cfg["task"], cfg["detector"], cfg["category_ids"]) == ("detect", "maskrcnn", list(range(1, 11)))
@@ -157,7 +216,7 @@ def test_train_and_resume_write_a_detection_run(mask_run, capsys):
 
 
 def test_the_final_json_line_is_strict_json_without_a_validation_loss():
-    """Detectors have no validation loss (NaN): train's last line still parses with a strict JSON parser."""
+    """A metric that is not a number (NaN) does not break train's last line for a strict JSON parser."""
     line = result_line({"rank": 0, "final": {"bbox_mAP": 1.5, "loss": float("nan")}, "best": None, "epochs": 2})
 
     def refuse(name):
@@ -241,6 +300,68 @@ def test_predict_image_files_never_replaces_an_input(mask_run, scenes, tmp_path,
                  str(scenes / "annotations" / "x.txt")]) == 2
 
 
+def _three_classes(scenes: Path, folder: Path) -> Path:
+    """The scenes with the ten garment classes folded into three."""
+    shutil.copytree(scenes, folder)
+    for ann in (folder / "annotations").glob("instances_*.json"):
+        coco = json.loads(ann.read_text())
+        coco["categories"] = [dict(id=c, name=f"group{c}") for c in (1, 2, 3)]
+        for a in coco["annotations"]:
+            a["category_id"] = (a["category_id"] - 1) % 3 + 1
+        ann.write_text(json.dumps(coco))
+    return folder
+
+
+def _weights(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def test_fine_tuning_from_a_detector_checkpoint(mask_run, scenes, tmp_path, capsys):
+    """Same classes: the whole detector; other classes: all but the class outputs; another detector, backbone or
+    pyramid width: one line, exit 2."""
+    base = ["detect", "train", "--data", str(scenes), "--epochs", "1", "--limit-train", "2", "--limit-val", "2",
+            "--output", str(tmp_path), *SMALL]
+    saved = create_model(mask_run)
+    assert main([*base, "--detector", "maskrcnn", "--initial-checkpoint", str(mask_run / "best"),
+                 "--experiment", "same"]) == 0
+    assert "initial weights: the whole maskrcnn (backbone, FPN and heads)" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="a maskrcnn for 10 classes, this one has 3: loaded its backbone, FPN, RPN, "
+                                         r"box head and mask head; the class outputs \(bbox_pred, cls_score, "
+                                         r"mask_fcn_logits\) start new"):
+        three = create_detector("sequencer2d_tiny", "maskrcnn", 3, img_size=64, fpn_channels=32, pretrained=mask_run)
+    theirs, ours = _weights(saved), _weights(three)
+    heads = [k for k in ours if "predictor" in k and ("cls_score" in k or "bbox_pred" in k or "logits" in k)]
+    assert len(heads) == 6 and all(ours[k].shape != theirs[k].shape for k in heads)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if k not in heads)
+    assert main(["detect", "train", "--data", str(_three_classes(scenes, tmp_path / "data3")), "--epochs", "1",
+                 "--limit-train", "2", "--limit-val", "2", "--output", str(tmp_path), *SMALL, "--detector", "maskrcnn",
+                 "--initial-checkpoint", str(mask_run), "--experiment", "three"]) == 0
+    assert "a maskrcnn for 10 classes, this one has 3" in capsys.readouterr().err
+    for extra, message in ((["--detector", "fasterrcnn"], "is a maskrcnn on sequencer2d_tiny, this run a fasterrcnn "
+                                                          "on sequencer2d_tiny"),
+                           (["--detector", "maskrcnn", "--model", "v_sequencer_tiny"], "this run a maskrcnn on "
+                                                                                       "v_sequencer_tiny"),
+                           (["--detector", "maskrcnn", "--fpn-channels", "64"], "has --fpn-channels 32, this run 64")):
+        assert main([*base, *extra, "--initial-checkpoint", str(mask_run), "--experiment", "refused"]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_classification_weights_and_weights_files_still_load(mask_run, tmp_path, capsys):
+    classifier = create_model("sequencer2d_tiny", num_classes=10)
+    save_pretrained(classifier, tmp_path / "cls")
+    det = create_detector("sequencer2d_tiny", "fasterrcnn", 3, img_size=64, fpn_channels=32, pretrained=tmp_path / "cls")
+    body = _weights(det, "detector.backbone.body.model.")
+    own = classifier.state_dict()
+    assert body and all(torch.equal(v, own[k.removeprefix("detector.backbone.body.model.")]) for k, v in body.items())
+    shutil.copy(mask_run / "best" / "model.safetensors", tmp_path / "det.safetensors")  # a lone weights file
+    det = create_detector("sequencer2d_tiny", "maskrcnn", 10, img_size=64, fpn_channels=32,
+                          pretrained=tmp_path / "det.safetensors")
+    theirs = _weights(create_model(mask_run))
+    assert all(torch.equal(v, theirs[k]) for k, v in _weights(det).items())
+    assert "the whole maskrcnn" in capsys.readouterr().err
+
+
 CYCLES = [(d, b) for d in DETECTORS for b in ("sequencer2d_tiny", "vil2_tiny", "timm:resnet18")
           if (d, b) != ("maskrcnn", "sequencer2d_tiny")] + [("fasterrcnn", "v_sequencer_tiny")]
 
@@ -250,8 +371,14 @@ def test_cli_cycle_of_each_detector(detector, backbone, scenes, tmp_path, capsys
     """Train (2 steps), resume for a second epoch, validate and predict: every detector on Sequencer2D, ViL and
     timm backbones (Mask R-CNN on Sequencer2D: `mask_run`), and a vanilla Sequencer."""
     channels = ["--fpn-channels", "64"] if detector == "fcos" else []
-    run = _train(scenes, tmp_path, "run", detector, backbone, "--limit-train", "4", *channels)
+    sampling = ["--rpn-pre-nms-top-n", "50", "40", "--rpn-post-nms-top-n", "30", "20", "--box-batch-size-per-image",
+                "16"] if (detector, backbone) == ("fasterrcnn", "sequencer2d_tiny") else []
+    run = _train(scenes, tmp_path, "run", detector, backbone, "--limit-train", "4", *channels, *sampling)
     assert main(["detect", "train", "--resume", str(run), "--epochs", "2"]) == 0
+    if sampling:  # the settings reach the detector and its checkpoint
+        rebuilt = create_model(run).detector
+        assert rebuilt.rpn._post_nms_top_n == dict(training=30, testing=20)
+        assert rebuilt.roi_heads.fg_bg_sampler.batch_size_per_image == 16
     assert [r["epoch"] for r in _rows(run)] == ["0", "1"]
     assert main(["detect", "validate", "--checkpoint", str(run), "--data", str(scenes), "--limit-val", "2",
                  "--results-file", str(tmp_path / "v.json")]) == 0
@@ -269,6 +396,7 @@ def test_bad_detection_settings_are_one_line(scenes, tmp_path, capsys):
                            (["--mixup", "0.5"], "Mixup/CutMix"),
                            (["--train-split", "a/b"], "split name"),
                            (["--recipe", "sequencer-small"], "not a detection recipe"),
+                           (["--rpn-post-nms-top-n", "300", "0"], "--rpn-post-nms-top-n must be in [1, inf)"),
                            (["--model", "timm:resnet18", "--pretrained"], "not supported by detect train")):
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
@@ -277,3 +405,7 @@ def test_bad_detection_settings_are_one_line(scenes, tmp_path, capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert (cfg["sched"], cfg["decay_milestones"], cfg["layer_decay"], cfg["detector"]) == \
         ("multistep", [8, 11], 0.9, "maskrcnn")
+    assert main(["detect", "train", "--recipe", "detect-cpu", "--data", str(scenes), "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["rpn_pre_nms_top_n"], cfg["rpn_post_nms_top_n"], cfg["box_batch_size_per_image"]) == \
+        ([600, 300], [600, 300], 128)

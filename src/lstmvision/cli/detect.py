@@ -29,9 +29,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     add_train_arguments(p, detect=True)
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(task="detect")
-    p.epilog = ("Default recipe detect-small (CPU, Fashion-MNIST scenes); maskrcnn-coco-1x is the 1x COCO schedule. "
+    p.epilog = ("Default recipe detect-small (CPU, Fashion-MNIST scenes); detect-cpu samples fewer proposals and RoIs "
+                "(faster on a small CPU); maskrcnn-coco-1x is the 1x COCO schedule. "
                 "--data is a COCO-layout folder (annotations/instances_<split>.json, <split>/). --model names the "
-                "backbone; --initial-checkpoint PATH loads classification weights into it (head dropped), "
+                "backbone; --initial-checkpoint PATH loads classification weights into it (head dropped) or "
+                "fine-tunes a detector checkpoint (the whole detector; new class outputs if the classes differ), "
                 "--pretrained the released weights of its tag (registered backbones). "
                 "Distributed: torchrun --nproc-per-node N -m lstmvision detect train ...")
 

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = dict(
     seg_stride=None, aux_weight=0.4, decoder_channels=None,
     # object detection (task 'detect', `lstmvision detect train`); img_size is the short side of evaluation
     detector="fasterrcnn", train_split="train2017", val_split="val2017", train_sizes=None, max_size=None,
-    fpn_channels=256,
+    fpn_channels=256, rpn_pre_nms_top_n=None, rpn_post_nms_top_n=None, box_batch_size_per_image=None,
 )
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -113,6 +113,12 @@ RECIPES["detect-small"] = dict(
     layer_decay=None, decay_milestones=[6, 7], warmup_epochs=1, warmup_lr=1e-5, min_lr=1e-5, img_size=128,
     train_sizes=[96, 112, 128], max_size=None, fpn_channels=64, drop_path=0.0, workers=1, log_interval=10,
 )
+# detect-small made cheaper for a CPU: RoI sampling and proposals sized for scenes of a few objects. On 128 px
+# scenes of <= 4 garments torchvision's 512 sampled RoIs per image are mostly background, and their RoIAlign
+# backward is about half of a CPU step; 128 RoIs still hold up to 32 positives (a quarter), 600 / 300 proposals
+# still cover every object (see docs/detection.md, benchmarks/detect_cpu.py).
+RECIPES["detect-cpu"] = dict(RECIPES["detect-small"], rpn_pre_nms_top_n=[600, 300], rpn_post_nms_top_n=[600, 300],
+                             box_batch_size_per_image=128)
 RECIPES["vil-small"] = dict(RECIPES["sequencer-small-long"], model="vil2_tiny", drop_path=0.0,
                             model_kwargs={"patch_size": 4})
 DEFAULT_RECIPE = "sequencer-small"

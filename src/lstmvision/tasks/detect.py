@@ -11,7 +11,9 @@ Evaluation is COCO's: faster-coco-eval's COCOeval (which agrees with pycocotools
 own annotation file, over the images evaluated, one image per batch (LSTM backbones see no batch padding), in
 percent: `bbox_mAP`, `bbox_mAP_50`, `bbox_mAP_75`, `bbox_mAP_s`, `bbox_mAP_m`, `bbox_mAP_l`, and for Mask
 R-CNN the same six `segm_*`. COCO reports -1 for a value with no ground truth; with no detection at all every
-value is 0. There is no validation loss (torchvision computes losses only in training mode): `loss` is NaN.
+value is 0. The validation `loss` is the training loss (the sum of the detector's losses) on the evaluated
+images, per image, from the evaluation pass itself with every module in evaluation mode
+(`Detector.losses_and_detections`: BatchNorm statistics, dropout and the predictions are those of evaluation).
 """
 from __future__ import annotations
 
@@ -119,11 +121,19 @@ def _gather(items: list) -> list:
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-@torch.no_grad()
 def detect_batches(model: nn.Module, loader, device: torch.device, amp: str = "none",
                    bad: BadImageCounter | None = None, desc: str = "detect"):
     """(images, targets, outputs) of every readable batch of `loader`, the model in eval mode (a progress bar
     on a terminal); unreadable images go to `bad`."""
+    for x, y, outputs, _ in _batches(model, loader, device, amp, bad, desc):
+        yield x, y, outputs
+
+
+@torch.no_grad()
+def _batches(model: nn.Module, loader, device: torch.device, amp: str = "none", bad: BadImageCounter | None = None,
+             desc: str = "detect", losses: bool = False):
+    """`detect_batches` plus, with `losses`, the batch's summed detector losses (a float per image; else None),
+    from the same evaluation-mode pass (`Detector.losses_and_detections`)."""
     was_training = model.training
     model.eval()
     bad = bad or BadImageCounter()
@@ -134,32 +144,44 @@ def detect_batches(model: nn.Module, loader, device: torch.device, amp: str = "n
                 continue
             x = [img.to(device) for img in x]
             with autocast_context(device, amp):
-                outputs = model(x)
-            yield x, y, outputs
+                if not losses:
+                    yield x, y, model(x), None
+                    continue
+                parts, outputs = model.losses_and_detections(x, _on_device(y, device))
+            yield x, y, outputs, [float(sum(v.float() for v in parts.values()))] * len(x)
     finally:
         model.train(was_training)
 
 
+def _on_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
 def evaluate_detection(model: nn.Module, loader, device: torch.device, amp: str = "none",
                        bad: BadImageCounter | None = None,
-                       on_batch: Callable[[list, list, list], None] | None = None) -> dict[str, Any]:
+                       on_batch: Callable[[list, list, list], None] | None = None,
+                       losses: bool = False) -> dict[str, Any]:
     """COCO AP of `model` on `loader` (a `CocoDetection` split, possibly limited), exact across distributed
-    ranks; `on_batch(images, targets, outputs)` sees every evaluated batch."""
+    ranks; `on_batch(images, targets, outputs)` sees every evaluated batch. With `losses` (the split read with
+    masks for Mask R-CNN) also `loss`, the mean over the images of their summed detector losses."""
     bad = bad or BadImageCounter()
     ds = base_dataset(loader.dataset)
-    results, ids = [], []
-    for x, y, outputs in detect_batches(model, loader, device, amp, bad, desc="detect eval"):
+    results, ids, image_losses = [], [], []
+    for x, y, outputs, batch_losses in _batches(model, loader, device, amp, bad, "detect eval", losses):
         batch_ids = [int(t["image_id"]) for t in y]
         ids += batch_ids
         results += coco_results(outputs, batch_ids, ds.category_ids)
+        image_losses += batch_losses or []
         if on_batch is not None:
             on_batch(x, y, outputs)
-    results, ids = _gather(results), _gather(ids)
+    results, ids, image_losses = _gather(results), _gather(ids), _gather(image_losses)
     if not ids:
         raise DataError(f"no readable images in {dataset_source(loader.dataset)} (every evaluation image was skipped)")
     with_masks = getattr(model, "kind", None) == "maskrcnn"
     metrics = coco_metrics(load_coco(ds.annotation_file), results, ids, ("bbox", "segm") if with_masks else ("bbox",))
-    return dict(metrics, loss=math.nan, count=len(ids), detections=len(results), skipped=bad.count)
+    if losses:
+        metrics["loss"] = math.fsum(image_losses) / len(image_losses)
+    return dict(metrics, count=len(ids), detections=len(results), skipped=bad.count)
 
 
 # ------------------------------------------------------------------------------------------ the task
@@ -172,7 +194,9 @@ def create_for_config(cfg: dict[str, Any], num_classes: int, in_chans: int) -> D
                            img_size=int(cfg["img_size"]), train_sizes=cfg.get("train_sizes"),
                            max_size=cfg.get("max_size"), fpn_channels=int(cfg["fpn_channels"]), mean=cfg["mean"],
                            std=cfg["std"], pretrained=backbone_weights(cfg), drop_path_rate=drop_path,
-                           model_kwargs=kwargs)
+                           model_kwargs=kwargs, rpn_pre_nms_top_n=cfg.get("rpn_pre_nms_top_n"),
+                           rpn_post_nms_top_n=cfg.get("rpn_post_nms_top_n"),
+                           box_batch_size_per_image=cfg.get("box_batch_size_per_image"))
 
 
 def _report_boxes(ds: CocoDetection) -> None:
@@ -204,7 +228,8 @@ class DetectionTask(Task):
         img_mode = "L" if in_chans == 1 else "RGB"
         masks = cfg["detector"] == "maskrcnn"
         train_ds = CocoDetection(cfg["data"], cfg["train_split"], img_mode, masks=masks)
-        val_ds = CocoDetection(cfg["data"], cfg["val_split"], img_mode, category_ids=train_ds.category_ids)
+        val_ds = CocoDetection(cfg["data"], cfg["val_split"], img_mode, masks=masks,  # masks: the val loss
+                               category_ids=train_ds.category_ids)
         for ds in (train_ds, val_ds):
             _report_boxes(ds)
         class_names = list(train_ds.class_names)
@@ -237,7 +262,7 @@ class DetectionTask(Task):
         return DetectionLoss(), None
 
     def evaluate(self, model: nn.Module, loader, device: torch.device, cfg: dict[str, Any], bad) -> dict[str, Any]:
-        return evaluate_detection(model, loader, device, cfg["amp"], bad)
+        return evaluate_detection(model, loader, device, cfg["amp"], bad, losses=True)
 
     # the trainer's batch seam: lists of images and target dicts
     def to_device(self, x: Any, y: Any, device: torch.device) -> tuple[Any, Any]:
