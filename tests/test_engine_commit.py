@@ -57,7 +57,7 @@ def reference(tmp_path_factory):
 def _validate(tmp, data, folder) -> dict:
     out = tmp / "val.json"
     assert main(["validate", "--checkpoint", str(folder), "--data", str(data), "--results-file", str(out),
-                 "--workers", "0"]) == 0
+                 "--workers", "0", "--overwrite"]) == 0
     return json.loads(out.read_text())
 
 
