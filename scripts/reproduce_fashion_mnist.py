@@ -62,6 +62,7 @@ from lstmvision.device import resolve_device  # noqa: E402
 from lstmvision.engine.recipes import get_recipe  # noqa: E402
 from lstmvision.engine.summary import read_summary  # noqa: E402
 from lstmvision.models.loading import create_model  # noqa: E402
+from lstmvision.outputs import write_text  # noqa: E402
 from lstmvision.weights import find_checkpoint, read_config  # noqa: E402
 
 RECIPE = "sequencer-small"
@@ -129,6 +130,10 @@ ABLATION_BASE = {
 }
 ABLATION_EPOCHS = {"full": 2, "quick": 1}
 ABLATION_SEEDS = {"full": [0, 1], "quick": [0, 1]}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2))
 
 
 def _twice(hidden: list[int]) -> list[int]:
@@ -278,7 +283,7 @@ def train_model(name: str, arch: str, kwargs: dict[str, Any], overrides: dict[st
         seconds = round(time.time() - t0, 1)
         if resumed and (record / "train.json").is_file():  # time of the interrupted part, as recorded before
             seconds += json.loads((record / "train.json").read_text()).get("seconds") or 0
-        C.write_json(record / "train.json", dict(command=shlex.join(["lstmvision", *argv]), resumed=resumed,
+        write_json(record / "train.json", dict(command=shlex.join(["lstmvision", *argv]), resumed=resumed,
                                                  seconds=round(seconds, 1), load=os.getloadavg()[0]
                                                  if hasattr(os, "getloadavg") else None))
     for f in ("summary.csv", "config.yaml", "curves.png"):
@@ -387,7 +392,7 @@ def run_analyses(out: Path, state: dict, mode: str, args, device: torch.device) 
     def step(key: str, argv: list[str]) -> None:
         t = time.time()
         try:
-            rc = cli.main(argv)
+            rc = cli.main([*argv, "--overwrite"])  # each run of the script recomputes the analyses
         except Exception as e:  # noqa: BLE001 - recorded in the summary, the other analyses still run
             traceback.print_exc()
             rc = f"{type(e).__name__}: {e}"
@@ -446,7 +451,7 @@ def mce_vs_baseline(out: Path, names: list[str]) -> None:
     any_r = reps[BASELINE]
     report = dict(baseline=BASELINE, images=any_r.get("images"), corruptions=list(any_r["top1"]),
                   severities=sorted({int(k) for per in any_r["top1"].values() for k in per}), models=table)
-    C.write_json(out / "robustness" / "mce.json", report)
+    write_json(out / "robustness" / "mce.json", report)
     md = C.markdown_table(["model", "clean top-1 %", "mean corruption error %", f"mCE (vs {BASELINE} = 100)",
                            "relative mCE", "FGSM 1/255 top-1 %"],
                           [[n, t["clean_top1"], t["mean_error"], t["mce"], t["relative_mce"],
@@ -630,7 +635,7 @@ def write_summary(out: Path, s: dict) -> None:
               for m in s["models"]]  # relative paths: the folder may be moved or committed
     trained = sum(m["train_s"] or 0 for m in models)
     s["timings_s"] = dict(s["timings_s"], training_recorded=round(trained, 1))
-    C.write_json(out / "summary.json", dict(s, models=models))
+    write_json(out / "summary.json", dict(s, models=models))
     plot_summary(out, s)
     (out / "summary.md").write_text(summary_md(out, dict(s, models=models)))
 

@@ -150,6 +150,11 @@ EXISTING = {
     "resolution-sweep --output":
         ("resolution-sweep --checkpoint {clf} --data {fmnist} --limit 4 --sizes 32 --output {out}",
          "{out}/resolution.json"),
+    "erf --output":
+        ("erf --checkpoint {clf} --data {fmnist} --images 2 --img-size 32 --output {out}", "{out}/erf.json"),
+    "robustness --output":
+        ("robustness --checkpoint {clf} --data {fmnist} --limit 4 --img-size 32 --corruptions gaussian_noise "
+         "--severities 1 --imagenet no --output {out}", "{out}/robustness.json"),
     "memory --output":
         ("memory --checkpoint {clf} --sizes 32 --no-throughput --output {out}", "{out}/memory.json"),
     "benchmark --json":
