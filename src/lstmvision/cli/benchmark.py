@@ -1,4 +1,4 @@
-"""`lstmvision benchmark`: argparse glue for `lstmvision.benchmark.benchmark`."""
+"""`lstmvision benchmark`: argparse glue for `lstmvision.commands.benchmark.benchmark`."""
 from __future__ import annotations
 
 import argparse

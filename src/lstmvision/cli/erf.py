@@ -1,4 +1,4 @@
-"""`lstmvision erf`: argparse glue for `lstmvision.analysis.erf.erf_report`."""
+"""`lstmvision erf`: argparse glue for `lstmvision.commands.analysis.erf.erf_report`."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""`lstmvision memory`: argparse glue for `lstmvision.analysis.memory.memory_report`."""
+"""`lstmvision memory`: argparse glue for `lstmvision.commands.analysis.memory.memory_report`."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""`lstmvision resolution-sweep`: argparse glue for `lstmvision.analysis.resolution.resolution_sweep`."""
+"""`lstmvision resolution-sweep`: argparse glue for `lstmvision.commands.analysis.resolution.resolution_sweep`."""
 from __future__ import annotations
 
 import argparse

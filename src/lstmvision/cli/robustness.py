@@ -1,4 +1,4 @@
-"""`lstmvision robustness`: argparse glue for `lstmvision.analysis.robustness.robustness_report`."""
+"""`lstmvision robustness`: argparse glue for `lstmvision.commands.analysis.robustness.robustness_report`."""
 from __future__ import annotations
 
 import argparse

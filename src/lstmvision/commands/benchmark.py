@@ -15,7 +15,7 @@ Memory: on CUDA `torch.cuda.max_memory_allocated()` after `reset_peak_memory_sta
 warm-up (MiB). On CPU no allocator statistics exist: `cpu_rss_mib` is the process's peak resident set size
 (ru_maxrss) after that model ran — a process-wide high-water mark, not a per-model number.
 
-MACs: `lstmvision.flops.count_macs` at batch 1, fp32, which counts LSTM/GRU/RNN work analytically (most
+MACs: `lstmvision.models.flops.count_macs` at batch 1, fp32, which counts LSTM/GRU/RNN work analytically (most
 FLOP counters skip it; sequencer2d_s at 224 = 8.33 G).
 """
 from __future__ import annotations

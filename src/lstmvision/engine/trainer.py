@@ -1,4 +1,5 @@
-"""The training loop: timm data pipeline, optimizer / scheduler factories, Mixup/CutMix, EMA, AMP, DDP.
+"""The training loop: the steps, the epochs, checkpoints and progress, around the run that `engine.run` builds
+(the task's data and model, timm's optimizer, scheduler, Mixup/CutMix and EMA, AMP, DDP).
 
 `train(cfg, callbacks)` takes a resolved config dict (see `recipes.DEFAULTS`; it is not modified) and returns
 the final metrics. Only rank 0 logs, writes and holds the run folder's lock (`engine.lock`: a second

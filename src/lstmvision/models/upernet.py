@@ -11,7 +11,7 @@ Layout of a segmenter built by `create_segmenter`:
 - `decoder`: segmentation_models_pytorch's `UPerNetDecoder` (per-map LayerNorm, PPM 1/2/3/6 on the coarsest map,
   FPN, fusion at the finest map's size), then `classifier` (Dropout2d(0.1) + 1x1 conv).
 - `aux_head`: an FCN head (3x3 conv-BN-ReLU, Dropout2d(0.1), 1x1 conv) on map `aux_index` (2, the third map),
-  weighted by `aux_weight` (0.4) in `lstmvision.engine.segmentation.SegmentationLoss`; only run in training mode.
+  weighted by `aux_weight` (0.4) in `lstmvision.tasks.segment.SegmentationLoss`; only run in training mode.
 
 `forward_intermediates` is used for every backbone (rather than timm's `features_only` wrappers) because it keeps
 the classifier's parameter names, so classification checkpoints load unchanged and `group_matcher` /

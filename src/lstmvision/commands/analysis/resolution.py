@@ -4,7 +4,7 @@ The trained models are evaluated as they are at other input sizes, with no fine-
 size by construction; ViL interpolates its position embedding (bicubic) to the new token grid; timm ViTs are
 built with `dynamic_img_size=True` so theirs is interpolated too. Each image is resized so that the centre
 `crop_pct` of its shorter side becomes the test size (crop_pct 1.0 = the whole image, the default here; the
-paper's crop is UNVERIFIED).
+paper does not state its crop).
 
 Sizes are absolute (`--sizes 112 224 448`) or relative to the training size (`--factors 0.5 1 1.5 2`, size =
 round(factor * native)); with factors, "native" is each model's own training size (`--native-size` overrides),

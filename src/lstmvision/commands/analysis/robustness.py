@@ -1,6 +1,6 @@
 """`lstmvision robustness`: the ImageNet-C protocol on any dataset, plus FGSM / PGD (sequencer.md §4.6).
 
-Corruptions: the 15 ImageNet-C corruptions x 5 severities (`lstmvision.analysis.corruptions`), applied on the fly to
+Corruptions: the 15 ImageNet-C corruptions x 5 severities (`lstmvision.commands.analysis.corruptions`), applied on the fly to
 each image after it is resized to the model's input size (ImageNet-C corrupts 224 px images; crop_pct 1.0 as the
 official `validate_c.py`). Each (image, corruption, severity) uses its own fixed seed, so two models see exactly
 the same corrupted images.
