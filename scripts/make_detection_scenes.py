@@ -6,7 +6,7 @@ garments each (28 px scaled by 0.7-2.0, boxes overlapping by IoU <= 0.2), traini
 split and validation scenes from the test split (Debian's `dataset-fashion-mnist`, `$LSTMVISION_DATA` or
 `--source`), categories 1-10 named after the Fashion-MNIST classes, each instance with its box and its visible
 mask as RLE. Seeded: the same arguments write the same files. `OUTPUT/scenes.json` records the parameters.
-The same as `lstmvision detect scenes` (`lstmvision.data.detection.make_detection_scenes`).
+The same as `lstmvision detect scenes` (`lstmvision.data.scenes.make_detection_scenes`).
 
     python scripts/make_detection_scenes.py --output data/fmnist-det [--train 1000 --val 100 --size 128 --seed 0]
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lstmvision.data.detection import make_detection_scenes
+from lstmvision.data.scenes import make_detection_scenes
 
 
 def main() -> None:

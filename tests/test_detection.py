@@ -21,7 +21,7 @@ from engine_helpers import write_idx_folder
 from lstmvision import create_model
 from lstmvision.cli import main
 from lstmvision.cli.train import result_line
-from lstmvision.data.detection import make_detection_scenes
+from lstmvision.data.scenes import make_detection_scenes
 from lstmvision.models.detection import create_detector, pyramid_plan
 from lstmvision.weights import save_pretrained
 

@@ -20,7 +20,8 @@ from pycocotools.cocoeval import COCOeval
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
 from lstmvision.data import DataError
-from lstmvision.data.detection import CocoDetection, DetectionTransform, collate_detection, make_detection_scenes
+from lstmvision.data.detection import CocoDetection, DetectionTransform, collate_detection
+from lstmvision.data.scenes import make_detection_scenes
 from lstmvision.tasks.detect import coco_metrics, coco_results, encode_mask, load_coco
 
 # pycocotools' mask decoding under numpy 2 (harmless; the warning is pycocotools' own)

@@ -12,7 +12,7 @@ import torch
 import lstmvision
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
-from lstmvision.data.detection import make_detection_scenes
+from lstmvision.data.scenes import make_detection_scenes
 from lstmvision.models import create_model
 from lstmvision.models.registry import list_pretrained
 

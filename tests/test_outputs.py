@@ -17,8 +17,7 @@ from PIL import Image
 from engine_helpers import write_idx_folder, write_image_folder
 from lstmvision import create_model, save_pretrained
 from lstmvision.cli import main
-from lstmvision.data.detection import make_detection_scenes
-from lstmvision.data.segmentation import make_scenes
+from lstmvision.data.scenes import make_detection_scenes, make_scenes
 from lstmvision.models.detection import create_detector
 from lstmvision.models.upernet import create_segmenter
 from lstmvision.outputs import check_outputs, check_run_folder, checkpoint_reads

@@ -12,7 +12,7 @@ import pytest
 
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
-from lstmvision.data.segmentation import make_scenes
+from lstmvision.data.scenes import make_scenes
 from lstmvision.engine.lock import LOCK_NAME, RunFolderBusy, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]

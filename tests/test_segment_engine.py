@@ -21,7 +21,7 @@ from PIL import Image
 from engine_helpers import write_idx_folder
 from lstmvision import create_model, save_pretrained
 from lstmvision.cli import main
-from lstmvision.data.segmentation import make_scenes
+from lstmvision.data.scenes import make_scenes
 from lstmvision.tasks.segment import SegmentationLoss, confusion_scores
 from lstmvision.weights import read_config
 

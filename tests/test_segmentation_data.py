@@ -7,13 +7,8 @@ import torch
 from PIL import Image
 
 from lstmvision.data import DEBIAN_FASHION_MNIST, BadImage, DataError, find_idx_files
-from lstmvision.data.segmentation import (
-    IGNORE_INDEX,
-    SegEvalTransform,
-    SegmentationDataset,
-    SegTrainTransform,
-    make_scenes,
-)
+from lstmvision.data.scenes import make_scenes
+from lstmvision.data.segmentation import IGNORE_INDEX, SegEvalTransform, SegmentationDataset, SegTrainTransform
 
 
 def _save(path: Path, arr: np.ndarray) -> Path:

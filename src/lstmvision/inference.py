@@ -30,7 +30,8 @@ from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 from torchvision.transforms.functional import to_pil_image
 
-from lstmvision.data import check_eval_settings, fit_channels, open_image, open_image_or_skip, to_mode
+from lstmvision.data.classification import check_eval_settings, fit_channels
+from lstmvision.data.images import open_image, open_image_or_skip, to_mode
 from lstmvision.device import resolve_device
 from lstmvision.models import is_model
 from lstmvision.models.loading import check_input_size, create_model

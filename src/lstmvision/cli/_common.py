@@ -150,7 +150,7 @@ def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "outputs") ->
 
 def data_reads(data: str | None) -> list[Path]:
     """The data folder or file a command reads (`--data`; its default, the Fashion-MNIST folder, when None)."""
-    from lstmvision.data import default_data_root
+    from lstmvision.data.images import default_data_root
 
     try:
         return [Path(data) if data else Path(default_data_root())]

@@ -125,7 +125,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 def _predict_inputs(args: argparse.Namespace) -> list[Path]:
     """The image files to predict (none with --data), refused in one line when missing or mixed with --data."""
-    from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.data.images import IMAGE_EXTENSIONS, list_images
     from lstmvision.outputs import check_output_folder, outside
 
     if args.data and args.images:
@@ -205,7 +205,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 def _run_scenes(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import data_reads
-    from lstmvision.data.detection import make_detection_scenes
+    from lstmvision.data.scenes import make_detection_scenes
     from lstmvision.outputs import check_output_folder
 
     for flag in ("train", "val", "max_objects"):

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import check_counts, check_task, model_from_args, warn_random_weights
-    from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.data.images import IMAGE_EXTENSIONS, list_images
     from lstmvision.device import choose_device
     from lstmvision.inference import Classifier
 

@@ -132,7 +132,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from lstmvision.cli._common import weights_reads
     from lstmvision.commands.segment import check_mask_targets, mask_targets, predict_masks
-    from lstmvision.data import IMAGE_EXTENSIONS, list_images
+    from lstmvision.data.images import IMAGE_EXTENSIONS, list_images
     from lstmvision.outputs import check_output_folder, check_outputs, outside
 
     missing = [p for p in args.images if not Path(p).exists()]
@@ -164,7 +164,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 def _run_scenes(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import data_reads
-    from lstmvision.data.segmentation import make_scenes
+    from lstmvision.data.scenes import make_scenes
     from lstmvision.outputs import check_output_folder
 
     for flag in ("train", "val", "size", "max_objects"):

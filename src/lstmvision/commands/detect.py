@@ -15,8 +15,9 @@ import torch.nn as nn
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip, save_png
-from lstmvision.data.detection import CocoDetection, DetectionTransform, base_dataset, collate_detection
+from lstmvision.data.detection import CocoDetection, DetectionTransform, collate_detection
+from lstmvision.data.images import BadImageCounter, open_image_or_skip, save_png
+from lstmvision.data.loaders import base_dataset, build_loader, limit
 from lstmvision.device import autocast_context
 from lstmvision.outputs import check_outputs
 from lstmvision.tasks.detect import COCO_STATS, coco_results, detect_batches, evaluate_detection

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lstmvision.data import BadImageCounter, build_loader, limit, open_image_or_skip, save_png
+from lstmvision.data.images import BadImageCounter, open_image_or_skip, save_png
+from lstmvision.data.loaders import build_loader, limit
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset
 from lstmvision.device import autocast_context
 from lstmvision.errors import os_reason

@@ -26,16 +26,16 @@ import numpy as np
 import torch
 
 from lstmvision.constants import VTAB_LRS
-from lstmvision.data import (
+from lstmvision.data.classification import create_eval_transform
+from lstmvision.data.images import (
     DataError,
     IdxDataset,
     ImageFolderDataset,
-    build_loader,
-    create_eval_transform,
     find_idx_files,
     require_readable,
     resolve_dataset,
 )
+from lstmvision.data.loaders import build_loader
 from lstmvision.device import resolve_device
 from lstmvision.engine.checkpoint import STATE_NAME
 from lstmvision.engine.recipes import DEFAULTS

@@ -8,7 +8,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lstmvision.data import BadImageCounter, build_loader, create_eval_transform, limit, resolve_dataset
+from lstmvision.data.classification import create_eval_transform
+from lstmvision.data.images import BadImageCounter, resolve_dataset
+from lstmvision.data.loaders import build_loader, limit
 from lstmvision.device import resolve_device
 from lstmvision.inference import data_config
 from lstmvision.tasks.classify import evaluate

@@ -1,4 +1,4 @@
-"""Object detection and instance segmentation data in the COCO 2017 layout, and a synthetic scene generator.
+"""Object detection and instance segmentation data in the COCO 2017 layout: the dataset and its transform.
 
 - `CocoDetection`: `DATA/annotations/instances_<split>.json` with the images in `DATA/<split>/` (split
   `train2017`, `val2017` or any other name). Category ids (any integers) map to contiguous labels 1..K in id
@@ -15,8 +15,6 @@
   masks together. Resizing (and multi-scale training) is the detector's own transform
   (`lstmvision.models.detection.SizedTransform`), which resizes boxes and masks with the image.
 - `collate_detection`: lists of images and of targets (images of different sizes), unreadable ones set apart.
-- `make_detection_scenes`: Fashion-MNIST garments placed on noisy canvases, written in the COCO layout with
-  boxes and RLE instance masks.
 """
 from __future__ import annotations
 
@@ -33,10 +31,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
-from tqdm import tqdm
 
-from lstmvision.data import FASHION_MNIST_CLASSES, BadImage, DataError, _reason, default_data_root, open_image
-from lstmvision.data.segmentation import _GARMENT_THRESHOLD, _background, _load_garments, _tint, existing_scenes
+from lstmvision.data.images import BadImage, DataError, error_reason, open_image
 
 LAYOUT = "DATA/annotations/instances_<split>.json with the images in DATA/<split>/"
 
@@ -59,7 +55,7 @@ def read_coco_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _not_coco(path, f"not JSON ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+        raise _not_coco(path, f"not JSON ({error_reason(e)})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
                                                                                       "categories")):
         raise _not_coco(path, "it needs the lists 'images', 'annotations' and 'categories'")
@@ -175,7 +171,7 @@ class CocoDetection(Dataset):
         try:
             img = open_image(s.path, self.img_mode)
         except Exception as e:  # any decoder error: the image is unusable
-            return BadImage(str(s.path), _reason(e))
+            return BadImage(str(s.path), error_reason(e))
         if img.size != (s.width, s.height):
             return BadImage(str(s.path), f"image {img.width}x{img.height} but its annotations are for "
                                          f"{s.width}x{s.height}")
@@ -185,7 +181,8 @@ class CocoDetection(Dataset):
             try:
                 target["masks"] = torch.from_numpy(decode_masks(s.segmentations, s.boxes, s.height, s.width))
             except Exception as e:  # pycocotools' errors for malformed polygons / RLE
-                return BadImage(str(self.annotation_file), f"unreadable segmentation of image {s.id}: {_reason(e)}")
+                return BadImage(str(self.annotation_file),
+                                f"unreadable segmentation of image {s.id}: {error_reason(e)}")
         if self.transform is None:
             return img, target
         return self.transform(img, target)
@@ -243,13 +240,6 @@ def to_rle(seg: Any, height: int, width: int) -> dict | None:
     return None
 
 
-def base_dataset(ds: Dataset) -> Dataset:
-    """The dataset under any `limit` subsets."""
-    while hasattr(ds, "dataset"):
-        ds = ds.dataset
-    return ds
-
-
 # ------------------------------------------------------------------------------------------ transforms
 class DetectionTransform:
     """PIL image -> float tensor (C, H, W) in [0, 1]; with probability `hflip` image, boxes and masks are
@@ -278,115 +268,3 @@ def collate_detection(batch: list) -> tuple[list | None, list | None, list[BadIm
     if not good:
         return None, None, bad
     return [g[0] for g in good], [g[1] for g in good], bad
-
-
-# ---------------------------------------------------------------------------------------------- scenes
-DET_SCENES_VERSION = 1
-_SPLITS = {"train2017": "train", "val2017": "val"}
-
-
-def make_detection_scenes(output: str | os.PathLike, n_train: int = 1000, n_val: int = 100, size: int = 128,
-                          seed: int = 0, source: str | os.PathLike | None = None, max_objects: int = 4,
-                          min_scale: float = 0.7, max_scale: float = 2.0, max_overlap: float = 0.2,
-                          progress: bool = True) -> dict:
-    """Write a detection / instance-segmentation task in the COCO 2017 layout to `output`: `size` px RGB scenes
-    of up to `max_objects` tinted Fashion-MNIST garments (28 px * U(`min_scale`, `max_scale`); boxes overlap by
-    IoU <= `max_overlap`) on noisy backgrounds, train2017 from the idx train split at `source` (default
-    `default_data_root()`), val2017 from t10k. Categories 1..10 are the Fashion-MNIST classes; each instance's
-    mask is its garment's pixels above the garment threshold that no later garment covers (compressed RLE), its
-    box the mask's extent. Deterministic from `seed`; an existing folder made with the same parameters is
-    returned as is. Returns scenes.json."""
-    if n_train < 1 or n_val < 1 or size < 32 or max_objects < 1 or not 0 < min_scale <= max_scale:
-        raise ValueError("make_detection_scenes needs n_train >= 1, n_val >= 1, size >= 32, max_objects >= 1 and "
-                         f"0 < min_scale <= max_scale; got {n_train}, {n_val}, {size}, {max_objects}, {min_scale}, "
-                         f"{max_scale}")
-    params = dict(version=DET_SCENES_VERSION, n_train=int(n_train), n_val=int(n_val), size=int(size),
-                  seed=int(seed), max_objects=int(max_objects), min_scale=float(min_scale),
-                  max_scale=float(max_scale), max_overlap=float(max_overlap))
-    output = Path(output)
-    # a folder without scenes.json: any file in it is foreign (nothing is taken for an interrupted run)
-    existing = existing_scenes(output, params, lambda rel, is_dir: False)
-    if existing is not None:
-        return existing
-    source = default_data_root() if source is None else Path(source)
-    garments = {split: _load_garments(source, idx) for split, idx in _SPLITS.items()}
-    info = {**params, "source": str(source), "layout": "coco", "classes": FASHION_MNIST_CLASSES, "counts": {}}
-    with tqdm(total=n_train + n_val, desc="scenes", unit="img", disable=not progress) as bar:
-        for k, (split, n) in enumerate((("train2017", n_train), ("val2017", n_val))):
-            info["counts"][split] = _write_coco_split(output, split, n, garments[split], params, k, bar)
-    tmp = output / ".scenes.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    os.replace(tmp, output / "scenes.json")  # last: a folder without scenes.json is incomplete
-    return info
-
-
-def _write_coco_split(output: Path, split: str, n: int, garments, params: dict, k: int, bar) -> dict[str, int]:
-    """Write `n` scenes and `annotations/instances_<split>.json`; returns the image and instance counts."""
-    img_dir = output / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    (output / "annotations").mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for i in range(n):
-        rng = np.random.default_rng((params["seed"], k, i))  # per scene: independent of order
-        canvas, instances = _detection_scene(rng, garments, params)
-        name = f"{i + 1:012d}.jpg"
-        Image.fromarray(canvas).save(img_dir / name, quality=95)
-        images.append(dict(id=i + 1, file_name=name, width=params["size"], height=params["size"]))
-        for label, mask in instances:
-            annotations.append(_annotation(len(annotations) + 1, i + 1, label + 1, mask))
-        bar.update()
-    categories = [dict(id=c + 1, name=name, supercategory="garment") for c, name in enumerate(FASHION_MNIST_CLASSES)]
-    coco = dict(info=dict(description="Fashion-MNIST detection scenes (lstmvision)", version=DET_SCENES_VERSION),
-                images=images, annotations=annotations, categories=categories)
-    path = annotation_file(output, split)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(coco), encoding="utf-8")
-    os.replace(tmp, path)
-    return dict(images=n, instances=len(annotations))
-
-
-def _annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    ys, xs = np.nonzero(mask)
-    x1, y1 = int(xs.min()), int(ys.min())
-    return dict(id=ann_id, image_id=image_id, category_id=category_id, iscrowd=0, area=int(mask.sum()),
-                bbox=[x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1], segmentation=rle)
-
-
-def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area if area else 0.0
-
-
-def _detection_scene(rng: np.random.Generator, garments, params: dict) -> tuple[np.ndarray, list]:
-    """One (size, size, 3) uint8 image and its instances [(class, visible mask)], later garments on top."""
-    size = params["size"]
-    canvas = _background(rng, size)
-    images, labels = garments
-    placed: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
-    for _ in range(int(rng.integers(1, params["max_objects"] + 1))):
-        j = int(rng.integers(len(images)))
-        side = min(size, max(8, round(28 * rng.uniform(params["min_scale"], params["max_scale"]))))
-        for _attempt in range(10):
-            top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
-            box = (left, top, left + side, top + side)
-            if all(_box_iou(box, b) <= params["max_overlap"] for _, _, b in placed):
-                break
-        else:
-            continue
-        value = np.array(Image.fromarray(images[j]).resize((side, side), Image.BILINEAR), np.float32)
-        region = canvas[top:top + side, left:left + side]
-        a = np.clip((value - 16) / 48, 0, 1)[..., None]  # opaque from intensity 64 on (as the segment scenes)
-        canvas[top:top + side, left:left + side] = a * _tint(rng, region) * (0.5 + value[..., None] / 510) + \
-            (1 - a) * region
-        mask = np.zeros((size, size), bool)
-        mask[top:top + side, left:left + side] = value > _GARMENT_THRESHOLD
-        for _, earlier, _ in placed:
-            earlier &= ~mask  # hidden under the new garment
-        placed.append((int(labels[j]), mask, box))
-    instances = [(label, mask) for label, mask, _ in placed if mask.any()]
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), instances

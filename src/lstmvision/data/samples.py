@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lstmvision.data import DataError, IdxDataset, default_data_root, find_idx_files, save_png
+from lstmvision.data.images import DataError, IdxDataset, default_data_root, find_idx_files, save_png
 from lstmvision.outputs import check_output_folder, check_outputs
 
 SPLITS = {"test": "val", "train": "train"}  # sample split -> the idx reader's split (t10k-* is "val")

@@ -1,19 +1,15 @@
-"""Semantic segmentation data: datasets, joint image/mask transforms and a synthetic scene generator.
+"""Semantic segmentation data: the dataset and the joint image/mask transforms.
 
 - `SegmentationDataset`: the ADE20K release layout (`images/training`, `annotations/training`, label 0 ignored,
   1..N reduced to 0..N-1) or a generic layout (`images/{train,val}`, `masks/{train,val}`, `classes.txt`).
   Items are `(PIL image, long mask (H, W))`, or what `transform(img, mask)` returns; a mask that does not fit
   its image is returned as a `BadImage` (skipped and counted by the caller).
 - `SegTrainTransform` / `SegEvalTransform`: mmseg's ADE20K train and test pipelines.
-- `make_scenes`: a real-image segmentation task (Fashion-MNIST garments pasted on backgrounds) in the
-  ADE20K layout.
 """
 from __future__ import annotations
 
 import csv
-import json
 import os
-import re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,20 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from lstmvision.constants import IMAGENET_MEAN, IMAGENET_STD
-from lstmvision.data import (
-    FASHION_MNIST_CLASSES,
-    BadImage,
-    DataError,
-    _reason,
-    default_data_root,
-    find_idx_files,
-    list_images,
-    open_image,
-    read_idx,
-)
+from lstmvision.data.images import BadImage, DataError, error_reason, list_images, open_image
 
 IGNORE_INDEX = 255
 ADE20K_NUM_CLASSES = 150
@@ -85,13 +70,13 @@ class SegmentationDataset(Dataset):
         try:
             img = open_image(img_path, self.img_mode)
         except Exception as e:  # any decoder error: the image is unusable
-            return BadImage(str(img_path), _reason(e))
+            return BadImage(str(img_path), error_reason(e))
         try:
             labels = self._labels(mask_path, img.size)
         except _BadMask as e:
             return BadImage(str(mask_path), str(e))
         except Exception as e:
-            return BadImage(str(mask_path), _reason(e))
+            return BadImage(str(mask_path), error_reason(e))
         if self.transform is None:
             return img, torch.from_numpy(labels.astype(np.int64))
         return self.transform(img, Image.fromarray(labels.astype(np.uint8)))
@@ -340,169 +325,3 @@ class SegEvalTransform:
             size = rescaled_size(img.size, self.base_size)
             img = img if size == img.size else img.resize(size, Image.BILINEAR)
         return _normalize(np.array(img), self.mean, self.std), torch.from_numpy(np.array(mask, dtype=np.int64))
-
-
-# ------------------------------------------------------------------------------------------- scenes
-SCENES_VERSION = 1
-SCENE_CLASSES = ["background", *FASHION_MNIST_CLASSES]
-_GARMENT_THRESHOLD = 32
-_OWN_FILE = re.compile(r"(classes\.txt|scenes\.json|\.scenes\.json\.tmp"
-                       r"|images/(training|validation)/scene_\d{6,}\.jpg"
-                       r"|annotations/(training|validation)/scene_\d{6,}\.png)")
-_OWN_DIRS = {"images", "annotations", *(f"{a}/{b}" for a in ("images", "annotations")
-                                        for b in ("training", "validation"))}
-
-
-def make_scenes(output: str | os.PathLike, n_train: int = 2000, n_val: int = 200, size: int = 96, seed: int = 0,
-                source: str | os.PathLike | None = None, max_objects: int = 4, min_scale: float = 0.6,
-                max_scale: float = 1.6, progress: bool = True) -> dict:
-    """Write a segmentation task in the ADE20K layout to `output`: `size` px scenes of 1..`max_objects`
-    tinted Fashion-MNIST garments (28 px * U(`min_scale`, `max_scale`)) on smooth random backgrounds; train
-    scenes from the idx train split at `source` (default `default_data_root()`), val scenes from t10k.
-    Annotations: 0 = ignore (1 px class outlines), 1 = background, 2..11 = garments. Deterministic from `seed`;
-    an existing complete folder made with the same parameters is returned as is. Returns scenes.json."""
-    params = _scene_params(n_train, n_val, size, seed, max_objects, min_scale, max_scale)
-    output = Path(output)
-    existing = existing_scenes(output, params, _is_own)
-    if existing is not None:
-        return existing
-    source = default_data_root() if source is None else Path(source)
-    splits = {"training": (n_train, _load_garments(source, "train")),
-              "validation": (n_val, _load_garments(source, "val"))}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "classes.txt").write_text("".join(f"{c}\n" for c in SCENE_CLASSES), encoding="utf-8")
-    info = {**params, "source": str(source), "layout": "ade20k", "classes": SCENE_CLASSES,
-            "annotation_values": "0 = ignore (outlines), 1 = background, 2..11 = garments in class order",
-            "counts": {}, "class_pixel_frequency": {}, "ignored_pixel_fraction": {}}
-
-    with tqdm(total=n_train + n_val, desc="scenes", unit="img", disable=not progress) as bar:
-        for k, (split, (n, garments)) in enumerate(splits.items()):
-            counts = _write_split(output, split, n, garments, params, k, bar)
-            labelled = counts[1:].sum()
-            info["counts"][split] = n
-            info["class_pixel_frequency"][split] = {
-                c: round(float(counts[i + 1] / max(labelled, 1)), 6) for i, c in enumerate(SCENE_CLASSES)}
-            info["ignored_pixel_fraction"][split] = round(float(counts[0] / max(counts.sum(), 1)), 6)
-    tmp = output / ".scenes.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    os.replace(tmp, output / "scenes.json")  # last: a folder without scenes.json is incomplete
-    return info
-
-
-def _scene_params(n_train, n_val, size, seed, max_objects, min_scale, max_scale) -> dict:
-    if n_train < 1 or n_val < 0 or size < 8 or max_objects < 1 or not 0 < min_scale <= max_scale:
-        raise ValueError("make_scenes needs n_train >= 1, n_val >= 0, size >= 8, max_objects >= 1 and "
-                         f"0 < min_scale <= max_scale; got {n_train}, {n_val}, {size}, {max_objects}, "
-                         f"{min_scale}, {max_scale}")
-    return dict(version=SCENES_VERSION, n_train=int(n_train), n_val=int(n_val), size=int(size), seed=int(seed),
-                max_objects=int(max_objects), min_scale=float(min_scale), max_scale=float(max_scale))
-
-
-def existing_scenes(output: Path, params: dict, is_own: Callable[[str, bool], bool]) -> dict | None:
-    """The scenes.json of a complete folder made with `params`; None when `output` is to be (re)written. A folder
-    without scenes.json holding only files `is_own(relative path, is_dir)` accepts is an interrupted run: emptied."""
-    if not output.exists():
-        return None
-    if not output.is_dir():
-        raise DataError(f"scenes output {output} is a file, not a folder")
-    meta = output / "scenes.json"
-    if meta.is_file():
-        try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {meta}: {e}; delete {output} to regenerate it") from None
-        made = {k: info.get(k) for k in params}
-        if made != params:
-            diff = ", ".join(f"{k}={made[k]} (asked {v})" for k, v in params.items() if made[k] != v)
-            raise DataError(f"{output} holds scenes made with other parameters: {diff}; choose another folder "
-                            "or delete it")
-        return info
-    files = list(output.rglob("*"))
-    foreign = [p for p in files if not is_own(p.relative_to(output).as_posix(), p.is_dir())]
-    if foreign:
-        raise DataError(f"{output} is not empty and holds no scenes.json (e.g. {foreign[0]}); choose an empty "
-                        "or new folder")
-    for p in sorted(files, key=lambda p: len(p.parts), reverse=True):  # an interrupted run: start over
-        p.rmdir() if p.is_dir() else p.unlink()
-    return None
-
-
-def _is_own(rel: str, is_dir: bool) -> bool:
-    return rel in _OWN_DIRS if is_dir else _OWN_FILE.fullmatch(rel) is not None
-
-
-def _load_garments(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    files = find_idx_files(source, split)
-    if files is None:
-        raise DataError(f"no Fashion-MNIST {split} idx files in {source} (train-images-idx3-ubyte[.gz], ...)")
-    images, labels = read_idx(files[0]), read_idx(files[1])
-    if images.ndim != 3 or len(images) != len(labels) or len(labels) == 0 or labels.max() >= 10:
-        raise DataError(f"{files[0]} and {files[1]} are not Fashion-MNIST-like: expected N images (N, H, W) "
-                        "with labels 0..9")
-    return images, labels
-
-
-def _write_split(output: Path, split: str, n: int, garments, params: dict, k: int, bar) -> np.ndarray:
-    """Write `n` scenes of `split`; returns the pixel count of each annotation value 0..11."""
-    img_dir, ann_dir = output / "images" / split, output / "annotations" / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    counts = np.zeros(len(SCENE_CLASSES) + 1, np.int64)
-    for i in range(n):
-        rng = np.random.default_rng((params["seed"], k, i))  # per scene: independent of order
-        img, ann = _scene(rng, garments, params)
-        Image.fromarray(img).save(img_dir / f"scene_{i:06d}.jpg", quality=95)
-        Image.fromarray(ann).save(ann_dir / f"scene_{i:06d}.png")
-        counts += np.bincount(ann.ravel(), minlength=len(counts))[:len(counts)]
-        bar.update()
-    return counts
-
-
-def _scene(rng: np.random.Generator, garments, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One (size, size, 3) uint8 image and its annotation (0 ignore, 1 background, 2..11 garments)."""
-    size = params["size"]
-    canvas, ann = _background(rng, size), np.ones((size, size), np.uint8)
-    images, labels = garments
-    for _ in range(int(rng.integers(1, params["max_objects"] + 1))):
-        j = int(rng.integers(len(images)))
-        side = min(size, max(4, round(28 * rng.uniform(params["min_scale"], params["max_scale"]))))
-        value = np.array(Image.fromarray(images[j]).resize((side, side), Image.BILINEAR), np.float32)
-        top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
-        region = canvas[top:top + side, left:left + side]
-        # opaque from intensity 64 on, so dark garments stay visible; the tint shaded by intensity keeps texture
-        a = np.clip((value - 16) / 48, 0, 1)[..., None]
-        shaded = _tint(rng, region) * (0.5 + value[..., None] / 510)
-        canvas[top:top + side, left:left + side] = a * shaded + (1 - a) * region
-        ann[top:top + side, left:left + side][value > _GARMENT_THRESHOLD] = labels[j] + 2
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), _outline(ann)
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random colour gradient with low-frequency blotches and fine noise, as float (size, size, 3)."""
-    c = rng.uniform(0, 255, (2, 2, 3))
-    y, x = np.linspace(0, 1, size)[:, None, None], np.linspace(0, 1, size)[None, :, None]
-    gradient = c[0, 0] * (1 - y) * (1 - x) + c[0, 1] * (1 - y) * x + c[1, 0] * y * (1 - x) + c[1, 1] * y * x
-    blotches = np.stack([np.array(Image.fromarray(g.astype(np.float32)).resize((size, size), Image.BICUBIC))
-                         for g in rng.normal(0, 24, (3, 4, 4))], axis=-1)
-    return np.clip(gradient + blotches + rng.normal(0, 6, (size, size, 3)), 0, 255)
-
-
-def _tint(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
-    """A random colour, redrawn a few times while it is too close to what lies under the garment."""
-    under = region.reshape(-1, 3).mean(0)
-    for _ in range(8):
-        tint = rng.uniform(0, 255, 3)
-        if np.abs(tint - under).max() >= 64:
-            break
-    return tint
-
-
-def _outline(ann: np.ndarray) -> np.ndarray:
-    """`ann` with a 1 px band on every boundary between classes set to 0 (ignore): the pixel before each
-    change along rows and columns."""
-    out = ann.copy()
-    edge = np.zeros(ann.shape, bool)
-    edge[:, :-1] |= ann[:, :-1] != ann[:, 1:]
-    edge[:-1, :] |= ann[:-1, :] != ann[1:, :]
-    out[edge] = 0
-    return out

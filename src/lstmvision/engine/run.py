@@ -20,7 +20,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
-from lstmvision.data import BadImageCounter
+from lstmvision.data.images import BadImageCounter
 from lstmvision.device import check_amp, resolve_device
 from lstmvision.engine.config import check_settings
 from lstmvision.tasks import Data, Task, get_task

@@ -29,7 +29,7 @@ from timm.utils import random_seed
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from lstmvision.data import BadImageCounter, DataError, default_data_root
+from lstmvision.data.images import BadImageCounter, DataError, default_data_root
 from lstmvision.device import autocast_context, cpu_threads
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.checkpoint import set_rng_state

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from lstmvision.constants import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
-from lstmvision.data import fit_channels
+from lstmvision.data.classification import fit_channels
 from lstmvision.models import hub
 from lstmvision.models.registry import get_pretrained_cfg
 

@@ -31,8 +31,9 @@ import torch.nn as nn
 from faster_coco_eval import COCO, COCOeval_faster
 from tqdm import tqdm
 
-from lstmvision.data import BadImageCounter, DataError, build_loader, dataset_source, limit
-from lstmvision.data.detection import CocoDetection, DetectionTransform, base_dataset, collate_detection
+from lstmvision.data.detection import CocoDetection, DetectionTransform, collate_detection
+from lstmvision.data.images import BadImageCounter, DataError
+from lstmvision.data.loaders import base_dataset, build_loader, dataset_source, limit
 from lstmvision.device import autocast_context
 from lstmvision.models.detection import Detector, create_detector, fcos_channels_message
 from lstmvision.tasks.base import Data, Task, backbone_weights, fill_normalisation, model_kwargs

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lstmvision.data import BadImageCounter, DataError, build_loader, dataset_source, limit
+from lstmvision.data.images import BadImageCounter, DataError
+from lstmvision.data.loaders import build_loader, dataset_source, limit
 from lstmvision.data.segmentation import SegEvalTransform, SegmentationDataset, SegTrainTransform
 from lstmvision.device import autocast_context, sum_over_ranks
 from lstmvision.models.upernet import create_segmenter, segment_logits

@@ -44,7 +44,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from lstmvision.commands.analysis import common as C
-from lstmvision.data import limit
+from lstmvision.data.loaders import limit
 from lstmvision.device import resolve_device
 from lstmvision.outputs import atomic_write, check_outputs
 
