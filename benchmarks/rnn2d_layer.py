@@ -18,7 +18,7 @@ import sys
 import torch
 
 from lstmvision.device import time_steps
-from lstmvision.models.sequencer import RNN2DMixer
+from lstmvision.layers import RNN2DMixer
 from lstmvision.ops.dispatch import use_backend
 
 SHAPES = [("stage1", 192, 48, 32, 32), ("stage2-4", 384, 96, 16, 16), ("non-square", 384, 96, 12, 20)]

@@ -4,7 +4,7 @@ import torch
 
 import lstmvision
 from deploy_helpers import SIZE, tiny_model
-from lstmvision.models.rnn import GRU, LSTM, RNN
+from lstmvision.layers.rnn import GRU, LSTM, RNN
 
 # one model per distinct code path: BiLSTM2D (cat, add, vertical / horizontal only, single direction, no fc),
 # GRU/RNN mixers, vanilla 1-D mixer, the position-embedded vanilla model, and ViL v2 / v1 / stride 8

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstmvision.layers import RNN2DMixer
 from lstmvision.models import create_model
-from lstmvision.models.sequencer import RNN2DMixer
 from lstmvision.ops import _flashrnn, _mlstm_kernels
 from lstmvision.ops._mlstm_torch import parallel, recurrent
 from lstmvision.ops.check import check_kernels
@@ -309,7 +309,7 @@ def test_library_triton_kernels_under_the_interpreter(tmp_path):
 
 _MODEL_HEAD_DIMS = """
 import json, torch
-from lstmvision.models.sequencer import RNN2DMixer
+from lstmvision.layers import RNN2DMixer
 from lstmvision.ops import _mlstm_kernels
 from lstmvision.ops.dispatch import use_backend
 from lstmvision.ops.mlstm import mlstm

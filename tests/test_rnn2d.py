@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstmvision.layers import RNN2DMixer
 from lstmvision.models import create_model
-from lstmvision.models.sequencer import RNN2DMixer
 from lstmvision.ops.dispatch import get_backend, reload_environment, set_backend, use_backend
 from lstmvision.ops.rnn2d import module_weights, resolve_rnn2d_backend, rnn2d, rnn2d_reference
 
@@ -148,7 +148,7 @@ def test_model_kwarg_picks_the_mixer_backend():
 
 TRITON_CHECK = textwrap.dedent("""
     import torch
-    from lstmvision.models.sequencer import RNN2DMixer
+    from lstmvision.layers import RNN2DMixer
     from lstmvision.ops.dispatch import use_backend
     from lstmvision.ops.rnn2d import lstm_scan, resolve_rnn2d_backend
     torch.manual_seed(0)

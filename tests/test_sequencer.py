@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 import lstmvision
 from conftest import perturb_
-from lstmvision.models.sequencer import RNN2DMixer
+from lstmvision.layers import RNN2DMixer
 
 TINY = dict(layers=(1, 1, 2, 1), embed_dims=(16, 32, 32, 32), hidden_sizes=(4, 8, 8, 8), num_classes=7)
 

@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from conftest import perturb_
 from lstmvision import create_model
 from lstmvision import list_models as lstmvision_models
-from lstmvision.models.vil import CausalConv1d, GridConv2d, VisionLSTM, _from_scan, _to_scan, convert_official_vil
+from lstmvision.layers import CausalConv1d, GridConv2d
+from lstmvision.layers import from_scan as _from_scan
+from lstmvision.layers import to_scan as _to_scan
+from lstmvision.models.vil import VisionLSTM, convert_official_vil
 from lstmvision.ops.dispatch import reload_environment, use_backend
 from lstmvision.weights import WeightsError, save_pretrained
 

@@ -8,8 +8,9 @@ from conftest import perturb_
 from lstmvision import create_model
 from lstmvision import list_models as lstmvision_models
 from lstmvision.commands import export as ex
+from lstmvision.layers import GridConv2d, MLSTMLayer
 from lstmvision.models.flops import count_macs
-from lstmvision.models.vil import DIRECTION_DESIGNS, GridConv2d, MLSTMLayer, ViLBlock
+from lstmvision.models.vil import DIRECTION_DESIGNS, ViLBlock
 
 SMALL = dict(embed_dim=32, depth=4, patch_size=16, img_size=64, num_classes=7)
 DESIGNS = sorted(DIRECTION_DESIGNS)

@@ -1,4 +1,5 @@
-"""Pieces both model families share: input checks and the position-embedding resize.
+"""Pieces both model families share: input checks, the position-embedding resize and the registry entrypoints
+made from a family's table of models.
 
 The functions that look at tensor sizes are wrapped for torch.fx (`torch.fx.wrap` in the modules that call
 them), so symbolic tracing records them as calls instead of tracing through their Python conditions: a traced
@@ -6,9 +7,10 @@ model (timm's FeatureGraphNet, torchvision's create_feature_extractor) still run
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Any, Callable, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -43,3 +45,18 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int]) -> torch.Te
         return pos_embed
     pe = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=[grid[0], grid[1]], mode="bicubic", align_corners=False)
     return pe.to(pos_embed.dtype).permute(0, 2, 3, 1)
+
+
+def entrypoint(
+    name: str, build: Callable[[dict[str, Any], dict[str, Any]], nn.Module], defaults: dict[str, Any], module: str
+) -> Callable[..., nn.Module]:
+    """The model function `name(**kwargs)` of one table row: `build(defaults, kwargs)`, the caller's arguments
+    over the row's. `register_model` files it under its name; `module` is the family's module."""
+
+    def model_fn(**kwargs: Any) -> nn.Module:
+        return build(defaults, kwargs)
+
+    model_fn.__name__ = model_fn.__qualname__ = name
+    model_fn.__module__ = module
+    model_fn.__doc__ = f"{name}: {', '.join(f'{k}={v!r}' for k, v in defaults.items())} (keyword arguments override)."
+    return model_fn

@@ -12,11 +12,11 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from lstmvision.layers.rnn import RNN_GATES, is_rnn
 from lstmvision.models.registry import (
     build_model,
     get_pretrained_cfg,  # noqa: I001
 )
-from lstmvision.models.rnn import RNN_GATES, is_rnn
 from lstmvision.ops.dispatch import use_backend
 
 

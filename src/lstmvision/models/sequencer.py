@@ -16,134 +16,16 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.fx
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, lecun_normal_, register_notrace_module, trunc_normal_
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, lecun_normal_, trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
-from lstmvision.models.common import check_input, image_size, resize_pos_embed
+from lstmvision.layers import FeatureIntermediates, RNN1DMixer, RNN2DMixer
+from lstmvision.models.common import check_input, entrypoint, image_size, resize_pos_embed
 from lstmvision.models.registry import make_cfg, register_model, register_pretrained
-from lstmvision.models.rnn import GRU, LSTM, RNN
-from lstmvision.ops import dispatch
-from lstmvision.ops.rnn2d import module_weights, resolve_rnn2d_backend, rnn2d
-
-# nn.RNNBase layers with torch's LSTM/GRU/RNN weights and kernels that torch.compile traces without graph breaks
-RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-_CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}  # by nn.RNNBase.mode
-UNIONS = ("cat", "add", "vertical", "horizontal")
 
 # torch.fx records these as calls (their size checks run on the real input, not on trace-time proxies)
 torch.fx.wrap("check_input")
 torch.fx.wrap("resize_pos_embed")
-
-
-def _make_rnn(rnn_type: str, dim: int, hidden: int, bidirectional: bool) -> nn.RNNBase:
-    if rnn_type not in RNN_TYPES:
-        raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, got {rnn_type!r}")
-    return RNN_TYPES[rnn_type](dim, hidden, num_layers=1, batch_first=True, bias=True, bidirectional=bidirectional)
-
-
-@register_notrace_module  # a leaf for timm's fx tracing: the recurrence dispatches on the real input
-class RNN2DMixer(nn.Module):
-    """BiLSTM2D (or GRU/RNN): vertical and horizontal RNNs over an NHWC map, fused by a Linear.
-
-    Output channels of the union are ordered [vertical fwd | vertical bwd | horizontal fwd | horizontal bwd].
-    `backend` (None: the active choice of `lstmvision.ops.dispatch`, default "auto"): "module" (what "auto"
-    resolves to) calls the nn.LSTM/GRU/RNN modules themselves, exactly as the official code does; the other
-    backends of `lstmvision.ops.rnn2d` run all directions in one `rnn2d` call.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        hidden_size: int,
-        rnn_type: str = "lstm",
-        bidirectional: bool = True,
-        union: str = "cat",
-        with_fc: bool = True,
-        backend: str | None = None,
-    ):
-        super().__init__()
-        self.backend = None if backend is None else dispatch.check("rnn2d", backend)
-        if union not in UNIONS:
-            raise ValueError(f"union must be one of {UNIONS}, got {union!r}")
-        self.union = union
-        out = hidden_size * (2 if bidirectional else 1)
-        self.rnn_v = _make_rnn(rnn_type, dim, hidden_size, bidirectional) if union != "horizontal" else None
-        self.rnn_h = _make_rnn(rnn_type, dim, hidden_size, bidirectional) if union != "vertical" else None
-        mixed = 2 * out if union == "cat" else out
-        if with_fc:
-            self.fc = nn.Linear(mixed, dim)
-        elif mixed != dim:
-            raise ValueError(
-                f"with_fc=False needs the {union!r} output width ({mixed}) to equal dim ({dim}); "
-                f"choose hidden_size={dim // (mixed // hidden_size)} or with_fc=True"
-            )
-        else:
-            self.fc = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():  # TorchScript: the recurrent modules (the fused ops are not scriptable)
-            parts = self._forward_modules(x)
-        else:
-            parts = self._forward_parts(x)
-        if self.union == "cat":
-            x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        elif self.union == "add":
-            x = parts[0] + parts[1]
-        else:
-            x = parts[0]
-        return self.fc(x) if self.fc is not None else x
-
-    @torch.jit.unused
-    def _forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
-        rnn = self.rnn_v if self.rnn_v is not None else self.rnn_h
-        cell = _CELLS[rnn.mode]
-        backend = resolve_rnn2d_backend(x, cell, self.backend)
-        if backend == "module":
-            parts = self._forward_modules(x)
-        else:
-            y = rnn2d(
-                x,
-                module_weights(self.rnn_v) if self.rnn_v is not None else None,
-                module_weights(self.rnn_h) if self.rnn_h is not None else None,
-                cell,
-                getattr(rnn, "nonlinearity", "tanh"),
-                backend,
-            )
-            parts = list(y.chunk(2, -1)) if self.union == "add" else [y]  # cat: y is already [v | h]
-        return parts
-
-    def _forward_modules(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The official formulation: nn.LSTM over the columns, then over the rows."""
-        B, H, W, C = x.shape
-        parts = []
-        if self.rnn_v is not None:
-            # (B, H, W, C) -> (B*W, H, C)
-            v = x.permute(0, 2, 1, 3).reshape(B * W, H, C)  # one sequence per column, top to bottom
-            v = self.rnn_v(v)[0].reshape(B, W, H, -1).permute(0, 2, 1, 3)  # (B*W, H, out) -> (B, H, W, out)
-            parts.append(v)
-        if self.rnn_h is not None:
-            # (B, H, W, C) -> (B*H, W, C); rnn_h output (B*H, W, out) -> (B, H, W, out)
-            h = self.rnn_h(x.reshape(B * H, W, C))[0].reshape(B, H, W, -1)  # one sequence per row
-            parts.append(h)
-        return parts
-
-
-@register_notrace_module
-class RNN1DMixer(nn.Module):
-    """Vanilla Sequencer mixer: one (Bi)RNN over all H*W tokens in row-major raster order, no fc."""
-
-    def __init__(self, dim: int, hidden_size: int, rnn_type: str = "lstm", bidirectional: bool = True):
-        super().__init__()
-        out = hidden_size * (2 if bidirectional else 1)
-        if out != dim:
-            raise ValueError(f"the vanilla mixer has no fc: its output width ({out}) must equal dim ({dim})")
-        self.rnn = _make_rnn(rnn_type, dim, hidden_size, bidirectional)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        # (B, H, W, C) -> (B, H*W, C) raster order; rnn output (B, H*W, C) -> (B, H, W, C)
-        return self.rnn(x.reshape(B, H * W, C))[0].reshape(B, H, W, -1)
 
 
 class SequencerBlock(nn.Module):
@@ -202,7 +84,7 @@ def _per_stage(value: Any, n: int, name: str) -> list:
     return values
 
 
-class Sequencer(nn.Module):
+class Sequencer(FeatureIntermediates, nn.Module):
     """Sequencer2D (`mixer='2d'`, BiLSTM2D token mixing) or the vanilla Sequencer (`mixer='1d'`).
 
     Any input height and width of at least `min_input_size` works: the stem and merging convs floor, and the
@@ -213,6 +95,7 @@ class Sequencer(nn.Module):
 
     output_fmt = "NHWC"
     feature_dim = -1  # channel axis of forward_features / forward_intermediates(output_fmt='NHWC')
+    intermediate_steps = "stages"
 
     def __init__(
         self,
@@ -384,46 +267,19 @@ class Sequencer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Stage outputs (NCHW by default, or NHWC) and, unless `intermediates_only`, the final features."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        intermediates = []
-        x = self._embed(x)
-        last = len(self.stages) - 1
-        stages = self.stages if not stop_early else self.stages[: max_index + 1]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                y = self.norm(x) if norm and i == last else x
-                # (B, H, W, C) -> (B, C, H, W)
-                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
-        if intermediates_only:
-            return intermediates
-        if i == last:
-            x = self.norm(x)
-        return x, intermediates
+    # forward_intermediates (stage outputs; `norm` applies the final norm to the last stage's) and
+    # prune_intermediate_layers: FeatureIntermediates over the stages
+    def _begin(self, x: torch.Tensor) -> torch.Tensor:
+        return self._embed(x)
 
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[: max_index + 1]
-        self.feature_info = self.feature_info[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
+    def _step(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return stage(x)
+
+    def _feature_map(self, x: torch.Tensor, index: int, norm: bool) -> torch.Tensor:
+        return self.norm(x) if norm and index == len(self.stages) - 1 else x
+
+    def _finish(self, x: torch.Tensor, complete: bool) -> torch.Tensor:
+        return self.norm(x) if complete else x
 
     # ----------------------------------------------------------------------------- weight layouts
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -461,121 +317,49 @@ def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> Sequencer:
     return Sequencer(**{**defaults, **kwargs})
 
 
-@register_model(_cfg(paper_top1=82.3))
-def sequencer2d_s(**kwargs) -> Sequencer:
-    return _build(_S, kwargs)
-
-
-@register_model(_cfg(paper_top1=82.8))
-def sequencer2d_m(**kwargs) -> Sequencer:
-    return _build(_M, kwargs)
-
-
-@register_model(_cfg(paper_top1=83.4))
-def sequencer2d_l(**kwargs) -> Sequencer:
-    return _build(_L, kwargs)
-
-
-@register_model(_cfg_392())
-def sequencer2d_s_392(**kwargs) -> Sequencer:
-    return _build(dict(_S, img_size=392), kwargs)
-
-
-@register_model(_cfg_392())
-def sequencer2d_m_392(**kwargs) -> Sequencer:
-    return _build(dict(_M, img_size=392), kwargs)
-
-
-@register_model(_cfg_392(paper_top1=84.6))
-def sequencer2d_l_392(**kwargs) -> Sequencer:
-    return _build(dict(_L, img_size=392), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_s_unidirectional(**kwargs) -> Sequencer:
-    return _build(dict(_S, bidirectional=False), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_s_add(**kwargs) -> Sequencer:
-    return _build(dict(_S, union="add"), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_s_h2x(**kwargs) -> Sequencer:
-    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192)), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_s_without_fc(**kwargs) -> Sequencer:
-    return _build(dict(_S, with_fc=False), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_vertical(**kwargs) -> Sequencer:
-    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192), union="vertical", with_fc=False), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_s_horizontal(**kwargs) -> Sequencer:
-    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192), union="horizontal", with_fc=False), kwargs)
-
-
-@register_model(_cfg())
-def gru_sequencer2d_s(**kwargs) -> Sequencer:
-    return _build(dict(_S, rnn_type="gru"), kwargs)
-
-
-@register_model(_cfg())
-def rnn_sequencer2d_s(**kwargs) -> Sequencer:
-    return _build(dict(_S, rnn_type="rnn"), kwargs)
-
-
-@register_model(_cfg())
-def sequencer2d_l_d4_3x(**kwargs) -> Sequencer:
-    return _build(dict(_L, embed_dims=(256, 512, 512, 512), hidden_sizes=(64, 128, 128, 128)), kwargs)
-
-
-@register_model(_cfg())
-def v_sequencer_s(**kwargs) -> Sequencer:
-    return _build(_VANILLA, kwargs)
-
-
-@register_model(_cfg())
-def v_sequencer_s_h(**kwargs) -> Sequencer:
-    return _build(dict(_S, hidden_sizes=(96, 192, 192, 192), mixer="1d"), kwargs)
-
-
-@register_model(_cfg(fixed_input_size=True))
-def v_sequencer_s_pe(**kwargs) -> Sequencer:
-    return _build(dict(_VANILLA, pos_embed=True), kwargs)
-
-
+_H2X = (96, 192, 192, 192)  # twice the hidden sizes of _S
 # Small Sequencer2D for 28-32 px images (Fashion-MNIST / MNIST / CIFAR-sized data): patch 4 then 2, so a 28 px
 # input gives a 7x7 then 3x3 token map. Used by the `sequencer-small` training recipe.
-_TINY = dict(layers=(2, 1), patch_sizes=(4, 2), embed_dims=(48, 96), hidden_sizes=(24, 48), mlp_ratios=2.0)
-
-
-@register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
-def sequencer2d_tiny(**kwargs) -> Sequencer:
-    return _build(dict(_TINY, num_classes=10), kwargs)
-
-
-@register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
-def sequencer2d_small32(**kwargs) -> Sequencer:
-    return _build(dict(_TINY, layers=(2, 2), embed_dims=(64, 128), hidden_sizes=(32, 64), num_classes=10), kwargs)
-
-
+_TINY = dict(layers=(2, 1), patch_sizes=(4, 2), embed_dims=(48, 96), hidden_sizes=(24, 48), mlp_ratios=2.0,
+             num_classes=10)
 # The vanilla (1-D) Sequencer at the same small scale, shaped like v_sequencer_s: a patch-4 stem (28 px -> one
 # BiLSTM over the 7x7 = 49 raster-ordered tokens), a PW linear (patch 1) between the two stages, no fc, so the
 # hidden size is half the width. 0.29 M parameters against sequencer2d_tiny's 0.27 M.
 _V_TINY = dict(layers=(2, 1), patch_sizes=(4, 1), embed_dims=(96, 96), hidden_sizes=(48, 48), mlp_ratios=2.0,
-               mixer="1d")
+               mixer="1d", num_classes=10)
 
 
-@register_model(_cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10))
-def v_sequencer_tiny(**kwargs) -> Sequencer:
-    return _build(dict(_V_TINY, num_classes=10), kwargs)
+def _cfg_32() -> dict[str, Any]:
+    return _cfg(input_size=(3, 32, 32), crop_pct=1.0, num_classes=10)
+
+
+# name -> (its architecture arguments, its pretrained cfg); the paper's ablations (unidirectional, add, h2x,
+# without_fc, vertical, horizontal, GRU, RNN, d4_3x, the vanilla Sequencers) are rows like the others
+MODELS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "sequencer2d_s": (_S, _cfg(paper_top1=82.3)),
+    "sequencer2d_m": (_M, _cfg(paper_top1=82.8)),
+    "sequencer2d_l": (_L, _cfg(paper_top1=83.4)),
+    "sequencer2d_s_392": (dict(_S, img_size=392), _cfg_392()),
+    "sequencer2d_m_392": (dict(_M, img_size=392), _cfg_392()),
+    "sequencer2d_l_392": (dict(_L, img_size=392), _cfg_392(paper_top1=84.6)),
+    "sequencer2d_s_unidirectional": (dict(_S, bidirectional=False), _cfg()),
+    "sequencer2d_s_add": (dict(_S, union="add"), _cfg()),
+    "sequencer2d_s_h2x": (dict(_S, hidden_sizes=_H2X), _cfg()),
+    "sequencer2d_s_without_fc": (dict(_S, with_fc=False), _cfg()),
+    "sequencer2d_vertical": (dict(_S, hidden_sizes=_H2X, union="vertical", with_fc=False), _cfg()),
+    "sequencer2d_s_horizontal": (dict(_S, hidden_sizes=_H2X, union="horizontal", with_fc=False), _cfg()),
+    "gru_sequencer2d_s": (dict(_S, rnn_type="gru"), _cfg()),
+    "rnn_sequencer2d_s": (dict(_S, rnn_type="rnn"), _cfg()),
+    "sequencer2d_l_d4_3x": (dict(_L, embed_dims=(256, 512, 512, 512), hidden_sizes=(64, 128, 128, 128)), _cfg()),
+    "v_sequencer_s": (_VANILLA, _cfg()),
+    "v_sequencer_s_h": (dict(_S, hidden_sizes=_H2X, mixer="1d"), _cfg()),
+    "v_sequencer_s_pe": (dict(_VANILLA, pos_embed=True), _cfg(fixed_input_size=True)),
+    "sequencer2d_tiny": (_TINY, _cfg_32()),
+    "sequencer2d_small32": (dict(_TINY, layers=(2, 2), embed_dims=(64, 128), hidden_sizes=(32, 64)), _cfg_32()),
+    "v_sequencer_tiny": (_V_TINY, _cfg_32()),
+}
+for _name, (_defaults, _model_cfg) in MODELS.items():
+    globals()[_name] = register_model(_model_cfg)(entrypoint(_name, _build, _defaults, __name__))
 
 
 # ------------------------------------------------------------------------------------ released weights

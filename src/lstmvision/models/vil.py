@@ -44,14 +44,13 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.fx
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, register_notrace_module, trunc_normal_
-from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from lstmvision.models.common import check_input, image_size, resize_pos_embed
+from lstmvision.layers import FeatureIntermediates, MLSTMLayer, OffsetLayerNorm, from_scan, to_scan
+from lstmvision.models.common import check_input, entrypoint, image_size, resize_pos_embed
 from lstmvision.models.registry import make_cfg, register_model, register_pretrained
-from lstmvision.ops.mlstm import mlstm, resolve_mlstm_backend
+from lstmvision.ops.mlstm import resolve_mlstm_backend
 
 # torch.fx records these as calls (their size checks run on the real input, not on trace-time proxies)
 torch.fx.wrap("check_input")
@@ -67,7 +66,7 @@ _POOL_ALIASES = {
     "middle_patch": "middle", "cls_token": "cls", "class_token": "cls", "none": "", None: "",
 }
 # direction design -> (the scan directions of each sub-block, cycled over the sub-blocks; whether one sub-block's
-# directions share one mLSTM layer). Directions: see _to_scan. Several directions in a sub-block are summed.
+# directions share one mLSTM layer). Directions: see lstmvision.layers.to_scan. Several directions in a sub-block are summed.
 DIRECTION_DESIGNS: dict[str, tuple[tuple[tuple[int, ...], ...], bool]] = {
     "alternating": (((0,), (1,)), False),
     "quad_alternating": (((0,), (1,), (2,), (3,)), False),
@@ -78,7 +77,6 @@ DIRECTION_DESIGNS: dict[str, tuple[tuple[tuple[int, ...], ...], bool]] = {
 }
 # the official `alternation` argument (training code: mLSTMLayerConfig.alternation) -> its direction design
 ALTERNATIONS = {"bidirectional": "alternating", "quaddirectional": "quad_alternating"}
-CONV_KINDS = ("2d", "causal1d")
 
 
 def _direction_design(direction_design: str | None, alternation: str | None) -> str:
@@ -103,210 +101,6 @@ def _pool_name(pool: str | None) -> str:
     if pool not in POOLINGS:
         raise ValueError(f"global_pool must be one of {POOLINGS} (or an alias in {sorted(k for k in _POOL_ALIASES if k)}), got {pool!r}")
     return pool
-
-
-class OffsetLayerNorm(nn.Module):
-    """LayerNorm whose stored weight is an offset: the scale is 1 + weight (weight initialised to 0)."""
-
-    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.zeros(dim))
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the normalised shape from the parameter, not from x: a static size keeps ONNX export possible
-        return F.layer_norm(x, self.weight.shape, 1 + self.weight, self.bias, self.eps)
-
-
-class MultiHeadLayerNorm(OffsetLayerNorm):
-    """Per-head LayerNorm of (B, NH, S, DH) with an offset affine over all NH·DH channels; returns (B, S, NH·DH)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, NH, S, DH = x.shape
-        x = x.transpose(1, 2)  # (B, NH, S, DH) -> (B, S, NH, DH)
-        if torch.jit.is_tracing():  # ONNX export: the head width is a traced value, F.layer_norm needs it static
-            mean = x.mean(-1, keepdim=True)
-            x = (x - mean) * torch.rsqrt((x - mean).pow(2).mean(-1, keepdim=True) + self.eps)
-        else:
-            x = F.layer_norm(x, (DH,), eps=self.eps)
-        x = x * (1 + self.weight).view(NH, DH)  # (NH*DH,) -> (NH, DH)
-        if self.bias is not None:
-            x = x + self.bias.view(NH, DH)  # (NH*DH,) -> (NH, DH)
-        return x.reshape(B, S, NH * DH)  # (B, S, NH, DH) -> (B, S, NH*DH)
-
-
-class BlockDiagonalLinear(nn.Module):
-    """Linear map made of `dim // block` independent `block x block` blocks (xLSTM's LinearHeadwiseExpand)."""
-
-    def __init__(self, dim: int, block: int = 4, bias: bool = True):
-        super().__init__()
-        if dim % block:
-            raise ValueError(f"width {dim} is not divisible by the q/k/v block size {block}")
-        self.block = block
-        self.weight = nn.Parameter(torch.empty(dim // block, block, block))  # (blocks, out, in)
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.reshape(*shape[:-1], -1, self.block)  # (..., dim) -> (..., blocks, block)
-        # (..., blocks, in) x (blocks, out, in) -> (..., blocks, out) -> (..., dim). Measured on the 2-core CPU:
-        # as fast as broadcast multiply-adds or a batched matmul in inference, and the fastest with gradients
-        x = torch.einsum("...hi,hoi->...ho", x, self.weight).reshape(shape)
-        return x + self.bias if self.bias is not None else x
-
-
-class CausalConv1d(nn.Conv1d):
-    """Depthwise causal Conv1d along the sequence of (B, S, C) tokens (left padding k-1); with `reverse`, causal
-    for the sequence read backwards (right padding, the kernel mirrored): the flipped input's output, flipped."""
-
-    def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True):
-        super().__init__(dim, dim, kernel_size, groups=dim, bias=bias)
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None,  # type: ignore[override]
-                reverse: bool = False) -> torch.Tensor:
-        # class tokens (cls_at) are ordinary sequence positions for the 1-D conv, as in the official v1
-        pad = (0, self.kernel_size[0] - 1) if reverse else (self.kernel_size[0] - 1, 0)
-        weight = self.weight.flip(-1) if reverse else self.weight
-        x = F.pad(x.transpose(1, 2), pad)  # (B, S, C) -> (B, C, S + k-1)
-        return F.conv1d(x, weight, self.bias, groups=self.groups).transpose(1, 2)  # (B, C, S) -> (B, S, C)
-
-
-class GridConv2d(nn.Conv2d):
-    """Depthwise 'same' Conv2d applied to (B, S, C) tokens laid out on the real (h, w) grid of this input. With
-    `reverse` the tokens are the grid read backwards (rotated by 180°): the kernel is rotated instead of the map."""
-
-    def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True):
-        if kernel_size % 2 == 0:
-            raise ValueError(f"the 2-D conv needs an odd kernel size, got {kernel_size}")
-        super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias)
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None,  # type: ignore[override]
-                reverse: bool = False) -> torch.Tensor:
-        if cls_at is not None:  # class tokens (start, count) skip the conv: their output is their input
-            start, n = cls_at
-            y = self.forward(torch.cat([x[:, :start], x[:, start + n:]], dim=1), grid, reverse=reverse)
-            return torch.cat([y[:, :start], x[:, start:start + n], y[:, start:]], dim=1)
-        B, S, C = x.shape
-        h, w = grid
-        if h * w != S:
-            raise ValueError(f"{S} tokens do not form the {h}x{w} grid")
-        weight = self.weight.flip(-1, -2) if reverse else self.weight
-        # (B, S, C) -> (B, h, w, C) -> (B, C, h, w) as a channels-last view: no copy either way
-        y = F.conv2d(x.reshape(B, h, w, C).permute(0, 3, 1, 2), weight, self.bias, padding=self.padding,
-                     groups=self.groups)
-        return y.permute(0, 2, 3, 1).reshape(B, S, C)  # (B, C, h, w) -> (B, h, w, C) -> (B, S, C)
-
-
-class MLSTMCell(nn.Module):
-    """Gates from [q, k, v], the mLSTM over NH heads, and the per-head output norm."""
-
-    def __init__(self, inner_dim: int, num_heads: int = 4, norm_bias: bool = True, backend: str | None = None, chunk_size: int = 64):
-        super().__init__()
-        self.num_heads = num_heads
-        self.backend = backend
-        self.chunk_size = chunk_size
-        self.igate = nn.Linear(3 * inner_dim, num_heads)
-        self.fgate = nn.Linear(3 * inner_dim, num_heads)
-        self.outnorm = MultiHeadLayerNorm(inner_dim, bias=norm_bias, eps=1e-5)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        B, S, E = q.shape
-        i, f = self._gates(q, k, v)
-        # (B, S, E) -> (B, S, NH, DH) -> (B, NH, S, DH), DH = E // NH
-        q, k, v = (t.reshape(B, S, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
-        h = mlstm(q, k, v, i, f, backend=self.backend, chunk_size=self.chunk_size, reverse=reverse)
-        return self.outnorm(h)
-
-    def _gates(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input and forget gate pre-activations (B, NH, S) from [q, k, v]: both gates' Linear at once, as a sum
-        over the three parts (no (B, S, 3E) concatenation)."""
-        E = q.shape[-1]
-        weight = torch.cat([self.igate.weight, self.fgate.weight])  # (2NH, 3E)
-        out = F.linear(q, weight[:, :E], torch.cat([self.igate.bias, self.fgate.bias]))
-        out = out + F.linear(k, weight[:, E:2 * E]) + F.linear(v, weight[:, 2 * E:])  # (B, S, 2NH)
-        i, f = out.transpose(1, 2).chunk(2, dim=1)  # (B, S, 2NH) -> (B, 2NH, S) -> 2 x (B, NH, S)
-        return i, f
-
-
-class MLSTMLayer(nn.Module):
-    """xLSTM's mLSTM block body (pre-up-projection), on a (B, S, dim) sequence in its scan order."""
-
-    def __init__(
-        self,
-        dim: int,
-        expansion: int = 2,
-        num_heads: int = 4,
-        qkv_block_size: int = 4,
-        conv_kind: str = "2d",
-        conv_kernel_size: int | None = None,
-        proj_bias: bool = True,
-        norm_bias: bool = True,
-        mlstm_backend: str | None = None,
-        mlstm_chunk_size: int = 64,
-    ):
-        super().__init__()
-        inner = expansion * dim
-        if inner % num_heads:
-            raise ValueError(f"inner width {inner} is not divisible by num_heads={num_heads}")
-        self.inner_dim = inner
-        self.proj_up = nn.Linear(dim, 2 * inner, bias=proj_bias)
-        self.q_proj = BlockDiagonalLinear(inner, qkv_block_size, bias=proj_bias)
-        self.k_proj = BlockDiagonalLinear(inner, qkv_block_size, bias=proj_bias)
-        self.v_proj = BlockDiagonalLinear(inner, qkv_block_size, bias=proj_bias)
-        if conv_kind == "2d":
-            self.conv: nn.Module = GridConv2d(inner, conv_kernel_size or 3)
-        elif conv_kind == "causal1d":
-            self.conv = CausalConv1d(inner, conv_kernel_size or 4)
-        else:
-            raise ValueError(f"conv_kind must be one of {CONV_KINDS}, got {conv_kind!r}")
-        self.mlstm_cell = MLSTMCell(inner, num_heads, norm_bias, mlstm_backend, mlstm_chunk_size)
-        self.learnable_skip = nn.Parameter(torch.ones(inner))
-        self.proj_down = nn.Linear(inner, dim, bias=proj_bias)
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], cls_at: tuple[int, int] | None = None,
-                reverse: bool = False) -> torch.Tensor:
-        """`grid`: the (h, w) the patch tokens lie on in this scan order; `cls_at`: (start, count) of the class
-        tokens in the sequence, or None; `reverse`: the scan reads the sequence from its end."""
-        xm, z = self.proj_up(x).chunk(2, dim=-1)
-        c = F.silu(self.conv(xm, grid, cls_at, reverse))
-        h = self.mlstm_cell(self.q_proj(c), self.k_proj(c), self.v_proj(xm), reverse)
-        return self.proj_down((h + self.learnable_skip * c) * F.silu(z))
-
-
-def _transpose_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Row-major (B, h·w, C) tokens of an (h, w) grid -> the row-major tokens of the transposed (w, h) grid."""
-    B, S, C = x.shape
-    h, w = grid
-    # (B, S, C) -> (B, h, w, C) -> (B, w, h, C) -> (B, S, C)
-    return x.reshape(B, h, w, C).transpose(1, 2).reshape(B, S, C)
-
-
-def _to_scan(
-    x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Row-major (B, h·w [+ num_cls], C) tokens -> the token order of `direction` and the grid they lie on in it.
-
-    0: rows from the top left; 1: rows from the bottom right (a 180° rotation of the grid);
-    2: columns from the top left (the grid transposed); 3: columns from the bottom right.
-    Directions 2 and 3 transpose the grid here; 1 and 3 are not flipped: the layer reads the sequence from its
-    end (`reverse`), which equals flipping it, class tokens included. Class tokens (num_cls of them at index
-    h·w // 2) stay in the middle of a column-wise sequence.
-    """
-    h, w = grid
-    if direction < 2:
-        return x, grid
-    if not num_cls:
-        return _transpose_grid(x, grid), (w, h)
-    mid = (h * w) // 2
-    patches = _transpose_grid(torch.cat([x[:, :mid], x[:, mid + num_cls:]], dim=1), grid)
-    return torch.cat([patches[:, :mid], x[:, mid:mid + num_cls], patches[:, mid:]], dim=1), (w, h)
-
-
-def _from_scan(x: torch.Tensor, grid: tuple[int, int], direction: int, num_cls: int = 0) -> torch.Tensor:
-    """The inverse of `_to_scan` (`grid` is the row-major grid)."""
-    h, w = grid
-    return _to_scan(x, (w, h), direction, num_cls)[0]
 
 
 @register_notrace_module  # a leaf for timm's fx tracing: the mLSTM dispatches on the real input
@@ -347,9 +141,9 @@ class ViLBlock(nn.Module):
         """The summed layer outputs over this sub-block's directions, row-major (B, h·w [+ num_cls], C)."""
         out = None
         for direction, layer in self.scan_layers():
-            seq, scan_grid = _to_scan(y, grid, direction, num_cls)
+            seq, scan_grid = to_scan(y, grid, direction, num_cls)
             cls_at = ((grid[0] * grid[1]) // 2, num_cls) if num_cls else None
-            o = _from_scan(layer(seq, scan_grid, cls_at, reverse=direction % 2 == 1), grid, direction, num_cls)
+            o = from_scan(layer(seq, scan_grid, cls_at, reverse=direction % 2 == 1), grid, direction, num_cls)
             out = o if out is None else out + o
         assert out is not None
         return out
@@ -369,7 +163,7 @@ class ViLBlock(nn.Module):
         return torch.cat([seq[:, :mid], seq[:, mid + n:]], dim=1).reshape(B, h, w, C), seq[:, mid:mid + n]
 
 
-class VisionLSTM(nn.Module):
+class VisionLSTM(FeatureIntermediates, nn.Module):
     """Vision-LSTM, v2 or v1 depending on the options (see the module docstring and the registered models).
 
     Any input of at least `min_input_size` (the patch size) works: the patch grid (h, w) is taken from the
@@ -639,47 +433,21 @@ class VisionLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Sub-block outputs as (B, C, h, w) maps (or NHWC); `norm` applies the final norm to each."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.blocks), indices)
+    # forward_intermediates (sub-block outputs, patch tokens only; `norm` applies the final norm to each) and
+    # prune_intermediate_layers: FeatureIntermediates over the blocks, the state a (map, class tokens) pair
+    def _begin(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self._embed(x)
-        cls = self._cls_tokens(x)
-        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
-        intermediates = []
-        for j, block in enumerate(blocks):
-            if cls is None:
-                x = self._run_block(block, x)
-            else:
-                x, cls = self._run_block(block, x, cls)
-            if j in take:  # patch tokens only
-                y = self.norm(x) if norm else x
-                # (B, h, w, C) -> (B, C, h, w)
-                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
-        if intermediates_only:
-            return intermediates
-        return self._final_norm(x, cls), intermediates
+        return x, self._cls_tokens(x)
 
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        take, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: max_index + 1]
-        self.feature_info = self.feature_info[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
+    def _step(self, block: nn.Module, state: tuple[torch.Tensor, torch.Tensor | None]):
+        x, cls = state
+        return (self._run_block(block, x), None) if cls is None else self._run_block(block, x, cls)
+
+    def _feature_map(self, state: tuple[torch.Tensor, torch.Tensor | None], index: int, norm: bool) -> torch.Tensor:
+        return self.norm(state[0]) if norm else state[0]
+
+    def _finish(self, state: tuple[torch.Tensor, torch.Tensor | None], complete: bool) -> torch.Tensor:
+        return self._final_norm(*state)
 
     # ---------------------------------------------------------------------------------- weight layouts
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -770,130 +538,39 @@ def _build_v1(defaults: dict[str, Any], kwargs: dict[str, Any]) -> VisionLSTM:
     return VisionLSTM(**_norm_alias({**_V1, **defaults, **kwargs}, "post_norm"))
 
 
-@register_model(_cfg(paper_top1=78.3))
-def vil2_tiny(**kwargs) -> VisionLSTM:
-    return _build_v2(dict(embed_dim=192, depth=24), kwargs)
-
-
-@register_model(_cfg(paper_top1=81.5))
-def vil2_small(**kwargs) -> VisionLSTM:
-    return _build_v2(dict(embed_dim=384, depth=24), kwargs)
-
-
-@register_model(_cfg(paper_top1=82.4))
-def vil2_base(**kwargs) -> VisionLSTM:
-    return _build_v2(dict(embed_dim=768, depth=24), kwargs)
-
-
-@register_model(_cfg())
-def vil2_large(**kwargs) -> VisionLSTM:
-    return _build_v2(dict(embed_dim=1024, depth=48), kwargs)
-
-
-@register_model(_cfg(paper_top1=77.3))
-def vil_tiny(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24), kwargs)
-
-
-@register_model(_cfg(paper_top1=78.1))
-def vil_tinyplus(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=29), kwargs)
-
-
-@register_model(_cfg(paper_top1=80.7))
-def vil_small(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=384, depth=24), kwargs)
-
-
-@register_model(_cfg(paper_top1=80.9))
-def vil_smallplus(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=384, depth=26), kwargs)
-
-
-@register_model(_cfg(paper_top1=81.6))
-def vil_base(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=768, depth=24), kwargs)
-
-
-@register_model(_cfg(paper_top1=80.0))
-def vil_tinyplus_stride8(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=29, stride=8), kwargs)
-
-
-@register_model(_cfg(paper_top1=82.2))
-def vil_smallplus_stride8(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=384, depth=26, stride=8), kwargs)
-
-
-@register_model(_cfg(paper_top1=82.7))
-def vil_base_stride8(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=768, depth=24, stride=8), kwargs)
-
-
-# ----------------------------------------------------------------------------- the paper's ablation configs
-# ViL-T v1 (the ablation configs live in the official `yamls/pretrain/vil/v1/...`). Directions: ImageNet-100,
+# The paper's ablations, on ViL-T v1 (the official `yamls/pretrain/vil/v1/...`). Directions: ImageNet-100,
 # 400 epochs at 128 px; poolings: ImageNet-1K, 400 epochs at 192 px. The reported numbers are not known here.
-_DIRECTION_ABLATION = dict(num_classes=100, img_size=128)
-_POOL_ABLATION = dict(img_size=192)
+_DIRECTION_ABLATION = dict(embed_dim=192, depth=24, num_classes=100, img_size=128)
+_POOL_ABLATION = dict(embed_dim=192, depth=24, img_size=192)
+_POOL_OPTIONS = dict(avg={}, bilateral_flatten={}, bilateral_avg={}, middle={}, cls=dict(num_cls_tokens=1))
 
 
 def _ablation_cfg(img_size: int, num_classes: int = 1000) -> dict[str, Any]:
     return _cfg(input_size=(3, img_size, img_size), num_classes=num_classes)
 
 
-@register_model(_ablation_cfg(128, 100))
-def vil_tiny_dir_unidirectional(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, direction_design="unidirectional", **_DIRECTION_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(128, 100))
-def vil_tiny_dir_alternating(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, direction_design="alternating", **_DIRECTION_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(128, 100))
-def vil_tiny_dir_quad_alternating(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, direction_design="quad_alternating", **_DIRECTION_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(128, 100))
-def vil_tiny_dir_bidirectional(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, direction_design="bidirectional", **_DIRECTION_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(128, 100))
-def vil_tiny_dir_bidirectional_shared(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, direction_design="bidirectional_shared", **_DIRECTION_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(128, 100))
-def vil_tiny_dir_quaddirectional(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, direction_design="quaddirectional", **_DIRECTION_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(192))
-def vil_tiny_pool_avg(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, global_pool="avg", **_POOL_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(192))
-def vil_tiny_pool_bilateral_flatten(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, global_pool="bilateral_flatten", **_POOL_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(192))
-def vil_tiny_pool_bilateral_avg(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, global_pool="bilateral_avg", **_POOL_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(192))
-def vil_tiny_pool_middle(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, global_pool="middle", **_POOL_ABLATION), kwargs)
-
-
-@register_model(_ablation_cfg(192))
-def vil_tiny_pool_cls(**kwargs) -> VisionLSTM:
-    return _build_v1(dict(embed_dim=192, depth=24, global_pool="cls", num_cls_tokens=1, **_POOL_ABLATION), kwargs)
+# name -> (builder, its architecture arguments, its pretrained cfg)
+MODELS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
+    "vil2_tiny": (_build_v2, dict(embed_dim=192, depth=24), _cfg(paper_top1=78.3)),
+    "vil2_small": (_build_v2, dict(embed_dim=384, depth=24), _cfg(paper_top1=81.5)),
+    "vil2_base": (_build_v2, dict(embed_dim=768, depth=24), _cfg(paper_top1=82.4)),
+    "vil2_large": (_build_v2, dict(embed_dim=1024, depth=48), _cfg()),
+    "vil_tiny": (_build_v1, dict(embed_dim=192, depth=24), _cfg(paper_top1=77.3)),
+    "vil_tinyplus": (_build_v1, dict(embed_dim=192, depth=29), _cfg(paper_top1=78.1)),
+    "vil_small": (_build_v1, dict(embed_dim=384, depth=24), _cfg(paper_top1=80.7)),
+    "vil_smallplus": (_build_v1, dict(embed_dim=384, depth=26), _cfg(paper_top1=80.9)),
+    "vil_base": (_build_v1, dict(embed_dim=768, depth=24), _cfg(paper_top1=81.6)),
+    "vil_tinyplus_stride8": (_build_v1, dict(embed_dim=192, depth=29, stride=8), _cfg(paper_top1=80.0)),
+    "vil_smallplus_stride8": (_build_v1, dict(embed_dim=384, depth=26, stride=8), _cfg(paper_top1=82.2)),
+    "vil_base_stride8": (_build_v1, dict(embed_dim=768, depth=24, stride=8), _cfg(paper_top1=82.7)),
+    **{f"vil_tiny_dir_{design}": (_build_v1, dict(_DIRECTION_ABLATION, direction_design=design), _ablation_cfg(128, 100))
+       for design in ("unidirectional", "alternating", "quad_alternating", "bidirectional", "bidirectional_shared",
+                      "quaddirectional")},
+    **{f"vil_tiny_pool_{pool}": (_build_v1, dict(_POOL_ABLATION, global_pool=pool, **extra), _ablation_cfg(192))
+       for pool, extra in _POOL_OPTIONS.items()},
+}
+for _name, (_build, _defaults, _model_cfg) in MODELS.items():
+    globals()[_name] = register_model(_model_cfg)(entrypoint(_name, _build, _defaults, __name__))
 
 
 # ------------------------------------------------------------------------------------ released weights
