@@ -41,7 +41,7 @@ from lstmvision.engine.checkpoint import STATE_NAME
 from lstmvision.engine.recipes import DEFAULTS
 from lstmvision.engine.summary import read_summary
 from lstmvision.engine.trainer import train
-from lstmvision.errors import first_line
+from lstmvision.errors import first_line, os_reason
 from lstmvision.models import create_model, get_pretrained_cfg
 from lstmvision.outputs import atomic_write
 from lstmvision.tasks.classify import evaluate
@@ -56,8 +56,7 @@ def _writing(path: Path):
     try:
         yield
     except OSError as e:
-        text = e.strerror or first_line(e)
-        raise PermissionError(f"cannot write {path}: {text[:1].lower() + text[1:]}") from None
+        raise PermissionError(f"cannot write {path}: {os_reason(e)}") from None
 
 
 @dataclass
