@@ -3,7 +3,7 @@
 Per task (a dataset folder that `lstmvision.data.resolve_dataset` reads): draw `train_size` + `val_size`
 images from the task's training split (seeded), fine-tune on the train part for every lr x seed and score on
 the val part, pick the lr with the best mean val top-1, retrain with it on train + val and test on the task's
-test split. Every fit is one `lstmvision.engine.train` run in its own run folder, so a rerun skips finished
+test split. Every fit is one `lstmvision.engine.trainer.train` run in its own run folder, so a rerun skips finished
 runs and resumes unfinished ones through the engine's resume.
 
 Layout under `output/`: `protocol.json` (the settings the runs depend on), per task `<task>/split.json` (the
