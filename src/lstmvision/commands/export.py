@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
 
 from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
-from lstmvision.errors import first_line
+from lstmvision.errors import os_reason
 from lstmvision.outputs import check_outputs, checkpoint_reads
 from lstmvision.weights import jsonable_cfg
 
@@ -100,18 +100,13 @@ def metadata(model: nn.Module) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- exporters
-def _reason(e: OSError) -> str:
-    text = e.strerror or first_line(e)
-    return text[:1].lower() + text[1:]
-
-
 @contextlib.contextmanager
 def _write_errors(path: Path):
     """A file-system refusal (read-only, a file where a folder should be, ...) as one ExportError line."""
     try:
         yield
     except OSError as e:
-        raise ExportError(f"cannot write {path}: {_reason(e)}") from None
+        raise ExportError(f"cannot write {path}: {os_reason(e)}") from None
 
 
 def _writable(path: str | Path) -> Path:
@@ -159,7 +154,7 @@ def export_onnx(
         except (ValueError, FileNotFoundError):
             raise
         except OSError as e:
-            raise ExportError(f"cannot write {path}: {_reason(e)}") from None
+            raise ExportError(f"cannot write {path}: {os_reason(e)}") from None
         except Exception as e:  # the exporter raises many error types; report the first line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {first}") from None
