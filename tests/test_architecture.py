@@ -2,6 +2,7 @@
 through a circle, ruff is clean, and the command line answers `--help` without loading torch."""
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -138,3 +139,28 @@ def test_release_files_are_present():
     for name in ("LICENSE", "CHANGELOG.md", "src/lstmvision/py.typed", "src/lstmvision/__main__.py"):
         assert (ROOT / name).is_file(), name
     assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def private_imports(src: Path) -> list[str]:
+    """`from lstmvision.X import _name` across modules, where `_name` is not a submodule of X: a module's
+    private helpers stay its own (a private submodule inside its own package is fine)."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not (node.module or "").startswith("lstmvision"):
+                continue
+            where = src / node.module.replace(".", "/")
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                submodule = (where / f"{alias.name}.py").is_file() or (where / alias.name).is_dir()
+                if private and not submodule:
+                    found.append(f"{path.relative_to(src)}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names(tmp_path):
+    assert not private_imports(ROOT / "src"), "\n".join(private_imports(ROOT / "src"))
+    (tmp_path / "lstmvision" / "a").mkdir(parents=True)
+    (tmp_path / "lstmvision" / "a" / "_sub.py").write_text("")
+    (tmp_path / "lstmvision" / "b.py").write_text("from lstmvision.a import _sub\nfrom lstmvision.a import _helper\n")
+    assert private_imports(tmp_path) == ["lstmvision/b.py: from lstmvision.a import _helper"]
