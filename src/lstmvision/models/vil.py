@@ -318,7 +318,7 @@ class VisionLSTM(FeatureIntermediates, nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         if self.num_prefix_tokens:
-            trunc_normal_(self.cls_token, std=0.02)  # as the position embedding (the official init: UNVERIFIED)
+            trunc_normal_(self.cls_token, std=0.02)  # as the position embedding (the official code's is not known)
         self._init_head()
 
     @torch.no_grad()
