@@ -27,3 +27,18 @@ def perturb_(model: torch.nn.Module, scale: float = 0.02, seed: int = 0) -> torc
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * scale)
     return model
+
+
+FAST_TIER_LIMIT_S = 5.0  # an unmarked test slower than this belongs to the slow tier (README, Development)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """After a run, name the tests without the `slow` mark that took longer than FAST_TIER_LIMIT_S, so that the fast
+    tier (`pytest -m "not slow"`) stays fast. A list, not a failure: durations depend on the machine's load."""
+    reports = terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+    long = sorted(((r.duration, r.nodeid) for r in reports
+                   if r.when == "call" and "slow" not in r.keywords and r.duration > FAST_TIER_LIMIT_S), reverse=True)
+    if long:
+        terminalreporter.section(f"unmarked tests over {FAST_TIER_LIMIT_S:g} s (mark them @pytest.mark.slow?)")
+        for duration, nodeid in long:
+            terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")

@@ -1,12 +1,15 @@
 """`lstmvision benchmark` end to end on CPU (tiny run)."""
 import json
 
+import pytest
+
 from lstmvision.cli import main
 from lstmvision.commands.benchmark import kernels_ctx, parse_spec
 from lstmvision.ops.dispatch import get_backend
 from lstmvision.ops.mlstm import resolve_mlstm_backend
 
 
+@pytest.mark.slow
 def test_benchmark_cpu_json_ratio_and_macs(tmp_path, capsys):
     path = tmp_path / "out.json"
     argv = ["benchmark", "--model", "sequencer2d_s", "--compare", "ref:sequencer2d_s", "--compare",

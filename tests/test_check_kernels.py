@@ -56,6 +56,7 @@ def test_bad_input_is_exit_2(argv, capsys):
     assert "check-kernels: error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_triton_rows_under_the_interpreter(tmp_path):
     pytest.importorskip("triton")
     path = tmp_path / "check.json"

@@ -36,6 +36,7 @@ def _code_path(name: str) -> frozenset:
     return frozenset(path)
 
 
+@pytest.mark.slow
 def test_every_registered_model_shares_its_code_path_with_a_representative():
     """A model whose forward path no representative takes would escape the graph-break test below."""
     covered = {_code_path(n) for n in REPRESENTATIVE}
@@ -43,6 +44,7 @@ def test_every_registered_model_shares_its_code_path_with_a_representative():
     assert not missing, f"add a representative for {missing} (their forward path is not compiled by this file)"
 
 
+@pytest.mark.slow
 def test_sequencer_fused_backend_compiles_without_graph_breaks():
     """The backend kwarg path (one rnn2d call per mixer, PyTorch loop) traces as one graph too."""
     torch._dynamo.reset()
@@ -54,6 +56,7 @@ def test_sequencer_fused_backend_compiles_without_graph_breaks():
     assert explanation.graph_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REPRESENTATIVE)
 def test_no_graph_breaks_and_same_outputs(name):
     torch._dynamo.reset()
@@ -67,6 +70,7 @@ def test_no_graph_breaks_and_same_outputs(name):
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_no_graph_breaks_with_grad_enabled_and_training_backward():
     torch._dynamo.reset()
     model = tiny_model("sequencer2d_s").train()

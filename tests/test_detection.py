@@ -195,6 +195,7 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_and_resume_write_a_detection_run(mask_run, capsys):
     rows = _rows(mask_run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
@@ -316,6 +317,7 @@ def _weights(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_a_detector_checkpoint(mask_run, scenes, tmp_path, capsys):
     """Same classes: the whole detector; other classes: all but the class outputs; another detector, backbone or
     pyramid width: one line, exit 2."""
@@ -366,6 +368,7 @@ CYCLES = [(d, b) for d in DETECTORS for b in ("sequencer2d_tiny", "vil2_tiny", "
           if (d, b) != ("maskrcnn", "sequencer2d_tiny")] + [("fasterrcnn", "v_sequencer_tiny")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detector, backbone", CYCLES)
 def test_cli_cycle_of_each_detector(detector, backbone, scenes, tmp_path, capsys):
     """Train (2 steps), resume for a second epoch, validate and predict: every detector on Sequencer2D, ViL and

@@ -19,6 +19,7 @@ import lstmvision
 from lstmvision.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # every test reads the site that `mkdocs build` (a process) writes
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
     return tmp, data, tmp / "runs" / "tiny"
 
 
+@pytest.mark.slow
 def test_run_folder(trained):
     _, _, run = trained
     for f in ("config.yaml", "summary.csv", "curves.png", "best/model.safetensors", "best/config.json",
@@ -85,6 +86,7 @@ def test_predict_imagenet_names(tmp_path, capsys):
     assert res["results"][0]["predictions"][0]["label"] in names
 
 
+@pytest.mark.slow
 def test_nan_loss_keeps_last_good_checkpoint(trained, capsys):
     tmp, data, _ = trained
     args = ["train", "--data", str(data), "--output", str(tmp / "runs"), "--experiment", "nan", *TINY,
@@ -99,6 +101,7 @@ def test_nan_loss_keeps_last_good_checkpoint(trained, capsys):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_image_folder_training_rgb_and_ema(tmp_path):
     root = write_image_folder(tmp_path / "imgs", n_per_class=8)
     assert main(["train", "--data", str(root), "--output", str(tmp_path / "r"), "--experiment", "x",
@@ -167,6 +170,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "another architecture" in err[0]
 
 
+@pytest.mark.slow
 def test_progress_bar_mode(tmp_path, monkeypatch, capsys):
     data = write_idx_folder(tmp_path / "d", 64, 32)
     monkeypatch.setenv("LSTMVISION_PROGRESS", "bar")

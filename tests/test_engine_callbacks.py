@@ -1,6 +1,8 @@
 """`train(cfg, callbacks=...)`: the events and their order; the caller's cfg is left as it was."""
 import copy
 
+import pytest
+
 from engine_helpers import write_idx_folder
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.config import resolve_config
@@ -30,6 +32,7 @@ def _cfg(tmp_path):
                                workers=0, warmup_epochs=0, checkpoint_steps=2))
 
 
+@pytest.mark.slow
 def test_callback_events_and_cfg_untouched(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     before = copy.deepcopy(cfg)

@@ -61,6 +61,7 @@ def _validate(tmp, data, folder) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_kill_at_every_phase_of_the_epoch_commit(reference, monkeypatch):
     tmp, data, calls, ref_rows = reference
     best = max(ref_rows, key=lambda r: float(r["top1"]))  # the first of the best: best/ is not replaced on a tie
@@ -87,6 +88,7 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_mid_epoch_resume_reproduces_the_uninterrupted_run(reference, monkeypatch):
     tmp, data, _, _ = reference
     extra = ["--epochs", "2", "--checkpoint-steps", "3"]  # 8 steps per epoch: saves at steps 3 and 6

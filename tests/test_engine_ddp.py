@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine_helpers import write_idx_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_gloo(tmp_path):
     data = write_idx_folder(tmp_path / "fashion-mnist", 256, 64)
     out, ranks = tmp_path / "runs", tmp_path / "ranks"

@@ -37,6 +37,7 @@ def _finite_checkpoint(folder: Path) -> None:
     assert all(torch.isfinite(v).all() for s in state["optimizer"]["state"].values() for v in s.values())
 
 
+@pytest.mark.slow
 def test_diverging_run_names_a_finite_checkpoint(data, tmp_path, capsys):
     rc = main(["train", "--data", str(data), "--output", str(tmp_path), "--experiment", "div", "--epochs", "2",
                *TINY, "--lr", "1e6", "--checkpoint-steps", "1"])
@@ -62,6 +63,7 @@ def _full_disk(kind: str):
     return fail
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["oserror", "safetensors", "torch"])
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch, kind):
     calls = {"n": 0}
@@ -89,6 +91,7 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(data, tmp_path,
     assert [line.split(",")[0] for line in (run / "summary.csv").read_text().splitlines()[1:]] == ["0"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_data_and_reads_the_runs_data(data, tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["train", "--data", str(data), "--output", str(out), "--experiment", "g", "--epochs", "1",

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import lstmvision
@@ -27,6 +28,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     data = write_idx_folder(tmp_path / "fashion-mnist", 320, 64)
     out = tmp_path / "runs"

@@ -2,6 +2,7 @@
 import csv
 import json
 
+import pytest
 import torch
 
 from engine_helpers import write_idx_folder
@@ -12,6 +13,7 @@ from lstmvision.tasks.classify import evaluate
 from lstmvision.weights import read_config
 
 
+@pytest.mark.slow
 def test_train_timm_resnet18_and_reload(tmp_path):
     data = write_idx_folder(tmp_path / "fashion-mnist", 64, 32)
     run = tmp_path / "runs" / "t"

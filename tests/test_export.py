@@ -12,6 +12,7 @@ from lstmvision.cli import main
 from lstmvision.commands import export as ex
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", lstmvision.list_models())
 def test_onnx_export_every_model_dynamic_batch_and_size(name, tmp_path):
     model = tiny_model(name)
@@ -27,6 +28,7 @@ def test_onnx_export_every_model_dynamic_batch_and_size(name, tmp_path):
     assert rnn_op in ops  # one fused recurrent op per direction pair, not an unrolled loop
 
 
+@pytest.mark.slow
 def test_onnx_is_one_file_with_metadata(tmp_path):
     model = tiny_model("sequencer2d_s")
     model.class_names = list("abcde")
@@ -37,6 +39,7 @@ def test_onnx_is_one_file_with_metadata(tmp_path):
     assert meta["architecture"] == "sequencer2d_s" and '"a"' in meta["class_names"] and "mean" in meta["pretrained_cfg"]
 
 
+@pytest.mark.slow
 def test_onnx_static_export_keeps_fixed_shape(tmp_path):
     result = ex.export(tiny_model("sequencer2d_s"), tmp_path / "m.onnx", img_size=SIZE, batch_size=2)
     assert [(c.batch, c.height, c.width) for c in result.checks] == [(2, SIZE, SIZE)] and result.ok
@@ -45,6 +48,7 @@ def test_onnx_static_export_keeps_fixed_shape(tmp_path):
     assert dims == [2, 3, SIZE, SIZE]
 
 
+@pytest.mark.slow
 def test_fixed_size_model_exports_at_its_own_size_and_runs_at_others(tmp_path):
     # v_sequencer_s_pe resamples its position embedding; at the native grid size eager skips the resampling,
     # so the trace must not bake that shortcut in
@@ -55,6 +59,7 @@ def test_fixed_size_model_exports_at_its_own_size_and_runs_at_others(tmp_path):
         assert result.ok and len(result.checks) == 2, [str(c) for c in result.checks]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sequencer2d_s", "gru_sequencer2d_s", "v_sequencer_s", "sequencer2d_s_horizontal"])
 def test_torchscript_export(name, tmp_path):
     result = ex.export(tiny_model(name), tmp_path / "m.pt", img_size=SIZE, dynamic_batch=True, dynamic_size=True)
@@ -73,6 +78,7 @@ def saved(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_cli_export_from_saved_folder(saved, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     rc = main(["export", "--checkpoint", str(saved), "--format", "onnx", "--output", str(out),
@@ -84,6 +90,7 @@ def test_cli_export_from_saved_folder(saved, tmp_path, capsys):
     assert rc == 0 and "torch.jit.load" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_fails_when_verification_exceeds_tolerance(saved, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ex, "verify", lambda *a, **k: [ex.Check(1, SIZE, SIZE, 3e-3)])
     rc = main(["export", "--checkpoint", str(saved), "--output", str(tmp_path / "m.onnx"), "--img-size", str(SIZE)])
@@ -126,6 +133,7 @@ def test_cli_unsupported_combinations_give_one_clear_error(saved, tmp_path, caps
     assert rc == 2 and message in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_vil_exports_to_onnx_at_its_native_grid_and_refuses_torchscript(tmp_path):
     model = tiny_model("vil2_tiny", img_size=SIZE)  # position embedding built for this size: no resampling in eager
     result = ex.export(model, tmp_path / "m.onnx", img_size=SIZE, dynamic_size=True)

@@ -1,3 +1,4 @@
+import pytest
 import torch.nn as nn
 
 import lstmvision
@@ -11,6 +12,7 @@ def test_rnn_macs_formula():
     assert rnn_macs(gru, batch=1, steps=1) == 3 * 4 * 12
 
 
+@pytest.mark.slow
 def test_sequencer2d_macs_match_the_paper_counts():
     for name, gmacs in [("sequencer2d_s", 8.33), ("gru_sequencer2d_s", 7.48), ("rnn_sequencer2d_s", 5.79)]:
         macs = count_macs(lstmvision.create_model(name))

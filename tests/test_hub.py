@@ -100,6 +100,7 @@ def test_offline_without_cache_is_one_clear_error(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ downloads and caches
+@pytest.mark.slow
 def test_download_then_offline_from_the_cache(hub, tmp_path):
     out = _run("", hub, tmp_path, args=["download", "sequencer2d_s"])
     assert out.returncode == 0, out.stderr[-3000:]
@@ -131,6 +132,7 @@ def test_download_then_offline_from_the_cache(hub, tmp_path):
     assert "vil2_tiny16_e800_in1k.th" in err[0] and "HF_HUB_OFFLINE=1" in err[0]
 
 
+@pytest.mark.slow
 def test_url_source_in_the_publishers_layout(hub, tmp_path):
     """A ViL `.th` as the official code saves it, fetched by torch.hub into $TORCH_HOME and converted on load: the
     logits are the official implementation's (the reference fixture's)."""
@@ -157,6 +159,7 @@ def test_url_source_in_the_publishers_layout(hub, tmp_path):
     assert hub.downloads("/downloads/vil2_test.th") == 1
 
 
+@pytest.mark.slow
 def test_equal_logits_with_timm_on_the_same_hub_file(hub, tmp_path):
     result = _last_json(_run("""
         import json, timm, torch, lstmvision
@@ -170,6 +173,7 @@ def test_equal_logits_with_timm_on_the_same_hub_file(hub, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- timm's hub layout
+@pytest.mark.slow
 def test_save_for_hf_round_trips_through_timm(hub, tmp_path):
     """`save_for_hf` writes timm's layout: after `register_timm()`, timm rebuilds the model from `local-dir:` and
     from `hf-hub:` (the folder served as a Hub repo) with equal logits, and so does lstmvision."""
@@ -212,6 +216,7 @@ def test_save_for_hf_round_trips_through_timm(hub, tmp_path):
     assert result["names"] == list("abcde") and result["timm_cls"].startswith("timm.")
 
 
+@pytest.mark.slow
 def test_readme_quickstart_runs_as_written(hub, tmp_path):
     text = (ROOT / "README.md").read_text()
     marker = "<!-- quickstart -->\n```python\n"
@@ -244,6 +249,7 @@ def timm_saved(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_a_folder_timm_saved_loads_as_timm_loads_it(timm_saved):
     config = json.loads((timm_saved / "seq-gray" / "config.json").read_text())
     assert {k: config["model_args"][k] for k in ("num_classes", "in_chans", "img_size")} == dict(
@@ -256,6 +262,7 @@ def test_a_folder_timm_saved_loads_as_timm_loads_it(timm_saved):
             torch.testing.assert_close(model(ref["x"]), ref[name], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_explicit_arguments_override_a_timm_folders_model_args(timm_saved):
     """num_classes and in_chans given by the caller win over the saved ones, as in timm: the same weights as
     timm's create_model of the same call (the stem adapted from 1 to 3 channels, a new head)."""
@@ -270,6 +277,7 @@ def test_explicit_arguments_override_a_timm_folders_model_args(timm_saved):
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_folder_timm_saved_loads_from_the_hub(hub, timm_saved, tmp_path):
     """The same folders served as Hub repos (hf-hub:), and one line for a repo or weights the Hub does not have."""
     for name in ("seq", "res"):

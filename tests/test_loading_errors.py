@@ -127,6 +127,7 @@ def detect_run(tmp_path_factory) -> tuple[Path, Path]:
     return root / "runs" / "r", root / "scenes"
 
 
+@pytest.mark.slow
 def test_detect_validate_with_a_weights_file_names_the_folder_that_works(detect_run, capsys):
     run, scenes = detect_run
     common = ["--data", str(scenes), "--limit-val", "2", "--device", "cpu"]

@@ -51,6 +51,7 @@ def _wait_for_lock(path: Path, proc: subprocess.Popen, timeout: float = 240) -> 
     raise AssertionError(f"no lock taken: {proc.communicate()[0][-3000:]}")
 
 
+@pytest.mark.slow
 def test_second_training_into_a_busy_run_folder_exits_at_once(data, tmp_path, capsys):
     out = tmp_path / "runs"
     first = subprocess.Popen(_cmd(data, out, "--debug-step-delay", "30"), env=_env(), stdout=subprocess.PIPE,
@@ -80,6 +81,7 @@ def test_second_training_into_a_busy_run_folder_exits_at_once(data, tmp_path, ca
     assert (out / "r" / "last").is_dir()
 
 
+@pytest.mark.slow
 def test_busy_run_folder_is_one_line_for_train_resume_and_segment_train(data, tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["train", "--data", str(data), "--output", str(out), "--experiment", "a", "--epochs", "1",

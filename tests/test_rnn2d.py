@@ -176,6 +176,7 @@ TRITON_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_triton_kernels_under_interpreter():
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}

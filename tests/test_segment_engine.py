@@ -75,6 +75,7 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_writes_segmentation_run(trained):
     rows = _rows(trained)
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "miou", "aacc", "macc", "lr", "img_s"]
@@ -97,6 +98,7 @@ def test_validate_matches_trainer_and_draws(trained, scenes, tmp_path, capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validate_tta_and_predict(trained, scenes, tmp_path, capsys):
     assert main(["segment", "validate", "--checkpoint", str(trained), "--data", str(scenes), "--scales", "0.75",
                  "1.25", "--flip", "--limit-val", "4"]) == 0
@@ -108,6 +110,7 @@ def test_validate_tta_and_predict(trained, scenes, tmp_path, capsys):
     assert "->" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_extends_the_run(trained, tmp_path):
     run = tmp_path / "seq"
     shutil.copytree(trained, run)
@@ -115,6 +118,7 @@ def test_resume_extends_the_run(trained, tmp_path):
     assert [r["epoch"] for r in _rows(run)] == ["0", "1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, kwargs", [
     ("vil2_tiny", ["embed_dim=32", "depth=4", "patch_size=8"]),
     ("timm:convnext_atto", ["dims=[16,32,64,128]", "depths=[1,1,1,1]"]),
@@ -142,6 +146,7 @@ def test_user_errors_are_one_line(scenes, argv, needle, capsys):
     assert len(err) == 1 and needle in err[0], err
 
 
+@pytest.mark.slow
 def test_bad_mask_is_skipped_or_refused(scenes, tmp_path, capsys):
     data = tmp_path / "bad"
     shutil.copytree(scenes, data)
@@ -154,6 +159,7 @@ def test_bad_mask_is_skipped_or_refused(scenes, tmp_path, capsys):
     assert "mask" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_nan_stops_with_last_good_checkpoint(scenes, tmp_path, capsys):
     assert main(["segment", "train", "--data", str(scenes), "--epochs", "2", "--output", str(tmp_path),
                  "--experiment", "nan", "--debug-nan-at-step", "6", *SMALL]) == 2
@@ -174,6 +180,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_gloo(scenes, tmp_path):
     out = tmp_path / "runs"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -23,6 +23,7 @@ def test_parameter_counts(name, params):
     assert sum(p.numel() for p in model.parameters()) == params
 
 
+@pytest.mark.slow
 def test_every_official_name_is_registered_and_builds():
     names = [
         "sequencer2d_s", "sequencer2d_m", "sequencer2d_l", "sequencer2d_s_392", "sequencer2d_m_392",
@@ -40,7 +41,8 @@ def test_every_official_name_is_registered_and_builds():
         assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == millions, name
 
 
-@pytest.mark.parametrize("name", ["sequencer2d_s", "sequencer2d_m", "sequencer2d_l"])
+@pytest.mark.parametrize("name", ["sequencer2d_s", pytest.param("sequencer2d_m", marks=pytest.mark.slow),
+                                  pytest.param("sequencer2d_l", marks=pytest.mark.slow)])
 def test_timm_parity_both_ways(name):
     ours = perturb_(lstmvision.create_model(name)).eval()
     theirs = timm.create_model(name).eval()

@@ -237,6 +237,7 @@ def test_bad_inputs_are_one_clear_error(name):
 
 
 # ------------------------------------------------------------------------------------------- register_timm
+@pytest.mark.slow
 def test_register_timm_is_opt_in_and_leaves_timm_names_alone():
     code = (
         "import timm, lstmvision\n"

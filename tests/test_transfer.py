@@ -47,6 +47,7 @@ def _result(out: Path) -> dict:
     return json.loads((out / "transfer.json").read_text())
 
 
+@pytest.mark.slow
 def test_table_lists_every_task_and_mean(first_run):
     out, _ = first_run
     result = _result(out)
@@ -165,6 +166,7 @@ def test_too_small_task_and_changed_settings_exit_2(setup, first_run, tmp_path, 
     assert "other settings (epochs)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["scratch", "run-folder"])
 def test_scratch_baseline_and_run_folder_weights(setup, first_run, tmp_path, how):
     _, tasks, ckpt = setup
@@ -199,6 +201,7 @@ def test_fits_resize_without_augmentation(tmp_path):
         torch.testing.assert_close(tf(img), want)
 
 
+@pytest.mark.slow
 def test_scratch_from_checkpoint_keeps_its_architecture(setup, tmp_path):
     """`--initial-checkpoint CKPT --scratch`: the checkpoint's architecture (narrowed model arguments, channels, input
     size, normalisation) with random weights; the same checkpoint fine-tuned builds the same architecture."""

@@ -305,6 +305,7 @@ def test_class_tokens_take_part_in_the_scan():
 
 
 # ------------------------------------------------------------------------------------ compile / export
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [*({"direction_design": d} for d in DESIGNS), {"global_pool": "cls"}])
 def test_no_graph_breaks(kw):
     torch._dynamo.reset()
@@ -316,6 +317,7 @@ def test_no_graph_breaks(kw):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [{"direction_design": "bidirectional"}, {"direction_design": "quad_alternating"},
                                 {"global_pool": "cls"}])
 def test_onnx_export_verified_by_onnxruntime(kw, tmp_path):
