@@ -9,6 +9,8 @@ TIMM_PREFIX = "timm:"  # a model spec built by timm: `timm:NAME`
 UPERNET_PREFIX = "upernet:"  # the architecture of a segmentation model saved by `lstmvision segment train`
 DETECTOR_PREFIX = "detector:"  # the architecture of a detector saved by `lstmvision detect train`
 DETECTORS = ("fasterrcnn", "retinanet", "fcos", "maskrcnn")  # torchvision's detectors (lstmvision.models.detection)
+# the models that are not classifiers, by their pretrained_cfg['task'], as the refusals of other commands name them
+TASK_MODELS = {"segment": "a segmentation model (UperNet)", "detect": "a detection model"}
 # the BiLSTM2D scan (lstmvision.ops.rnn2d); flashrnn-*: the opt-in FlashRNN library (lstmvision[kernels])
 RNN2D_BACKENDS = ("auto", "module", "reference", "fused", "triton",
                   "flashrnn-vanilla", "flashrnn-vanilla_fwbw", "flashrnn-triton", "flashrnn-cuda")

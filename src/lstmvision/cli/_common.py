@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lstmvision.constants import AMP_MODES
+from lstmvision.constants import AMP_MODES, TASK_MODELS
 
 if TYPE_CHECKING:
     import torch
@@ -129,17 +129,14 @@ def check_counts(args: argparse.Namespace) -> None:
         raise ValueError(f"--workers must be 0 or more, got {workers}")
 
 
-_TASK_MODELS = {"segment": "a segmentation model (UperNet)", "detect": "a detection model"}
-
-
 def check_task(model: Any, command: str) -> None:
     """Refuse a segmentation or detection model (`pretrained_cfg['task']` 'segment' / 'detect') in a
     classification command, in one line that names the command to use instead."""
     task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
-    if task in _TASK_MODELS:
+    if task in TASK_MODELS:
         name = getattr(model, "label", None) or getattr(model, "model_name", None) or "the model"
         use = f"`lstmvision {task} {command}`" if command in ("validate", "predict") else None
-        raise ValueError(f"{name} is {_TASK_MODELS[task]}, not a classifier: `lstmvision {command}` takes "
+        raise ValueError(f"{name} is {TASK_MODELS[task]}, not a classifier: `lstmvision {command}` takes "
                          "classification models" + (f"; use {use}" if use else ""))
 
 

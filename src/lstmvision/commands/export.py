@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
 
-from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET
+from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET, TASK_MODELS
 from lstmvision.errors import os_reason
 from lstmvision.outputs import check_outputs, checkpoint_reads
 from lstmvision.weights import jsonable_cfg
@@ -285,16 +285,13 @@ def weights_read(model: nn.Module) -> list[Path]:
     return checkpoint_reads(source) if isinstance(source, str) and Path(source).exists() else []
 
 
-_TASK_MODELS = {"segment": "a segmentation model (UperNet)", "detect": "a detection model"}
-
-
 def check_model(model: nn.Module) -> None:
     """Refuse what export cannot do for this model, before any tracing: segmentation (UperNet) and detection
     models, whose outputs are not one logits tensor."""
     task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
-    if task in _TASK_MODELS:
+    if task in TASK_MODELS:
         name = getattr(model, "label", None) or getattr(model, "model_name", None) or "the model"
-        raise ExportError(f"{name} is {_TASK_MODELS[task]}: export takes classification models only")
+        raise ExportError(f"{name} is {TASK_MODELS[task]}: export takes classification models only")
 
 
 def export(
