@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lstmvision.cli._common import add_overwrite_argument
 
@@ -38,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, specs: list[str]) -> int:
-    from lstmvision.cli._common import weights_reads
     from lstmvision.commands.analysis.common import check_report
     from lstmvision.commands.analysis.memory import memory_report, table
     from lstmvision.device import resolve_device
     from lstmvision.models.loading import create_model
+    from lstmvision.outputs import checkpoint_reads
 
-    reads = weights_reads(args) + [Path(s) for s in specs if Path(s).exists()]
+    reads = [r for spec in specs for r in checkpoint_reads(spec)]  # specs: the --checkpoint folders and --model
     check_report(args.output, "memory", args.overwrite, reads)
     device = resolve_device(args.device)
     models = (create_model(spec, None, args.num_classes, args.in_chans).eval() for spec in specs)

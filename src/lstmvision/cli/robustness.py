@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 from fractions import Fraction
-from pathlib import Path
 
 from lstmvision.cli._common import (
     INITIAL_CHECKPOINT_HELP,
@@ -49,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmvision.commands.analysis.robustness import check_robustness_settings, robustness_report, table
     from lstmvision.device import resolve_device
     from lstmvision.models.loading import create_model
+    from lstmvision.outputs import checkpoint_reads
 
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("give exactly one of --checkpoint PATH or --model NAME")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     check_robustness_settings(args.corruptions, args.severities, args.eps, args.pgd_steps)
     if args.no_corruptions and not args.attack:
         raise ValueError("--no-corruptions leaves nothing to do without --attack")
-    reads = analysis_reads(args) + ([Path(args.baseline)] if args.baseline and Path(args.baseline).exists() else [])
+    reads = analysis_reads(args) + checkpoint_reads(args.baseline)
     check_report(args.output, "robustness", args.overwrite, reads)
     device = resolve_device(args.device)
     weights = args.initial_checkpoint or (True if args.pretrained else None)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from lstmvision.cli._common import add_overwrite_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", required=True, help="folder for the PNG files (made if missing)")
@@ -11,8 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["test", "train"], default="test", help="which split (default %(default)s)")
     p.add_argument("--source", help="folder of MNIST-format idx files (default: $LSTMVISION_DATA or the Debian "
                                     "package's /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace sample files of an earlier run (a file this command reads is never replaced)")
+    add_overwrite_argument(p, "sample files")
     p.epilog = ("Files are named SPLIT_INDEX_CLASS.png after the image's split, its index there and its class "
                 "(test_0000_ankle_boot.png), so that `lstmvision predict` can be checked against the name.")
 

@@ -133,7 +133,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import weights_reads
     from lstmvision.commands.segment import check_mask_targets, mask_targets, predict_masks
     from lstmvision.data.images import IMAGE_EXTENSIONS, list_images
-    from lstmvision.outputs import check_output_folder, check_outputs, outside
+    from lstmvision.outputs import check_output_folder, outside
 
     missing = [p for p in args.images if not Path(p).exists()]
     if missing:
@@ -146,9 +146,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
     # every output name before the model is loaded: no input replaced, no name twice, no earlier masks lost
-    targets = mask_targets(files, args.output)
-    check_mask_targets(targets, args.overwrite)
-    check_outputs([p for t in targets for p in (t.mask, t.colour)], weights_reads(args), args.overwrite)
+    check_mask_targets(mask_targets(files, args.output), args.overwrite, weights_reads(args))
     model, device = _load(args)
     rows, skipped = predict_masks(model, files, device, args.output, args.amp, args.scales, args.flip,
                                   args.overwrite, args.strict_images)

@@ -191,10 +191,12 @@ def mask_targets(images: Sequence[str | os.PathLike], output: str | os.PathLike)
     return targets
 
 
-def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False) -> None:
-    """Refuse, before any image is segmented, outputs that would replace an input image (always), existing
-    files (unless `overwrite`) and folders or files in the way: one error line naming the file."""
-    check_outputs([p for t in targets for p in (t.mask, t.colour)], [t.image for t in targets], overwrite)
+def check_mask_targets(targets: Sequence[MaskTarget], overwrite: bool = False,
+                       reads: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse, before any image is segmented, outputs that would replace an input image or one of `reads` (the
+    checkpoint; always), existing files (unless `overwrite`) and folders or files in the way: one error line
+    naming the file."""
+    check_outputs([p for t in targets for p in (t.mask, t.colour)], [*(t.image for t in targets), *reads], overwrite)
 
 
 @torch.no_grad()
