@@ -20,6 +20,15 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """One compute thread: on a shared 2-core machine two threads stall each other for seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def perturb_(model: torch.nn.Module, scale: float = 0.02, seed: int = 0) -> torch.nn.Module:
     """Add noise to every parameter so that no output is trivially zero (the heads start at zero)."""
     g = torch.Generator().manual_seed(seed)

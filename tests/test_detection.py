@@ -25,7 +25,8 @@ from lstmvision.data.scenes import make_detection_scenes
 from lstmvision.models.detection import create_detector, pyramid_plan
 from lstmvision.weights import save_pretrained
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # pycocotools
+              pytest.mark.usefixtures("one_thread")]
 
 DETECTORS = ("fasterrcnn", "retinanet", "fcos", "maskrcnn")
 BACKBONES = {  # name -> --model-kwargs: one per family, small
@@ -36,15 +37,6 @@ BACKBONES = {  # name -> --model-kwargs: one per family, small
 }
 SMALL = ["--img-size", "64", "--train-sizes", "48", "64", "--batch-size", "2", "--workers", "0", "--threads", "1",
          "--fpn-channels", "32", "--log-interval", "2", "--warmup-epochs", "0"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One compute thread: on a shared 2-core machine two threads stall each other for seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _kwargs(backbone: str) -> dict:

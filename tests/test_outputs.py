@@ -22,13 +22,7 @@ from lstmvision.models.detection import create_detector
 from lstmvision.models.upernet import create_segmenter
 from lstmvision.outputs import check_outputs, check_run_folder, checkpoint_reads
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run_folder(model: torch.nn.Module, run: Path, class_names: list[str] | None = None) -> Path:
