@@ -30,6 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from lstmvision.data.images import BadImageCounter, DataError, default_data_root
+from lstmvision.data.loaders import start_epoch
 from lstmvision.device import autocast_context, cpu_threads
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.checkpoint import set_rng_state
@@ -240,9 +241,7 @@ def train_epoch(run: Run) -> None:
     """The rest of epoch `run.epoch` from `run.step_in_epoch` on."""
     cfg, data = run.cfg, run.data
     run.parts.train_model.train()
-    sampler = data.train_loader.sampler
-    sampler.set_epoch(run.epoch)
-    sampler.skip_samples = run.step_in_epoch * cfg["batch_size"]
+    start_epoch(data.train_loader, run.epoch, run.step_in_epoch * cfg["batch_size"])
     first_step = run.step_in_epoch
     # the RNG state was saved at an epoch boundary (before the loader draws its seed) or mid-epoch (after)
     if run.pending_rng is not None and first_step == 0:
