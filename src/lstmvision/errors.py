@@ -2,9 +2,14 @@
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none): one line for the user."""
+    """The first line of an exception's message (its type name when it has none): one line for the user. An
+    error a DataLoader worker re-raised ("Caught X in DataLoader worker process N" + the worker's traceback)
+    gives the original message, the traceback's last line."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    lines = text.splitlines()
+    if len(lines) > 2 and lines[0].startswith("Caught ") and "worker" in lines[0] and ": " in lines[-1]:
+        return lines[-1].split(": ", 1)[1]
+    return lines[0] if text else type(e).__name__
 
 
 def os_reason(e: OSError) -> str:

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from lstmvision import __version__
+from lstmvision.errors import first_line
 
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("lstmvision.cli.validate", "top-1 / top-5 / loss of a model on a validation set"),
     "predict": ("lstmvision.cli.predict", "top-k labels with probabilities for images"),
     "samples": ("lstmvision.cli.samples", "write Fashion-MNIST images as PNG files named after their class"),
+    "data": ("lstmvision.cli.data", "pack image folders and idx files as WebDataset / Hugging Face shards; describe a source"),
     "export": ("lstmvision.cli.export", "export a model to ONNX or TorchScript and verify it against PyTorch"),
     "benchmark": ("lstmvision.cli.benchmark", "throughput, memory and MACs of models, with ratios against baselines"),
     "resolution-sweep": ("lstmvision.cli.resolution_sweep", "top-1 of models at several test resolutions (table, JSON, plot)"),
@@ -43,6 +45,12 @@ class UserError(Exception):
 # PermissionError, FileExistsError, IsADirectoryError: a path the user gave that cannot be written or read
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, NotADirectoryError,
                                                 PermissionError, FileExistsError, IsADirectoryError)
+
+
+def worker_message(e: BaseException) -> str:
+    """The message of `e`; for an error a DataLoader worker raised, the worker's own message (not the traceback)."""
+    text = str(e)
+    return first_line(e) if text.startswith("Caught ") and "worker" in text.splitlines()[0] else text
 
 
 def build_parser(commands: str | tuple[str, ...] | None = None) -> argparse.ArgumentParser:
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("LSTMVISION_DEBUG"):
             raise
-        print(f"lstmvision {args.command}: error: {e}", file=sys.stderr)
+        print(f"lstmvision {args.command}: error: {worker_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lstmvision {args.command}: interrupted", file=sys.stderr)

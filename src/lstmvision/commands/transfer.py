@@ -33,9 +33,9 @@ from lstmvision.data.images import (
     ImageFolderDataset,
     find_idx_files,
     require_readable,
-    resolve_dataset,
 )
 from lstmvision.data.loaders import build_loader
+from lstmvision.data.sources import resolve_dataset
 from lstmvision.device import resolve_device
 from lstmvision.engine.checkpoint import STATE_NAME
 from lstmvision.engine.recipes import DEFAULTS

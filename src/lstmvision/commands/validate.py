@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 
 from lstmvision.data.classification import create_eval_transform
-from lstmvision.data.images import BadImageCounter, resolve_dataset
+from lstmvision.data.images import BadImageCounter
 from lstmvision.data.loaders import build_loader, limit
+from lstmvision.data.sources import resolve_dataset
 from lstmvision.device import resolve_device
 from lstmvision.inference import data_config
 from lstmvision.tasks.classify import evaluate

@@ -4,7 +4,7 @@
 - `ImageFolderDataset`: `root/<class>/*.{jpg,png,...}`; an unreadable image is returned as a `BadImage`.
 - `open_image` / `to_mode`: the one way images are read and converted (training, validate and predict alike):
   16-bit and float images are scaled to the 8-bit range instead of being clipped.
-- `resolve_dataset(path, split)`: detect which of the two a folder holds (an ImageFolder tree with `train/` and
+- `resolve_folder(path, split)`: detect which of the two a folder holds (an ImageFolder tree with `train/` and
   `val/`|`validation/`, a bare class folder, or an idx folder); with no path, Fashion-MNIST from
   `$LSTMVISION_DATA` or Debian's `/usr/share/datasets/fashion-mnist`. A set with no readable image at all is a
   `DataError`.
@@ -259,19 +259,13 @@ def default_data_root() -> Path:
     return root
 
 
-def default_channels(path: str | os.PathLike | None) -> int:
-    """Input channels the training data at `path` gives by default: 1 for idx (grayscale) data, else 3."""
-    root = default_data_root() if path is None else Path(path)
-    return 1 if find_idx_files(root, "train") is not None else 3
-
-
 def _is_image_folder_tree(root: Path) -> bool:
     return (root / "train").is_dir() and any((root / v).is_dir() for v in _VAL_NAMES)
 
 
-def resolve_dataset(path: str | os.PathLike | None, split: str, img_mode: str = "L",
-                    class_names: Sequence[str] | None = None) -> Dataset:
-    """The `split` ('train' or 'val') of the dataset at `path` (see the module docstring)."""
+def resolve_folder(path: str | os.PathLike | None, split: str, img_mode: str = "L",
+                   class_names: Sequence[str] | None = None) -> Dataset:
+    """The `split` ('train' or 'val') of the folder dataset at `path` (see the module docstring)."""
     root = default_data_root() if path is None else Path(path)
     if not root.exists():
         raise FileNotFoundError(f"data not found: {root}")

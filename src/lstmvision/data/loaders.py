@@ -1,7 +1,9 @@
 """DataLoaders of every task: (distributed, resumable) sampling, unreadable images set apart, fixed subsets.
 
 - `build_loader`: a DataLoader of (inputs, targets, unreadable images) batches; training batches come from a
-  `ResumableSampler`, evaluation batches from a `ShardSampler` (every sample exactly once across ranks).
+  `ResumableSampler`, evaluation batches from a `ShardSampler` (every sample exactly once across ranks); a
+  streamed source (`ShardStream`) orders and splits its samples itself.
+- `start_epoch`: the epoch's order, with the samples already trained in it skipped (resume).
 - `collate_skip_bad`: stacked tensors, with the `BadImage`s set apart.
 - `limit` / `Subset`: a fixed random subset of a dataset; `base_dataset` and `dataset_source` see through it.
 """
@@ -13,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lstmvision.data.images import BadImage, DataError, require_readable
+from lstmvision.data.shards import Plan, ShardStream
 
 
 class ResumableSampler(DistributedSampler):
@@ -64,6 +67,10 @@ def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, w
     """A DataLoader of (inputs, targets, unreadable images) batches (`collate_fn`: tensors stacked by default;
     detection keeps lists)."""
     dataset.transform = transform
+    if isinstance(dataset, ShardStream):  # workers are started per epoch: they must see the epoch and the skip
+        dataset.assign(Plan(training, world_size, rank, seed, batch_size, workers))
+        return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn,
+                          pin_memory=pin_memory, drop_last=drop_last)
     if training:
         sampler: Sampler = ResumableSampler(dataset, world_size, rank, shuffle=True, seed=seed)
     else:
@@ -71,6 +78,13 @@ def build_loader(dataset: Dataset, transform, batch_size: int, training: bool, w
     kw: dict[str, Any] = dict(persistent_workers=True) if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last, **kw)
+
+
+def start_epoch(loader: DataLoader, epoch: int, skip_samples: int) -> None:
+    """Set the training loader's `epoch` (its shuffle) and the samples of it this rank already trained on."""
+    order = loader.dataset if isinstance(loader.dataset, ShardStream) else loader.sampler
+    order.set_epoch(epoch)
+    order.skip_samples = skip_samples
 
 
 class Subset(Dataset):
@@ -101,6 +115,8 @@ def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
     subsets use seed 0 everywhere (`train --limit-val` and `validate --limit-val` take the same images)."""
     if n is not None and n < 1:
         raise DataError(f"a limit on the number of images must be at least 1, got {n}")
+    if isinstance(dataset, ShardStream):
+        return dataset if n is None or n >= dataset.size() else dataset.subset(n, seed)
     if n is None or n >= len(dataset):
         return dataset
     g = torch.Generator().manual_seed(seed)

@@ -23,7 +23,7 @@ from timm.models import is_model as is_timm_model
 from timm.optim import list_optimizers
 
 from lstmvision.constants import AMP_MODES, DETECTOR_PREFIX, DETECTORS, INTERPOLATIONS
-from lstmvision.data.images import default_channels
+from lstmvision.data.sources import default_channels
 from lstmvision.engine.recipes import DEFAULT_RECIPE, DEFAULTS, get_recipe
 from lstmvision.engine.settings import (
     ERASE_MODES,

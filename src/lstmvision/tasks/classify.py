@@ -12,8 +12,9 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import accuracy
 
 from lstmvision.data.classification import create_eval_transform
-from lstmvision.data.images import BadImageCounter, DataError, resolve_dataset
+from lstmvision.data.images import BadImageCounter, DataError
 from lstmvision.data.loaders import build_loader, dataset_source, limit
+from lstmvision.data.sources import resolve_dataset
 from lstmvision.device import autocast_context, sum_over_ranks
 from lstmvision.models.loading import create_model
 from lstmvision.models.timm_models import timm_name

@@ -24,8 +24,8 @@ from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from lstmvision.data.classification import fit_channels
-from lstmvision.data.images import resolve_dataset
 from lstmvision.data.loaders import limit
+from lstmvision.data.sources import resolve_dataset
 from lstmvision.device import device_name
 from lstmvision.inference import model_in_chans
 from lstmvision.outputs import atomic_write, check_output_folder, check_outputs, write_text
