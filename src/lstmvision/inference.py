@@ -28,10 +28,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from torch.utils.data import IterableDataset
 from torchvision.transforms.functional import to_pil_image
 
 from lstmvision.data.classification import check_eval_settings, fit_channels
-from lstmvision.data.images import open_image, open_image_or_skip, to_mode
+from lstmvision.data.images import BadImage, open_image, open_image_or_skip, to_mode
 from lstmvision.device import resolve_device
 from lstmvision.models import is_model
 from lstmvision.models.loading import check_input_size, create_model
@@ -227,6 +228,38 @@ class Classifier:
             if len(batch) >= batch_size:
                 flush()
         flush()
+        return results, skipped
+
+    def predict_dataset(self, dataset: Any, top_k: int = 5, batch_size: int = 64,
+                        strict: bool = False, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Top-`top_k` of each sample (the first `limit`) of a dataset (`lstmvision.data.resolve_dataset`: folders,
+        idx files, shards, Hugging Face datasets), in its order: ([{sample, label, predictions}], unreadable
+        samples skipped); `label` is the sample's own class."""
+        dataset.transform = None
+        samples = iter(dataset) if isinstance(dataset, IterableDataset) else (dataset[i] for i in range(len(dataset)))
+        results: list[dict[str, Any]] = []
+        skipped = 0
+        batch: list[tuple[int, Image.Image, int]] = []
+
+        def flush() -> None:
+            for (i, _, label), pred in zip(batch, self.predict([img for _, img, _ in batch], top_k=top_k)):
+                results.append(dict(sample=i, label=dataset.class_names[label], predictions=[
+                    dict(label=name, index=k, prob=round(prob, 6)) for name, k, prob in pred.top_k]))
+            batch.clear()
+
+        for i, item in enumerate(samples):
+            if limit is not None and i >= limit:
+                break
+            if isinstance(item, BadImage):
+                if strict:
+                    raise ValueError(f"unreadable image {item.path} ({item.reason}); drop --strict-images to skip it")
+                skipped += 1
+                continue
+            batch.append((i, item[0], item[1]))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
         return results, skipped
 
     def __repr__(self) -> str:

@@ -146,13 +146,15 @@ def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "outputs") ->
 
 
 def data_reads(data: str | None) -> list[Path]:
-    """The data folder or file a command reads (`--data`; its default, the Fashion-MNIST folder, when None)."""
-    from lstmvision.data.images import default_data_root
+    """The data folder or file a command reads (`--data`, also `wds:`/`hfds:`/`hfids:` sources; the default
+    Fashion-MNIST folder when None)."""
+    from lstmvision.data.sources import data_root
 
     try:
-        return [Path(data) if data else Path(default_data_root())]
+        root = data_root(data)
     except (OSError, ValueError):  # no default data here: the command itself reports it
         return []
+    return [root] if root is not None else []
 
 
 def weights_reads(args: argparse.Namespace) -> list[Path]:

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scratch", action="store_true", help="train --initial-checkpoint's architecture (model "
                    "arguments, channels, input size, normalisation) from random weights: the baseline for it")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
-                   help="one folder per task: an ImageFolder tree (train/ and val/|test/) or MNIST idx files")
+                   help="one folder per task: an ImageFolder tree (train/ and val/|test/) or MNIST idx files; or a "
+                        "wds:/hfds:/hfids: source (written once as image folders under OUTPUT/sources/)")
     p.add_argument("--output", "-o", default="runs/transfer", help="results and run folders (default %(default)s)")
     p.add_argument("--epochs", type=int, default=50, help="epochs per fit (paper: 50)")
     p.add_argument("--lrs", type=float, nargs="+", default=list(VTAB_LRS), help="learning rates of the sweep "
@@ -75,8 +76,8 @@ def backbone(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import weights_reads
-    from lstmvision.commands.transfer import Protocol, open_tasks, transfer
+    from lstmvision.cli._common import data_reads, weights_reads
+    from lstmvision.commands.transfer import Protocol, local_tasks, open_tasks, transfer
     from lstmvision.outputs import check_output_folder
 
     protocol = Protocol(epochs=args.epochs, lrs=tuple(args.lrs), seeds=args.seeds, train_size=args.train_size,
@@ -86,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     # settings, the output folder and every task's splits first: before any weights are read or fetched
     protocol.check()
     # a run folder of its own (resumed when the settings match), never inside a task's data or the weights
-    check_output_folder(args.output, "--output", [*map(Path, args.data), *weights_reads(args)])
+    check_output_folder(args.output, "--output", [*(r for d in args.data for r in data_reads(d)),
+                                                  *weights_reads(args)])
+    args.data = local_tasks(args.data, args.output)
     open_tasks(args.data, protocol)
     result = transfer(args.data, backbone(args), protocol, args.output)
     print((Path(args.output) / "transfer.md").read_text(), end="")

@@ -35,7 +35,8 @@ from lstmvision.data.images import (
     require_readable,
 )
 from lstmvision.data.loaders import build_loader
-from lstmvision.data.sources import resolve_dataset
+from lstmvision.data.shards import is_sharded, parse_spec
+from lstmvision.data.sources import resolve_dataset, to_image_folders
 from lstmvision.device import resolve_device
 from lstmvision.engine.checkpoint import STATE_NAME
 from lstmvision.engine.recipes import DEFAULTS
@@ -461,6 +462,13 @@ def run_task(task: TransferTask, backbone: Backbone, protocol: Protocol, output:
                 test_top1_per_seed=tests, warning=task.warning)
 
 
+def local_tasks(tasks: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[str | os.PathLike]:
+    """The task folders, a sharded source (`wds:`, `hfds:`, `hfids:`) written once as an image-folder task under
+    `output/sources/<its name>` (the seeded subsets are drawn from files)."""
+    return [to_image_folders(str(t), Path(output) / "sources" / Path(parse_spec(str(t))[1]).name.split("{")[0])
+            if is_sharded(t) else t for t in tasks]
+
+
 def open_tasks(tasks: Sequence[str | os.PathLike], protocol: Protocol) -> list[TransferTask]:
     """Every task folder opened and checked (`open_task`), named by its folder."""
     if not tasks:
@@ -479,7 +487,7 @@ def transfer(tasks: Sequence[str | os.PathLike], backbone: Backbone, protocol: P
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"cannot write to {output}: it is a file, not a folder")
-    opened = open_tasks(tasks, protocol)  # all checked before training
+    opened = open_tasks(local_tasks(tasks, output), protocol)  # all checked before training
     check_output(output, backbone, protocol)
     progress = Progress(len(opened), protocol, log)
     rows: list[dict[str, Any]] = []

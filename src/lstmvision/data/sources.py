@@ -3,12 +3,15 @@ WebDataset shards and Hugging Face datasets (`data.shards`, by the prefixes `wds
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Sequence
 
-from torch.utils.data import Dataset
+import numpy as np
+from torch.utils.data import Dataset, IterableDataset
 
-from lstmvision.data.images import default_data_root, find_idx_files, resolve_folder
+from lstmvision.data.images import BadImage, default_data_root, find_idx_files, resolve_folder, save_png
 from lstmvision.data.shards import is_sharded, open_dataset, source_root
 
 
@@ -35,3 +38,26 @@ def data_root(path: str | os.PathLike | None) -> Path | None:
     if is_sharded(path):
         return source_root(str(path))
     return default_data_root() if path is None else Path(path)
+
+
+def to_image_folders(spec: str, folder: str | os.PathLike) -> Path:
+    """A sharded source written once as an ImageFolder tree (`train/` and `test/`, PNG files, class folders
+    named `NNNN_<class>` so that their sorted order is the label order), for commands that need files (transfer's
+    seeded subsets). Built aside and renamed into place; an existing tree is reused."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    train = resolve_dataset(spec, "train", img_mode="RGB")
+    for split, ds in (("train", train), ("test", resolve_dataset(spec, "val", "RGB", train.class_names))):
+        names = [f"{i:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', c)}" for i, c in enumerate(train.class_names)]
+        for name in names:
+            (tmp / split / name).mkdir(parents=True, exist_ok=True)
+        ds.transform = None
+        items = iter(ds) if isinstance(ds, IterableDataset) else (ds[i] for i in range(len(ds)))
+        for k, item in enumerate(items):
+            if not isinstance(item, BadImage):
+                save_png(tmp / split / names[item[1]] / f"{k:07d}.png", np.asarray(item[0]))
+    os.replace(tmp, folder)
+    return folder
