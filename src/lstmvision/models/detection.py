@@ -26,7 +26,6 @@ torchvision's 1024 and 256 at 256 channels), so small detectors stay small.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import warnings
@@ -37,8 +36,6 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import LayerNorm2d
 from torch import Tensor
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -49,72 +46,16 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from lstmvision.constants import DETECTOR_PREFIX, DETECTORS, IMAGENET_MEAN, IMAGENET_STD
+from lstmvision.layers.pyramid import LEVEL_STRIDES, PyramidLevel, pyramid_plan
 from lstmvision.models.upernet import BackboneFeatures, build_backbone, load_backbone_weights, prefix_group_matcher
 from lstmvision.weights import find_checkpoint, load_state_dict_into, read_config, read_state_dict
 
-LEVEL_STRIDES = (8, 16, 32)
 LEVEL_NAMES = ("p3", "p4", "p5")
 ANCHOR_OCTAVES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 
 # -------------------------------------------------------------------------------------------- pyramid
-def _pow2(reduction: float) -> int:
-    return 2 ** round(math.log2(reduction))
-
-
-def pyramid_plan(reductions: Sequence[float], strides: Sequence[int] = LEVEL_STRIDES) -> list[tuple[int, int]]:
-    """For each stride, (feature_info index, power-of-two stride of that map) of the map the level is made from:
-    the last map of that stride, else the coarsest finer map (pooled), else the finest coarser one (upsampled;
-    an isotropic backbone: its last block)."""
-    rounded = [_pow2(r) for r in reductions]
-    plan = []
-    for s in strides:
-        same = [i for i, r in enumerate(rounded) if r == s]
-        finer = [i for i, r in enumerate(rounded) if r < s]
-        if same:
-            i = same[-1]
-        elif finer:
-            i = max(finer, key=lambda j: (rounded[j], j))
-        else:
-            i = max(range(len(rounded)), key=lambda j: (-rounded[j], j))
-        plan.append((i, rounded[i]))
-    return plan
-
-
-def _upsample(dim: int, factor: int) -> nn.Module:
-    """`factor` = 2, 4, ...: transposed 2x2 convolutions, LayerNorm + GELU between them (ViTDet's)."""
-    layers: list[nn.Module] = []
-    for k in range(int(math.log2(factor))):
-        if k:
-            layers += [LayerNorm2d(dim), nn.GELU()]
-        layers.append(nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2))
-    return nn.Sequential(*layers)
-
-
-class PyramidLevel(nn.Module):
-    """One pyramid level: map `tap` of the backbone, pooled (`factor` > 1), upsampled (< 1) or as it is, then
-    fitted to the level's grid (ceil(H / stride), ceil(W / stride))."""
-
-    def __init__(self, tap: int, stride: int, source_stride: int, channels: int):
-        super().__init__()
-        self.tap, self.stride = tap, stride
-        factor = stride / source_stride
-        if factor > 1:
-            self.op: nn.Module = nn.MaxPool2d(int(factor), int(factor), ceil_mode=True)
-        elif factor < 1:
-            self.op = _upsample(channels, int(round(1 / factor)))
-        else:
-            self.op = nn.Identity()
-
-    def forward(self, maps: Sequence[Tensor], image_hw: Sequence[int]) -> Tensor:
-        x = self.op(maps[self.tap])
-        size = tuple(math.ceil(n / self.stride) for n in image_hw)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return x
-
-
 class PyramidBackbone(nn.Module):
     """A classifier as torchvision's detection backbone: an OrderedDict of `out_channels`-channel maps, p3-p5
     (strides 8, 16, 32) and the FPN's extra levels (see the module docstring)."""

@@ -17,6 +17,7 @@ from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureGetterNet
 
 from lstmvision.constants import IMAGENET_MEAN, IMAGENET_STD
+from lstmvision.layers.pyramid import FeaturePyramid
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _CFGS: dict[str, dict[str, Any]] = {}
@@ -211,7 +212,14 @@ def wrap_features(model: nn.Module, out_indices: Any = None, feature_fmt: str | 
                   feature_cls: str | type | None = None, feature_cfg: dict[str, Any] | None = None) -> nn.Module:
     """`model` as a feature extractor (timm's `features_only` contract): `feature_cls` 'getter' (the default, via
     `forward_intermediates`, maps in `feature_fmt`, NCHW unless given), 'hook', 'fx', 'list' or 'dict' (these
-    return the model's native NHWC maps), or a timm feature class; `feature_cfg` holds further wrapper options."""
+    return the model's native NHWC maps), 'pyramid', or a timm feature class; `feature_cfg` holds further wrapper
+    options.
+
+    'pyramid' (`lstmvision.layers.pyramid.FeaturePyramid`) returns maps of strides 4, 8, 16 and 32 made from the
+    model's own maps (pooled, as they are, or upsampled by transposed convolutions: the simple feature pyramid),
+    whatever the model's native strides (Sequencer2D's 7/14/14/14, ViL's 16 for every block); its `out_indices`
+    are indices into those levels, and `feature_cfg=dict(strides=(8, 16, 32))` asks for other power-of-two
+    strides."""
     cfg = model.pretrained_cfg
     name = model.model_name
     wrapped = _feature_wrapper(model, out_indices, feature_fmt, feature_cls, dict(feature_cfg or {}))
@@ -224,7 +232,7 @@ def _feature_class(feature_cls: str | type) -> type:
     if isinstance(feature_cls, type):
         return feature_cls
     classes = dict(getter=FeatureGetterNet, hook=FeatureHookNet, fx=FeatureGraphNet, list=FeatureListNet,
-                   dict=FeatureDictNet)
+                   dict=FeatureDictNet, pyramid=FeaturePyramid)
     if str(feature_cls).lower() not in classes:
         raise ValueError(f"feature_cls must be one of {sorted(classes)} or a timm feature class, got {feature_cls!r}")
     return classes[str(feature_cls).lower()]
@@ -237,6 +245,8 @@ def _feature_wrapper(
     """timm's features_only adaptation (timm.models.build_model_with_cfg): route the feature class and options."""
     cls = _feature_class(feature_cls or feature_cfg.pop("feature_cls", "getter"))
     feature_cfg.pop("feature_cls", None)
+    if issubclass(cls, FeaturePyramid):
+        return _pyramid(model, cls, out_indices, feature_fmt, feature_cfg)
     if out_indices is not None:
         feature_cfg["out_indices"] = out_indices
     feature_cfg.setdefault("out_indices", tuple(range(len(model.feature_info))))
@@ -260,6 +270,19 @@ def _feature_wrapper(
         _check_rebuildable(model, cls.__name__)
         feature_cfg.setdefault("flatten_sequential", True)  # stages.{i} live in a top-level nn.Sequential
     return cls(model, **feature_cfg)
+
+
+def _pyramid(model: nn.Module, cls: type, out_indices: Any, feature_fmt: str | None,
+             feature_cfg: dict[str, Any]) -> nn.Module:
+    """The 'pyramid' wrapper: `out_indices` pick levels; `feature_cfg` may hold `strides` and `output_fmt`."""
+    fmt = feature_fmt or feature_cfg.pop("output_fmt", None) or "NCHW"
+    indices = out_indices if out_indices is not None else feature_cfg.pop("out_indices", None)
+    feature_cfg.pop("out_indices", None)
+    unknown = sorted(set(feature_cfg) - {"strides"})
+    if unknown:
+        raise ValueError(f"feature_cls='pyramid' takes out_indices, feature_fmt and feature_cfg strides; "
+                         f"not {', '.join(unknown)}")
+    return cls(model, out_indices=indices, output_fmt=fmt, **feature_cfg)
 
 
 def _check_rebuildable(model: nn.Module, wrapper: str) -> None:
