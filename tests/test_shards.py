@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -309,3 +310,24 @@ def test_transfer_takes_a_sharded_task(sources, tiny_model, tmp_path, capsys):
     assert task["n_train"] == 40 and task["n_classes"] == 4
     written = out / "sources" / "wds"
     assert len(list((written / "train").rglob("*.png"))) == 120 and len(list((written / "test").rglob("*.png"))) == 30
+
+
+def test_a_hub_dataset_loads_from_the_hub_cache(tmp_path, monkeypatch):
+    """`hfds:NAME[:split]` and `hfids:NAME` read a dataset repo that huggingface_hub downloaded (offline)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--someone--toy"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    files = repo / "snapshots" / commit / "data"
+    files.mkdir(parents=True)
+    local = datasets.load_from_disk(str(write_hf(tmp_path / "hf", n_train=40, n_val=12, shards=1)))
+    for split in local:
+        local[split].to_parquet(str(files / f"{split}-00000-of-00001.parquet"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    assert describe_source("hfds:someone/toy")["splits"] == {"train": {"samples": 40, "shards": 1},
+                                                             "validation": {"samples": 12, "shards": 1}}
+    val = resolve_dataset("hfids:someone/toy:validation", "val", class_names=CLASSES)
+    assert val.size() == 12 and val.class_names == CLASSES
+    with pytest.raises(DataError, match="hfds:someone/other"):
+        resolve_dataset("hfds:someone/other", "train")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import huggingface_hub
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -236,11 +237,22 @@ def _load_hf(body: str) -> Any:
             return ds.load_from_disk(str(path))
         if path.is_file() and path.suffix == ".parquet":
             return ds.load_dataset("parquet", data_files={TRAIN_SPLIT: str(path)})
+        if not path.exists():  # a hub name: its files in the hub cache, else whatever `datasets` finds
+            snapshot = _hub_snapshot(body)
+            return ds.load_dataset(snapshot or body)
         return ds.load_dataset(body)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
         raise DataError(f"hfds:{body}: {error_reason(e)}"[:400]) from None
     except Exception as e:  # datasets raises its own errors (DatasetNotFoundError, ...) for unusable sources
         raise DataError(f"hfds:{body}: {error_reason(e)}"[:400]) from None
+
+
+def _hub_snapshot(name: str) -> str | None:
+    """The folder of dataset repo `name` in the local hub cache (as `huggingface_hub` downloaded it), or None."""
+    try:
+        return huggingface_hub.snapshot_download(name, repo_type="dataset", local_files_only=True)
+    except Exception:  # not cached, or not a valid repo id: `datasets` says why
+        return None
 
 
 def _hf_table(dd: Any, split: str, explicit: bool, where: str) -> tuple[Any, str]:
