@@ -22,7 +22,7 @@ from PIL import Image
 from engine_helpers import write_idx_folder
 from lstmvision.cli import data as cli_data
 from lstmvision.cli import main
-from lstmvision.data import FASHION_MNIST_CLASSES, packing, read_idx
+from lstmvision.data import FASHION_MNIST_CLASSES, packing, read_idx, resolve_dataset
 from lstmvision.data.packing import pack_dataset
 
 wds = pytest.importorskip("webdataset")
@@ -421,3 +421,29 @@ def test_info_errors_are_one_line(tmp_path, idx_source, capsys):
     _error(capsys)
     assert main(["data", "info", str(idx_source), "--classes", "-1"]) == 2
     assert _error(capsys) == "lstmvision data: error: --classes must be 0 or more, got -1"
+
+
+def test_packs_read_back_through_data_sources(idx_source, tmp_path):
+    """What `--data wds:OUT` / `hfds:OUT` / `hfids:OUT` give is the source's images and labels."""
+    pack_dataset(idx_source, tmp_path / "w", "wds", shard_size=10, progress=False)
+    pack_dataset(idx_source, tmp_path / "h", "hfds", shard_size=10, progress=False)
+    for split, stem in (("train", "train"), ("val", "t10k")):
+        images = read_idx(idx_source / f"{stem}-images-idx3-ubyte")
+        labels = read_idx(idx_source / f"{stem}-labels-idx1-ubyte")
+        expected = sorted((x.tobytes(), int(y)) for x, y in zip(images, labels))
+        for spec in (f"wds:{tmp_path / 'w'}", f"hfds:{tmp_path / 'h'}", f"hfids:{tmp_path / 'h'}"):
+            ds = resolve_dataset(spec, split, "L")
+            assert ds.class_names == FASHION_MNIST_CLASSES
+            items = [ds[i] for i in range(len(ds))] if spec.startswith("hfds:") else list(ds)
+            assert sorted((np.asarray(im).tobytes(), y) for im, y in items) == expected, (spec, split)
+
+
+def test_overwrite_through_a_link_replaces_the_folder_it_names(idx_source, tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    pack_dataset(idx_source, real, "wds", shard_size=10, progress=False)
+    link.symlink_to(real, target_is_directory=True)
+    report = pack_dataset(idx_source, link, "wds", shard_size=100, overwrite=True, progress=False)
+    assert report.out == link and report.shards == {"train": 1, "validation": 1}
+    assert link.is_symlink() and sorted(p.name for p in link.iterdir()) == sorted(p.name for p in real.iterdir())
+    assert json.loads((real / "_info.json").read_text())["splits"]["train"]["shard_lengths"] == [25]
+    _no_leftovers(real)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lstmvision.cli._common import add_overwrite_argument
-
 ACTIONS = {
     "pack": "write image-class folders or idx files as WebDataset shards or a Hugging Face dataset",
     "info": "kind, splits with sample and shard counts, and classes of any data source",
@@ -32,11 +30,13 @@ def _add_pack(p: argparse.ArgumentParser) -> None:
                    help="samples a shard (default %(default)s: ImageNet-1K's ~110 kB JPEGs give 1282 train shards "
                         "of ~110 MB and 50 validation shards, enough for 64 GPUs x 8 loader workers and small "
                         "enough to shuffle well; timm's and webdataset's usual is 1-2k images or ~1 GB a shard)")
-    p.add_argument("--workers", "-j", type=int, default=4,
+    p.add_argument("--workers", "-j", type=int, default=4, metavar="N",
                    help="threads that read and check the images (default %(default)s; 0: none)")
     p.add_argument("--strict-images", action="store_true",
                    help="an unreadable image is an error (default: skipped and counted)")
-    add_overwrite_argument(p, "an earlier pack in OUT (a folder holding anything else is never replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the data set an earlier pack wrote in OUT (a folder holding anything else, and "
+                        "SRC, are never replaced)")
     p.epilog = ("Splits are written as train and validation (timm's names). Image files keep their bytes and "
                 "extension (.jpeg as jpg); idx images, and formats other than jpg/png/webp, are stored as PNG. "
                 "Samples keep the source's order (the readers shuffle). OUT also gets SHA256SUMS (check with "

@@ -399,7 +399,8 @@ def pack_dataset(src: str | os.PathLike, out: str | os.PathLike, format: str = "
     _webdataset() if format == "wds" else _datasets()
     splits = source_splits(src)
     classes = class_names(splits)
-    out = check_pack_output(out, src, overwrite)
+    shown = check_pack_output(out, src, overwrite)
+    out = Path(os.path.realpath(shown))  # the folder itself (not a link to it, not '.'): renamed in place
     start = time.perf_counter()
     remove_stale_siblings(out)
     bad = BadImageCounter(strict=strict_images)
@@ -434,10 +435,10 @@ def pack_dataset(src: str | os.PathLike, out: str | os.PathLike, format: str = "
         size = _folder_bytes(tmp)
         _commit(tmp, out)
     except OSError as e:
-        raise PermissionError(f"cannot write {out}: {os_reason(e)}") from None
+        raise PermissionError(f"cannot write {shown}: {os_reason(e)}") from None
     finally:
         bar.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return PackReport(out, format, counts, shards, classes, bad.count, size, time.perf_counter() - start)
+    return PackReport(shown, format, counts, shards, classes, bad.count, size, time.perf_counter() - start)
 
