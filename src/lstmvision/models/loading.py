@@ -216,8 +216,9 @@ def create_model(
     3 adapts RGB weights as timm does; `img_size` is the input size the model is built for (position
     embeddings; timm models with a fixed size); `kwargs` override the architecture.
     `features_only=True` wraps the model as timm does (`out_indices`, `feature_fmt`, `feature_cls`,
-    `feature_cfg`; see `lstmvision.models.registry.wrap_features`). The model is returned in train mode, as
-    timm's; call `.eval()` to evaluate it.
+    `feature_cfg`; see `lstmvision.models.registry.wrap_features`): the model's own maps, or with
+    `feature_cls='pyramid'` maps at strides 4, 8, 16 and 32. The model is returned in train mode, as timm's; call
+    `.eval()` to evaluate it.
     """
     _check_call(model_name, pretrained, num_classes, in_chans, img_size, kwargs)
     feature_args = {k: kwargs.pop(k) for k in _FEATURE_ARGS if k in kwargs}
