@@ -10,6 +10,7 @@ import segmentation_models_pytorch as smp
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from timm.models import FeatureListNet
 from timm.models._features import FeatureGetterNet
 from torchvision.ops import FeaturePyramidNetwork
@@ -100,6 +101,18 @@ def test_timm_routes():
         timm.create_model("vil2_tiny_pyramid", **_VIL, out_indices=(0,))
     with pytest.raises(ValueError, match="feature_cls='pyramid'"):
         timm.create_model("vil2_tiny_pyramid", **_VIL, features_only=True, feature_cls="getter")
+
+
+@pytest.mark.parametrize("name,kw", [("vil2_tiny", _VIL), ("sequencer2d_s", _SEQ)])
+def test_pyramid_name_loads_the_weights_of_its_model(tmp_path, name, kw):
+    """pretrained=True (smp: encoder_weights=True) reads the weights NAME reads; here a local file."""
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model(name, **kw).state_dict().items()}, str(weights))
+    reference = timm.create_model(name, **kw, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    pyramid = timm.create_model(f"{name}_pyramid", **kw, pretrained=True, features_only=True,
+                                pretrained_cfg_overlay=dict(file=str(weights)))
+    state = reference.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in pyramid.model.state_dict().items())
 
 
 def test_torchvision_fpn_takes_the_pyramid():
