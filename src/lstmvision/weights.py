@@ -183,14 +183,16 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
-def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: list[str] | None = None) -> Path:
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: list[str] | None = None,
+                    config_extra: dict[str, Any] | None = None) -> Path:
     """Save a model built by `create_model` as `folder/model.safetensors` + `folder/config.json` in timm's Hub
     layout (`architecture`, `num_classes`, `num_features`, `global_pool`, `model_args`, `pretrained_cfg` with
-    timm's fields, `label_names`; lstmvision's further cfg fields under `lstmvision`).
+    timm's fields, `label_names`; lstmvision's further cfg fields under `lstmvision`; `config_extra`: further
+    top-level keys). An existing folder is written into (its other files stay).
 
     `create_model("local-dir:FOLDER", pretrained=True)` (or `create_model(FOLDER)`) rebuilds the architecture
-    and restores the weights exactly; after `lstmvision.register_timm()` so does `timm.create_model`, and the
-    folder can be pushed to the Hub as it is (`push_to_hf_hub`).
+    and restores the weights exactly; so does `timm.create_model` once lstmvision is imported.
+    `lstmvision.save_for_hf` adds what the Hub and transformers read (a model card, `modeling_lstmvision.py`).
     """
     name = getattr(model, "model_name", None)
     if name is None:
@@ -212,13 +214,12 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
         pretrained_cfg=timm_cfg,
         label_names=list(names) if names else None,
         lstmvision=dict(format=2, timm=name.startswith(TIMM_PREFIX), pretrained_cfg=extra),
+        **(config_extra or {}),
     )
     atomic_write(folder / WEIGHTS_NAME, lambda p: safetensors.torch.save_file(tensors, p, metadata={"format": "pt"}))
     atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
 
-
-save_for_hf = save_pretrained  # timm's name for writing its Hub layout
 
 
 def jsonable_cfg(model: nn.Module) -> dict[str, Any]:

@@ -1,11 +1,16 @@
 """Where released weights come from, as timm resolves them: a local `file`, else the Hugging Face Hub
 (`hf_hub_id`; `model.safetensors` first, then `pytorch_model.bin`; cached in `$HF_HOME/hub`), else a `url` (cached
 in `$TORCH_HOME/hub/checkpoints`). With `HF_HUB_OFFLINE=1` only the caches are read, and a file missing from them
-is one error that names it and says how to fetch it (`lstmvision download`)."""
+is one error that names it and says how to fetch it (`lstmvision download`).
+
+And the way back: `save_for_hf` writes a model as a Hub repo folder that timm, transformers and the Hub read, and
+`push_to_hf_hub` uploads one."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -13,6 +18,7 @@ from urllib.parse import urlparse
 
 import huggingface_hub
 import torch.hub
+import torch.nn as nn
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -24,6 +30,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from lstmvision.errors import first_line
+from lstmvision.models.model_card import CARD_MARK, README_NAME, is_classifier, model_card
+from lstmvision.outputs import atomic_write
 from lstmvision.weights import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_NAMES, WeightsError, save_pretrained
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -172,12 +180,58 @@ def weights_file(cfg: dict[str, Any], name: str, progress: bool = True, released
     raise WeightsError(_missing(name, tried, released))
 
 
+# ------------------------------------------------------------------------------- saving for the Hub
+REMOTE_CODE_NAME = "modeling_lstmvision.py"  # the copy of lstmvision/models/hf_remote.py in a saved folder
+_REMOTE_SOURCE = Path(__file__).with_name("hf_remote.py")
+# config.json keys transformers reads: a model type it knows (so it loads the folder without remote code, through
+# timm), the image processor, and the folder's own classes for trust_remote_code=True
+TRANSFORMERS_CONFIG = dict(
+    model_type="timm_wrapper",
+    image_processor_type="TimmWrapperImageProcessor",
+    auto_map={
+        "AutoConfig": "modeling_lstmvision.LstmVisionConfig",
+        "AutoModel": "modeling_lstmvision.LstmVisionModel",
+        "AutoModelForImageClassification": "modeling_lstmvision.LstmVisionForImageClassification",
+    },
+)
+
+
+def save_for_hf(model: nn.Module, folder: str | os.PathLike, class_names: list[str] | None = None, *,
+                repo_id: str | None = None, license: str | None = None,  # noqa: A002 (the Hub's key)
+                datasets: list[str] | None = None, base_model: str | None = None) -> Path:
+    """Save `model` as a Hugging Face Hub repo folder: `save_pretrained`'s files (timm's layout), for a classifier
+    also the keys and the `modeling_lstmvision.py` that transformers reads (`AutoModelForImageClassification`,
+    `AutoImageProcessor` and `pipeline` load the folder: after `import lstmvision`, or in any process with
+    `trust_remote_code=True`), and a model card `README.md` (`lstmvision.models.model_card`). A model loaded from
+    a training run folder (`create_model("runs/NAME")`) gets the run's recipe and final metrics in its card.
+
+    `repo_id`: the Hub repo the folder is for (the card's snippets name it; `push_to_hf_hub` passes it);
+    `license`, `datasets`, `base_model` replace what the card reads from the model and its run. An existing folder
+    is written into; a README.md that lstmvision did not write is kept (a warning says so)."""
+    if isinstance(model, (str, os.PathLike)):
+        raise ValueError(f"save_for_hf takes a model, not {str(model)!r}: lstmvision.create_model({str(model)!r}) "
+                         "builds the model of a saved folder or of a training run (its best/ checkpoint)")
+    remote_code = is_classifier(model)
+    folder = save_pretrained(model, folder, class_names, config_extra=TRANSFORMERS_CONFIG if remote_code else None)
+    if remote_code:
+        atomic_write(folder / REMOTE_CODE_NAME, lambda p: shutil.copyfile(_REMOTE_SOURCE, p))
+    readme = folder / README_NAME
+    if readme.is_file() and CARD_MARK not in readme.read_text(errors="replace"):
+        warnings.warn(f"{readme} was not written by lstmvision: kept as it is (delete it for a new model card)",
+                      stacklevel=2)
+        return folder
+    names = class_names or getattr(model, "class_names", None)
+    text = model_card(model, str(folder), repo_id, remote_code, license, datasets, base_model, class_names=names)
+    atomic_write(readme, lambda p: Path(p).write_text(text))
+    return folder
+
+
 def push_to_hf_hub(model: Any, repo_id: str, private: bool = False, commit_message: str = "Add model",
                    class_names: list[str] | None = None) -> str:
-    """Save `model` in timm's Hub layout (`save_for_hf`) and upload it to Hub repo `repo_id` (created if
-    missing); returns the commit URL. Needs a Hub token (`huggingface-cli login` or HF_TOKEN)."""
+    """Save `model` as a Hub repo folder (`save_for_hf`, its card naming `repo_id`) and upload it to Hub repo
+    `repo_id` (created if missing); returns the commit URL. Needs a Hub token (`hf auth login` or HF_TOKEN)."""
     api = huggingface_hub.HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp, class_names=class_names)
+        save_for_hf(model, tmp, class_names=class_names, repo_id=repo_id)
         return str(api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message))

@@ -1,9 +1,12 @@
-"""Opt-in registration of lstmvision's models in timm's registry (`lstmvision.register_timm()`).
+"""Registration of lstmvision's models in timm's registry, done by `import lstmvision` (at once when timm is
+already imported, else as soon as it is: see `lstmvision/__init__.py`); `register_timm()` does it explicitly and is
+a no-op once done.
 
-After the call, `timm.create_model('vil2_tiny', ...)` builds the lstmvision model, so timm's own scripts
-(train.py, validate.py, benchmark.py) run it unchanged, e.g.
-`python -c "import lstmvision, runpy, sys; lstmvision.register_timm(); sys.argv = ['train.py', ...];
-runpy.run_path('train.py', run_name='__main__')"`. Names timm already has (sequencer2d_s/m/l) stay timm's.
+After it, `timm.create_model('vil2_tiny', ...)` builds the lstmvision model, so timm's own scripts (train.py,
+validate.py, benchmark.py) run it unchanged, e.g. `python -c "import lstmvision, runpy, sys; sys.argv =
+['train.py', ...]; runpy.run_path('train.py', run_name='__main__')"`, and so do transformers' TimmWrapper /
+TimmBackbone and segmentation_models_pytorch's `tu-` encoders. Names timm already has (sequencer2d_s/m/l) stay
+timm's.
 
 timm registers an entrypoint under its function name and takes its pretrained cfg from `default_cfgs` of the
 entrypoint's module, which is this one.
@@ -67,12 +70,13 @@ def _entrypoint(name: str) -> Callable[..., nn.Module]:
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"lstmvision's {name} (registered by lstmvision.register_timm())."
+    entrypoint.__doc__ = f"lstmvision's {name} (registered in timm by `import lstmvision`)."
     return entrypoint
 
 
 def register_timm() -> list[str]:
-    """Register each lstmvision model that timm lacks with timm; returns the names added by this call."""
+    """Register each lstmvision model that timm lacks with timm; returns the names added by this call (none once
+    `import lstmvision` has registered them)."""
     added = []
     for name in list_models():
         if name in default_cfgs or timm.models.is_model(name):
