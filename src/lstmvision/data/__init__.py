@@ -44,6 +44,7 @@ from lstmvision.data.loaders import (
     collate_skip_bad,
     dataset_source,
     limit,
+    num_samples,
     start_epoch,
 )
 from lstmvision.data.shards import HFImageDataset, ShardStream, describe_source, is_sharded
@@ -55,6 +56,6 @@ __all__ = [
     "INTERPOLATIONS", "BadImage", "BadImageCounter", "DataError", "IdxDataset", "ImageFolderDataset",
     "HFImageDataset", "ResumableSampler", "ShardSampler", "ShardStream", "Subset", "base_dataset", "build_loader", "check_eval_settings",
     "collate_skip_bad", "create_eval_transform", "data_root", "dataset_source", "default_channels", "describe_source", "default_data_root",
-    "error_reason", "file_id", "is_sharded", "find_idx_files", "fit_channels", "limit", "list_images", "open_image",
+    "error_reason", "file_id", "is_sharded", "find_idx_files", "fit_channels", "limit", "list_images", "num_samples", "open_image",
     "open_image_or_skip", "read_idx", "require_readable", "resolve_dataset", "save_png", "start_epoch", "to_mode",
 ]

@@ -125,6 +125,11 @@ def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
     return subset
 
 
+def num_samples(ds: Dataset) -> int:
+    """The samples in a dataset (a stream's whole split, not the part one rank reads)."""
+    return ds.size() if isinstance(ds, ShardStream) else len(ds)
+
+
 def base_dataset(ds: Dataset) -> Dataset:
     """The dataset under any `limit` subsets."""
     while hasattr(ds, "dataset"):

@@ -13,7 +13,7 @@ from timm.utils import accuracy
 
 from lstmvision.data.classification import create_eval_transform
 from lstmvision.data.images import BadImageCounter, DataError
-from lstmvision.data.loaders import build_loader, dataset_source, limit
+from lstmvision.data.loaders import build_loader, dataset_source, limit, num_samples
 from lstmvision.data.sources import resolve_dataset
 from lstmvision.device import autocast_context, sum_over_ranks
 from lstmvision.models.loading import create_model
@@ -124,7 +124,7 @@ class ClassificationTask(Task):
         if len(train_loader) == 0:
             raise DataError("the training set is smaller than one batch; lower --batch-size")
         return Data(train_loader, val_loader, class_names, in_chans, data_chans, num_classes, len(train_loader),
-                    len(train_ds), len(val_ds))
+                    num_samples(train_ds), num_samples(val_ds))
 
     def build_model(self, cfg: dict[str, Any], data: Data) -> nn.Module:
         return build_model(cfg, data.num_classes, data.in_chans, data.class_names)
