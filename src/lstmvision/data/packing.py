@@ -317,7 +317,7 @@ def write_wds_split(folder: Path, split: str, samples: Iterable[Sample], shard_s
                 names.append(f"{split}-{len(names):06d}.tar")
                 lengths.append(0)
                 file = _HashingFile(folder / names[-1])
-                writer = wds.TarWriter(file, mtime=0.0)
+                writer = wds.TarWriter(file, mtime=0)  # an int: a float mtime costs a PAX header a member
             writer.write({"__key__": f"{split}_{sample.index:08d}", sample.ext: sample.data, "cls": str(sample.label)})
             lengths[-1] += 1
             if lengths[-1] == shard_size:
