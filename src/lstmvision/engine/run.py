@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,58 @@ def make_run_dir(cfg: dict[str, Any]) -> Path:
     model = cfg["model"].replace(":", "-")  # timm:NAME
     name = cfg["experiment"] or f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{cfg['img_size']}"
     return Path(cfg["output"]) / name
+
+
+# -------------------------------------------------------------------------------------------- torchelastic
+def elastic_restart() -> int:
+    """How often torchelastic (`torchrun --max-restarts N`) has restarted this worker group: 0 on its first
+    attempt and outside torchrun (TORCHELASTIC_RESTART_COUNT)."""
+    try:
+        return max(0, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    except ValueError:
+        return 0
+
+
+def elastic_marker(output: str | os.PathLike) -> Path | None:
+    """Under torchrun, the file in the output folder that names the run folder of this job,
+    `.torchelastic-<rendezvous id>` (TORCHELASTIC_RUN_ID, the same on every node and every restart); None outside
+    torchrun."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not run_id:
+        return None
+    return Path(output) / f".torchelastic-{re.sub(r'[^A-Za-z0-9._-]', '_', run_id)[:100]}"
+
+
+def choose_run_dir(cfg: dict[str, Any]) -> tuple[Path, bool]:
+    """Rank 0: the folder of a new run, and whether it is the folder of an earlier attempt of this torchelastic
+    job. A restarted attempt (TORCHELASTIC_RESTART_COUNT > 0) takes the folder its job's marker names; the first
+    attempt names a new folder (`make_run_dir`) and writes it into the marker."""
+    marker = elastic_marker(cfg["output"])
+    if marker is None:
+        return make_run_dir(cfg), False
+    if elastic_restart() > 0:
+        try:
+            name = marker.read_text(encoding="utf-8").strip()
+        except OSError:
+            name = ""
+        if name:
+            return marker.parent / name, True
+    run_dir = make_run_dir(cfg)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f"{marker.name}.tmp{os.getpid()}")
+    tmp.write_text(run_dir.name + "\n", encoding="utf-8")
+    os.replace(tmp, marker)
+    return run_dir, False
+
+
+def forget_elastic_run(run_dir: Path) -> None:
+    """Rank 0, after the run ended well: remove its torchelastic job's marker (when it still names `run_dir`)."""
+    marker = elastic_marker(run_dir.parent)
+    try:
+        if marker is not None and marker.read_text(encoding="utf-8").strip() == run_dir.name:
+            marker.unlink()
+    except OSError:
+        pass
 
 
 # -------------------------------------------------------------------------------------------- state

@@ -13,6 +13,11 @@ Resuming restores the epoch's running sums, so a resumed run on CPU (``--workers
 uninterrupted run exactly (weights and summary rows; only the img_s timing differs). With data-loader worker
 processes it cannot: their random streams (augmentation) live in the workers, which are seeded once when they
 start and are not part of a checkpoint.
+
+Under torchrun, rank 0 records the run folder of a new run in `<output>/.torchelastic-<rendezvous id>` (removed
+when the run ends well); a worker group that torchelastic restarted (`--max-restarts`,
+TORCHELASTIC_RESTART_COUNT > 0) takes the folder from there and resumes it from its last checkpoint as
+`--resume RUN_DIR` would (or starts the run again in it when no checkpoint was written yet).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from tqdm import tqdm
 from lstmvision.data.images import BadImageCounter, DataError, default_data_root
 from lstmvision.data.loaders import start_epoch
 from lstmvision.device import autocast_context, cpu_threads
+from lstmvision.engine import checkpoint as ckpt
 from lstmvision.engine.callbacks import Callback
 from lstmvision.engine.checkpoint import set_rng_state
 from lstmvision.engine.lock import RunFolderBusy, RunLock
@@ -41,7 +47,9 @@ from lstmvision.engine.run import (
     Logger,
     Run,
     build_parts,
-    make_run_dir,
+    choose_run_dir,
+    elastic_restart,
+    forget_elastic_run,
     prepare_config,
     wrap_for_training,
 )
@@ -60,22 +68,44 @@ def train(cfg: dict[str, Any], callbacks: Sequence[Callback] = ()) -> dict[str, 
     env = Dist(cfg["device"])
     try:
         cfg = prepare_config(cfg, env)
-        run_dir = find_checkpoint(cfg["resume"]).parent if cfg["resume"] else env.broadcast(
-            make_run_dir(cfg) if env.main else None)
-        if not cfg["resume"]:
+        restarted = False
+        if cfg["resume"]:
+            run_dir = find_checkpoint(cfg["resume"]).parent
+        else:
+            run_dir, restarted = env.broadcast(choose_run_dir(cfg) if env.main else None)
             check_run_folder(run_dir, [*checkpoint_reads(cfg.get("initial_checkpoint")), cfg.get("data")])
         lock = lock_run_dir(run_dir, env)
         try:
+            if restarted:
+                cfg = elastic_resume(cfg, env, run_dir)
             run = setup(cfg, env, list(callbacks), run_dir)
             try:
-                return fit(run)
+                result = fit(run)
             finally:
                 run.close()
+            if env.main:
+                forget_elastic_run(run_dir)
+            return result
         finally:
             if lock is not None:
                 lock.release()
     finally:
         env.close()
+
+
+def elastic_resume(cfg: dict[str, Any], env: Dist, run_dir: Path) -> dict[str, Any]:
+    """A restarted torchelastic attempt in its job's (locked) run folder: the config of `--resume RUN_DIR` when
+    the folder holds a checkpoint (after finishing an interrupted commit), else `cfg` (the run starts again)."""
+    if env.main:
+        ckpt.recover(run_dir)
+    has_last = env.broadcast(env.main and (run_dir / "last").is_dir())
+    log = Logger(env.main)
+    if not has_last:
+        log(f"train: torchelastic restart {elastic_restart()}: {run_dir} holds no checkpoint yet; starting the run "
+            "again")
+        return cfg
+    log(f"train: torchelastic restart {elastic_restart()}: resuming {run_dir} from its last checkpoint")
+    return dict(cfg, resume=str(run_dir), pretrained=False, initial_checkpoint=None)
 
 
 def lock_run_dir(run_dir: Path, env: Dist) -> RunLock | None:
