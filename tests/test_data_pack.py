@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from timm.data import create_dataset
 
 from engine_helpers import write_idx_folder
 from lstmvision.cli import data as cli_data
@@ -447,3 +448,12 @@ def test_overwrite_through_a_link_replaces_the_folder_it_names(idx_source, tmp_p
     assert link.is_symlink() and sorted(p.name for p in link.iterdir()) == sorted(p.name for p in real.iterdir())
     assert json.loads((real / "_info.json").read_text())["splits"]["train"]["shard_lengths"] == [25]
     _no_leftovers(real)
+
+
+def test_timm_reads_the_wds_pack(idx_source, tmp_path):
+    pack_dataset(idx_source, tmp_path / "w", "wds", shard_size=10, progress=False)
+    for split, stem in (("train", "train"), ("validation", "t10k")):
+        labels = read_idx(idx_source / f"{stem}-labels-idx1-ubyte")
+        ds = create_dataset("wds/fm", root=str(tmp_path / "w"), split=split, is_training=False, batch_size=1)
+        assert len(ds) == len(labels)
+        assert sorted(y for _, y in ds) == sorted(int(y) for y in labels)
