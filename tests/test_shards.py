@@ -140,6 +140,24 @@ def test_a_resumed_epoch_with_loader_workers_replays_the_same_order(sources):
         assert _ids(_train_loader(ds, batch=8, workers=2, epoch=1, skip=8 * k)) == full[8 * k:], k
 
 
+@pytest.mark.slow
+def test_a_samples_augmentation_does_not_depend_on_the_worker(sources):
+    ds = resolve_dataset(sources["wds"], "train")
+    crop = T.Compose([T.RandomResizedCrop(12, scale=(0.3, 1.0)), T.RandomHorizontalFlip(), T.ToTensor()])
+
+    def augment(img):  # the sample's identity (its first two pixels before cropping), then the crop
+        return torch.cat([T.functional.pil_to_tensor(img)[0, 0, :2].float(), crop(img).flatten()])
+
+    def samples(workers):
+        loader = build_loader(ds, augment, 8, True, workers, seed=5)
+        start_epoch(loader, 1, 0)
+        return {int(v[0]) + 256 * int(v[1]): v for x, _, _ in loader for v in x}
+
+    alone, two = samples(0), samples(2)
+    common = alone.keys() & two.keys()
+    assert len(common) >= 100 and all(torch.equal(alone[i], two[i]) for i in common)
+
+
 def test_buffer_order_is_a_permutation_that_mixes_within_the_buffer():
     order = buffer_order(1000, 50, random.Random(0))
     assert sorted(order) == list(range(1000)) and order != list(range(1000))
@@ -250,11 +268,12 @@ def _weights(run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["wds", "hfds", "hfids"])
-def test_a_run_killed_anywhere_resumes_to_identical_weights(sources, tmp_path, kind):
-    whole = _train(sources[kind], tmp_path / "whole")
+@pytest.mark.parametrize("kind, workers", [("wds", "0"), ("hfds", "0"), ("hfids", "0"), ("wds", "2")])
+def test_a_run_killed_anywhere_resumes_to_identical_weights(sources, tmp_path, kind, workers):
+    """Streams also with loader workers: their augmentation is seeded per sample."""
+    whole = _train(sources[kind], tmp_path / "whole", "--workers", workers)
     assert whole.wait(timeout=300) == 0, whole.stdout.read()[-2000:]
-    proc = _train(sources[kind], tmp_path / "killed", "--debug-step-delay", "0.3")
+    proc = _train(sources[kind], tmp_path / "killed", "--debug-step-delay", "0.3", "--workers", workers)
     state = tmp_path / "killed" / "r" / "last" / "state.pth"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -265,7 +284,8 @@ def test_a_run_killed_anywhere_resumes_to_identical_weights(sources, tmp_path, k
     proc.wait()
     killed = torch.load(state, weights_only=True)
     assert 0 < killed["global_step"] < 28 and killed["step_in_epoch"] > 0, "expected a mid-epoch checkpoint"
-    resumed = _train(sources[kind], tmp_path / "killed", "--resume", str(tmp_path / "killed" / "r"))
+    resumed = _train(sources[kind], tmp_path / "killed", "--resume", str(tmp_path / "killed" / "r"), "--workers",
+                     workers)
     log = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, log[-2000:]
     assert f"step {killed['step_in_epoch']}" in log

@@ -16,7 +16,8 @@ buffer of `buffer_size` samples. Training parts hold the same number of whole ba
 different ones every epoch; evaluation parts cover every sample exactly once. Because the order is known from
 the shard lengths alone, a run resumed at step k replays exactly the samples after step k: each worker re-reads
 its part from the oldest sample still in its buffer (`resume_position`), skipping without decoding those it
-already delivered.
+already delivered. A training sample's random augmentation is drawn from streams seeded by (seed, epoch,
+sample), so it is the same whichever worker reads the sample, and after a resume.
 
 An explicit `:split` names the split evaluation reads (`validate --data hfds:DIR:test`); training always reads
 `train`. Unreadable images inside a shard are `BadImage`s (skipped and counted, `--strict-images` fails); a
@@ -25,6 +26,7 @@ matches nothing are a `DataError`.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import huggingface_hub
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -513,7 +516,7 @@ class ShardStream(IterableDataset):
                 j, record = next(records)
                 if j in wanted:
                     pending[j] = record
-            yield self._decode(pending.pop(i))
+            yield self._decode(pending.pop(i), part[i])
 
     def _records(self, part: list[int], first: int) -> Iterator[tuple[int, Any]]:
         """(index in `part`, raw record) for part[first:], shard by shard, reading each shard from the first
@@ -553,13 +556,16 @@ class ShardStream(IterableDataset):
             return _wds_records(url)
         return _hf_records(url, self.source.image_key, self.source.label_key)
 
-    def _decode(self, record: Any) -> Any:
+    def _decode(self, record: Any, position: int) -> Any:
         if self.source.kind == "wds":
             data, label, key = _wds_decode(record)
             key = f"{record.get('__url__', self.root)}:{key}"
         else:
             data, label, key = _image_bytes(record["image"]), record["label"], record["key"]
-        return decode(data, label, key, len(self.class_names), self.img_mode, self.transform)
+        if not self.plan.training:
+            return decode(data, label, key, len(self.class_names), self.img_mode, self.transform)
+        with sample_rng(self.plan.seed, self.epoch, position):  # augmentation: the same in any worker, on resume
+            return decode(data, label, key, len(self.class_names), self.img_mode, self.transform)
 
     def _first_is_gray(self) -> bool:
         if not self.source.shards:
@@ -569,6 +575,23 @@ class ShardStream(IterableDataset):
             return False
         data = _wds_decode(record)[0] if self.source.kind == "wds" else _image_bytes(record["image"])
         return _is_gray(data)
+
+
+@contextlib.contextmanager
+def sample_rng(seed: int, epoch: int, position: int) -> Iterator[None]:
+    """Python's, NumPy's and torch's random streams seeded by (seed, epoch, sample) inside, restored after: a
+    sample's random augmentation does not depend on which worker reads it or on what was read before."""
+    value = ((seed * 1_000_003 + epoch) * 1_000_000_007 + position) % 2**32
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(value)
+        random.seed(value)
+        np.random.seed(value)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def _shard_of(starts: list[int], q: int) -> int:
