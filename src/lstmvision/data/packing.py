@@ -140,8 +140,7 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _idx_sample(ds: IdxDataset, i: int) -> Sample:
-    array = ds.images[i]
-    return Sample(i, int(ds.labels[i]), "png", _png(Image.fromarray(array, mode="L" if array.ndim == 2 else None)))
+    return Sample(i, int(ds.labels[i]), "png", _png(Image.fromarray(ds.images[i])))  # uint8 (H, W): mode L
 
 
 def _file_sample(ds: ImageFolderDataset, i: int) -> Sample | BadImage:
