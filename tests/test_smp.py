@@ -31,8 +31,7 @@ SMALL = {
 
 @pytest.fixture(scope="module", autouse=True)
 def _timm_names():
-    lstmvision.register_timm()
-    register_timm_pyramids()
+    register_timm_pyramids()  # NAME_pyramid, after NAME (import lstmvision registers the plain names)
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
 """timm names whose `features_only` maps are the 4/8/16/32 feature pyramid: `NAME_pyramid` for each lstmvision
-model NAME (`register_timm_pyramids`).
+model NAME, registered in timm by `register_timm_pyramids()`.
 
 segmentation_models_pytorch 0.6.0's `tu-NAME` encoders first build `timm.create_model(NAME, features_only=True)`
 with no other argument and refuse any model whose feature strides are not 2/4/8/16/32 or 4/8/16/32; Sequencer2D's
@@ -26,6 +26,7 @@ from timm.models._builder import pretrained_cfg_for_features
 
 from lstmvision.layers.pyramid import PYRAMID_STRIDES, FeaturePyramid
 from lstmvision.models.registry import list_models
+from lstmvision.models.timm_bridge import register_timm
 
 PYRAMID_SUFFIX = "_pyramid"
 default_cfgs: dict[str, DefaultCfg] = {}  # read by timm.models.register_model: name -> the base model's cfgs
@@ -65,8 +66,9 @@ def _entrypoint(base: str, name: str) -> Callable[..., nn.Module]:
 
 
 def register_timm_pyramids() -> list[str]:
-    """Register `NAME_pyramid` in timm for each lstmvision model NAME that timm knows (call it after
-    `register_timm`), with NAME's pretrained cfgs; returns the names added by this call."""
+    """Register `NAME_pyramid` in timm for each lstmvision model NAME (registering NAME first where timm lacks
+    it, as `register_timm` does), with NAME's pretrained cfgs; returns the `_pyramid` names added by this call."""
+    register_timm()
     added = []
     for base in list_models():
         name = base + PYRAMID_SUFFIX
