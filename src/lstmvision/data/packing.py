@@ -51,6 +51,7 @@ from lstmvision.data.images import (
     resolve_folder,
     to_mode,
 )
+from lstmvision.data.shards import import_extra
 from lstmvision.errors import os_reason
 from lstmvision.outputs import check_output_folder, write_text
 
@@ -65,7 +66,6 @@ INFO_FILE = "_info.json"
 # file extension -> the sample key its bytes are stored under, unchanged (other image files become PNG)
 KEPT_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 _PNG_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")
-_EXTRA = "needs the [data] extra: pip install 'lstmvision[data]'"
 
 
 @dataclasses.dataclass
@@ -273,11 +273,7 @@ def write_sums(folder: Path, known: dict[str, str] | None = None) -> None:
 
 # ---------------------------------------------------------------------------------------------- wds
 def _webdataset() -> Any:
-    try:
-        import webdataset  # noqa: PLC0415 (optional dependency: webdataset, the [data] extra)
-    except ImportError:
-        raise DataError(f"packing as WebDataset shards (--format wds) {_EXTRA}") from None
-    return webdataset
+    return import_extra("webdataset", "packing as WebDataset shards (--format wds)")
 
 
 class _HashingFile:
@@ -338,11 +334,7 @@ def write_wds_split(folder: Path, split: str, samples: Iterable[Sample], shard_s
 
 # --------------------------------------------------------------------------------------------- hfds
 def _datasets() -> Any:
-    try:
-        import datasets  # noqa: PLC0415 (optional dependency: datasets, the [data] extra)
-    except ImportError:
-        raise DataError(f"packing as a Hugging Face dataset (--format hfds) {_EXTRA}") from None
-    return datasets
+    return import_extra("datasets", "packing as a Hugging Face dataset (--format hfds)")
 
 
 def write_hfds(folder: Path, splits: dict[str, Iterable[Sample]], classes: list[str], shard_size: int,

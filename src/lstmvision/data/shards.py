@@ -27,6 +27,7 @@ matches nothing are a `DataError`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import random
@@ -110,12 +111,17 @@ def open_split(spec: str, split: str) -> Source:
 
 
 # ---------------------------------------------------------------------------------------- WebDataset
-def _wds():
+def import_extra(name: str, what: str) -> Any:
+    """The module `name` of the optional [data] extra (webdataset, datasets, braceexpand), or a `DataError`
+    saying that `what` needs the extra."""
     try:
-        import webdataset  # noqa: PLC0415 (optional dependency: webdataset, the [data] extra)
+        return importlib.import_module(name)
     except ImportError:
-        raise DataError(f"wds: data needs the [data] extra: {EXTRA}") from None
-    return webdataset
+        raise DataError(f"{what} needs the [data] extra: {EXTRA}") from None
+
+
+def _wds():
+    return import_extra("webdataset", "wds: data")
 
 
 def _read_info(folder: Path) -> dict[str, Any] | None:
@@ -176,9 +182,7 @@ def _wds_split(body: str, split: str) -> Source:
 
 
 def _wds_pattern(pattern: str, split: str) -> Source:
-    import braceexpand  # noqa: PLC0415 (optional dependency: a requirement of webdataset, the [data] extra)
-
-    urls = list(braceexpand.braceexpand(pattern))
+    urls = list(import_extra("braceexpand", "wds: data").braceexpand(pattern))
     folder = pattern[: pattern.index("{")].rsplit("/", 1)[0] if "{" in pattern else str(Path(pattern).parent)
     info = _read_info(Path(folder)) if Path(folder).is_dir() else None
     if info is None:
@@ -224,11 +228,7 @@ def _wds_decode(record: dict[str, Any]) -> tuple[bytes | None, Any, str]:
 
 # ------------------------------------------------------------------------------------ Hugging Face
 def _datasets():
-    try:
-        import datasets  # noqa: PLC0415 (optional dependency: datasets, the [data] extra)
-    except ImportError:
-        raise DataError(f"hfds:/hfids: data needs the [data] extra: {EXTRA}") from None
-    return datasets
+    return import_extra("datasets", "hfds:/hfids: data")
 
 
 def _load_hf(body: str) -> Any:
