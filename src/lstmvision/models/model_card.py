@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch.nn as nn
 import yaml
 
-from lstmvision.constants import TASK_MODELS, TIMM_PREFIX
+from lstmvision.constants import DETECTOR_PREFIX, TASK_MODELS, TIMM_PREFIX, UPERNET_PREFIX
 from lstmvision.models.flops import count_macs, count_params
 from lstmvision.models.registry import get_pretrained_cfg, is_model, split_tag
 from lstmvision.outputs import RUN_FILES
@@ -37,9 +37,18 @@ _RECIPE = ("model", "pretrained", "initial_checkpoint", "data", "task", "epochs"
            "aa", "reprob", "drop_path", "ema", "amp", "seed")
 
 
+def task_of(model: nn.Module) -> str | None:
+    """'segment' or 'detect' for the models of those tasks (their cfg's `task`, else their name), else None."""
+    task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
+    name = str(getattr(model, "model_name", ""))
+    if task in TASK_MODELS:
+        return task
+    return "segment" if name.startswith(UPERNET_PREFIX) else "detect" if name.startswith(DETECTOR_PREFIX) else None
+
+
 def is_classifier(model: nn.Module) -> bool:
     """A classification model (not a segmentation or detection one)."""
-    return (getattr(model, "pretrained_cfg", None) or {}).get("task") not in TASK_MODELS
+    return task_of(model) is None
 
 
 def run_folder(model: nn.Module) -> Path | None:
@@ -196,18 +205,21 @@ def _usage(model: nn.Module, folder: str, repo_id: str | None, remote_code: bool
     chans, h, w = _input(model)
     mode = "L" if chans == 1 else "RGB"
     image = f'image = Image.new("{mode}", ({w + w // 7}, {h + h // 7}), 128)  # or Image.open("your-image.jpg")'
-    lines = ["## Usage", "", "### lstmvision", "", "```python", "from PIL import Image", "import lstmvision", "",
-             f'model = lstmvision.create_model("{spec}", pretrained=True).eval()']
     if not is_classifier(model):
-        return [*lines, "```", ""]
-    lines += ["classify = lstmvision.Classifier(model)  # the model's own preprocessing and labels", image,
-              "print(classify(image).top_k)", "```", "",
-              "### timm", "", "```python", "import lstmvision  # registers lstmvision's models in timm", "import timm",
-              "import torch", "from PIL import Image", "",
-              f'model = timm.create_model("{spec}", pretrained=True).eval()',
-              "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))", image,
-              "with torch.no_grad():", "    probs = model(transform(image).unsqueeze(0)).softmax(-1)",
-              "print(probs.topk(min(5, probs.shape[-1])))", "```", ""]
+        run = ["with torch.no_grad():", f"    print(model(torch.rand(1, {chans}, {h}, {w})).shape)  # (1, classes, H, W)"]
+        return ["## Usage", "", "### lstmvision", "", "```python", "import torch", "import lstmvision", "",
+                f'model = lstmvision.create_model("{spec}", pretrained=True).eval()',
+                *(run if task_of(model) == "segment" else []), "```", ""]
+    lines = ["## Usage", "", "### lstmvision", "", "```python", "from PIL import Image", "import lstmvision", "",
+             f'model = lstmvision.create_model("{spec}", pretrained=True).eval()',
+             "classify = lstmvision.Classifier(model)  # the model's own preprocessing and labels", image,
+             "print(classify(image).top_k)", "```", "",
+             "### timm", "", "```python", "import lstmvision  # registers lstmvision's models in timm", "import timm",
+             "import torch", "from PIL import Image", "",
+             f'model = timm.create_model("{spec}", pretrained=True).eval()',
+             "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))", image,
+             "with torch.no_grad():", "    probs = model(transform(image).unsqueeze(0)).softmax(-1)",
+             "print(probs.topk(min(5, probs.shape[-1])))", "```", ""]
     if remote_code:
         lines += ["### transformers", "",
                   "`trust_remote_code=True` runs the repo's `modeling_lstmvision.py`, which imports lstmvision "
@@ -251,11 +263,12 @@ def model_card(model: nn.Module, folder: str | os.PathLike, repo_id: str | None 
     base_id, base_text = base_of(settings) if run is not None else (None, None)
     weights_from_tag = run is None and getattr(model, "weights_source", None) and cfg.get("tag")
     found = run_datasets(settings) if run is not None else tag_datasets(cfg.get("tag") if weights_from_tag else None)
-    family = _family(split_tag(arch)[0]) if is_model(split_tag(arch)[0]) else None
+    backbone = split_tag(arch.split(":")[-1])[0]  # a segmenter's or detector's backbone
+    family = _family(backbone) if is_model(backbone) else None
     meta: dict[str, Any] = {"library_name": "transformers" if remote_code else "lstmvision",
-                            "pipeline_tag": PIPELINE_TAGS.get(cfg.get("task"), "image-classification"),
+                            "pipeline_tag": PIPELINE_TAGS[task_of(model)],
                             "tags": [t for t in ("lstmvision", "timm" if remote_code else None, family,
-                                                 "image-classification" if is_classifier(model) else cfg.get("task"),
+                                                 PIPELINE_TAGS[task_of(model)],
                                                  "pytorch", "safetensors") if t]}
     meta.update(license_entries(license or cfg.get("license")))
     if datasets is not None or found:
