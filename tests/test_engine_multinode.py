@@ -19,9 +19,10 @@ import torch
 from safetensors.torch import load_file
 
 from engine_helpers import write_idx_folder
+from lstmvision.cli import main
+from lstmvision.engine.run import choose_run_dir, elastic_marker, elastic_restart, forget_elastic_run
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow]
 
 N_TRAIN, N_VAL = 320, 101  # 5 steps of 2 ranks x 32; an odd validation count (no padded duplicates allowed)
 
@@ -108,6 +109,56 @@ def data(tmp_path_factory) -> Path:
     return write_idx_folder(tmp_path_factory.mktemp("multinode") / "fashion-mnist", N_TRAIN, N_VAL)
 
 
+@pytest.fixture
+def torchelastic(monkeypatch):
+    """Pretend to be a torchrun worker of rendezvous `job/1` (one process); returns a setter of the restart
+    count."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job/1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    return lambda n: monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", str(n))
+
+
+def test_no_marker_outside_torchelastic(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    cfg = dict(output=str(tmp_path), experiment=None, model="timm:resnet18", img_size=28)
+    run_dir, restarted = choose_run_dir(cfg)
+    assert run_dir.parent == tmp_path and run_dir.name.endswith("-timm-resnet18-28") and not restarted
+    assert elastic_marker(tmp_path) is None and elastic_restart() == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_restart_takes_the_first_attempts_folder(tmp_path, torchelastic):
+    cfg = dict(output=str(tmp_path / "runs"), experiment=None, model="sequencer2d_tiny", img_size=28)
+    first, restarted = choose_run_dir(cfg)
+    marker = tmp_path / "runs" / ".torchelastic-job_1"
+    assert elastic_marker(cfg["output"]) == marker and not restarted
+    assert marker.read_text().strip() == first.name
+    torchelastic(1)
+    cfg["experiment"] = "another-name"  # whatever a restart would name: it takes the recorded folder
+    assert choose_run_dir(cfg) == (first, True) and elastic_restart() == 1
+    forget_elastic_run(tmp_path / "runs" / "another-name")  # not the job's folder: the marker stays
+    assert marker.is_file()
+    forget_elastic_run(first)
+    assert not marker.exists()
+    assert choose_run_dir(cfg) == (tmp_path / "runs" / "another-name", False)  # no marker: a new run
+
+
+@pytest.mark.slow
+def test_restart_without_checkpoint_starts_again_in_its_folder(tmp_path, torchelastic, capsys):
+    data = write_idx_folder(tmp_path / "fashion-mnist", 64, 32)
+    runs = tmp_path / "runs"
+    (runs / "first").mkdir(parents=True)
+    (runs / "first" / "config.yaml").write_text("written by the killed attempt\n")
+    (runs / ".torchelastic-job_1").write_text("first\n")
+    torchelastic(1)
+    assert main(["train", "--data", str(data), "--output", str(runs), "--model", "sequencer2d_tiny", "--epochs",
+                 "1", "--batch-size", "32", "--workers", "0", "--img-size", "28"]) == 0
+    out = capsys.readouterr().out
+    assert f"torchelastic restart 1: {runs / 'first'} holds no checkpoint yet; starting the run again" in out
+    assert sorted(p.name for p in runs.iterdir()) == ["first"]  # trained in the recorded folder; marker removed
+    assert (runs / "first" / "last" / "model.safetensors").is_file()
+
+
 @pytest.fixture(scope="module")
 def baseline(data, tmp_path_factory) -> Path:
     """One launcher, two processes, not interrupted: the reference run folder."""
@@ -118,6 +169,7 @@ def baseline(data, tmp_path_factory) -> Path:
     return out / "base"
 
 
+@pytest.mark.slow
 def test_two_nodes_on_one_host_equal_one_node(data, baseline, tmp_path):
     out, port = tmp_path / "runs", _free_port()
     launchers = [_torchrun("--nnodes", "2", "--node-rank", str(node_rank), "--nproc-per-node", "1",
@@ -172,6 +224,7 @@ def _kill_worker_after_checkpoint(launcher: subprocess.Popen, out: Path, rank: i
     raise AssertionError("no mid-epoch checkpoint to kill a worker after:\n" + launcher.communicate()[0][-3000:])
 
 
+@pytest.mark.slow
 def test_elastic_restart_resumes_its_run(data, baseline, tmp_path):
     out = tmp_path / "runs"
     cmd = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
