@@ -55,6 +55,15 @@ def test_pyramid_maps_match_feature_info(name):
     _check_maps(model, model(torch.randn(2, 3, 64, 64)), 64)
 
 
+@pytest.mark.slow  # 44 architectures, ~20 s
+def test_every_model_has_the_pyramid():
+    """Every registered architecture (built on the meta device: no memory, no compute)."""
+    for name in lstmvision.list_models():
+        with torch.device("meta"):
+            model = lstmvision.create_model(name, features_only=True, feature_cls="pyramid")
+        assert model.feature_info.reduction() == [4, 8, 16, 32], name
+
+
 def test_pyramid_levels_formats_and_strides():
     kw = dict(**_VIL, features_only=True, feature_cls="pyramid")
     picked = lstmvision.create_model("vil2_tiny", out_indices=(1, -1), **kw)
