@@ -179,7 +179,8 @@ def add_scene_arguments(p: argparse.ArgumentParser, layout: str, train: int, val
 
 def add_analysis_arguments(p: argparse.ArgumentParser, limit: bool = True) -> None:
     """Data, preprocessing, device and output of the analysis commands (resolution-sweep, erf, robustness)."""
-    p.add_argument("--data", required=True, help="dataset folder (ImageFolder tree with val/, or idx files)")
+    p.add_argument("--data", required=True, help="dataset folder (ImageFolder tree with val/, or idx files) or an "
+                                                 "hfds: dataset")
     p.add_argument("--split", default="val", choices=["val", "train"], help="which split to evaluate (default val)")
     if limit:
         p.add_argument("--limit", type=int, help="use a fixed random subset of this many images")

@@ -15,8 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from lstmvision.cli._common import add_model_arguments, add_overwrite_argument
 
     add_model_arguments(p)
-    p.add_argument("--data", help="ImageFolder tree (val/ or validation/ is used), a class folder, or MNIST idx "
-                                  "files (the t10k test set); default: $LSTMVISION_DATA or Fashion-MNIST")
+    p.add_argument("--data", help="ImageFolder tree (val/ or validation/ is used), a class folder, MNIST idx "
+                                  "files (the t10k test set), or wds:/hfds:/hfids: shards (their validation split, "
+                                  "or hfds:DIR:SPLIT); default: $LSTMVISION_DATA or Fashion-MNIST")
     p.add_argument("--limit-val", type=int, help="evaluate a fixed random subset of N images (the same N images "
                                                  "as `train --limit-val N`)")
     p.add_argument("--limit", dest="limit_val", type=int, help=argparse.SUPPRESS)  # train's name is --limit-val

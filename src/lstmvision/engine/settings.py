@@ -19,9 +19,11 @@ SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "num_classes": (int, None, "classes (default: from the data)"),
     "in_chans": (int, None, "input channels (default: 1 for grayscale data, else 3)"),
     "model_kwargs": (str, "*", "extra model arguments as key=value (values parsed as YAML)"),
-    "data": (str, None, "ImageFolder tree (train/, val/|validation/) or a folder of MNIST idx files "
-                        "(default: $LSTMVISION_DATA or /usr/share/datasets/fashion-mnist)"),
-    "limit_train": (int, None, "use a fixed random subset of N training images"),
+    "data": (str, None, "ImageFolder tree (train/, val/|validation/), a folder of MNIST idx files, or shards: "
+                        "wds:DIR|PATTERN, hfds:PATH|NAME, hfids:... (docs/scale.md) (default: $LSTMVISION_DATA or "
+                        "/usr/share/datasets/fashion-mnist)"),
+    "limit_train": (int, None, "use a fixed random subset of N training images (of a stream: every shard that "
+                               "holds one is read)"),
     "limit_val": (int, None, "use a fixed random subset of N validation images"),
     "epochs": (int, None, "epochs (plus --cooldown-epochs)"),
     "batch_size": (int, None, "batch size per process"),

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
+from torch.utils.data import IterableDataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from lstmvision.data.classification import fit_channels
 from lstmvision.data.loaders import limit
+from lstmvision.data.shards import is_sharded
 from lstmvision.data.sources import resolve_dataset
 from lstmvision.device import device_name
 from lstmvision.inference import model_in_chans
@@ -109,15 +111,19 @@ def open_images(path: str | Path | None, split: str = "val", limit_to: int | Non
     `settings` are the other `EvalImages` fields."""
     if path is None:
         raise ValueError("--data PATH is required (an ImageFolder tree with val/, or a folder of idx files)")
-    root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"data not found: {root}")
-    if not root.is_dir():
-        raise ValueError(f"--data must be a folder, got the file {root}")
-    ds = resolve_dataset(root, split, img_mode="RGB")
+    if not is_sharded(path):
+        root = Path(path)
+        if not root.exists():
+            raise FileNotFoundError(f"data not found: {root}")
+        if not root.is_dir():
+            raise ValueError(f"--data must be a folder, got the file {root}")
+    ds = resolve_dataset(path, split, img_mode="RGB")
+    if isinstance(ds, IterableDataset):
+        raise ValueError(f"--data {path}: the analyses pick images by index; give a folder or an hfds: dataset, "
+                         "not a stream (wds:, hfids:)")
     ds.transform = None
     if len(ds) == 0:
-        raise ValueError(f"the {split} set at {root} is empty")
+        raise ValueError(f"the {split} set at {path} is empty")
     return EvalImages(limit(ds, limit_to, seed), str(path), split, **settings)
 
 
