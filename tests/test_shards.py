@@ -19,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from lstmvision.cli import main
+from lstmvision.commands.analysis.common import open_images
 from lstmvision.data import BadImageCounter, DataError, build_loader, limit, resolve_dataset, start_epoch
 from lstmvision.data.shards import buffer_order, describe_source
 from lstmvision.models import create_model
@@ -352,3 +353,10 @@ def test_a_hub_dataset_loads_from_the_hub_cache(tmp_path, monkeypatch):
     assert val.size() == 12 and val.class_names == CLASSES
     with pytest.raises(DataError, match="hfds:someone/other"):
         resolve_dataset("hfds:someone/other", "train")
+
+
+def test_the_analyses_read_hfds_and_refuse_a_stream(sources):
+    images = open_images(sources["hfds"], "val")
+    assert len(images.dataset) == 30
+    with pytest.raises(ValueError, match="pick images by index"):
+        open_images(sources["wds"], "val")
