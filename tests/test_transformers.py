@@ -157,6 +157,27 @@ def test_trust_remote_code_loads_in_a_process_without_lstmvision_imported(saved,
 
 
 @pytest.mark.slow
+def test_trust_remote_code_pipeline_gives_a_grayscale_model_one_channel(tmp_path):
+    """The pipeline converts images to RGB; the folder's image processor gives a one-channel model ('L') input, as
+    lstmvision's Classifier does."""
+    model = _perturbed_head(lstmvision.create_model("sequencer2d_tiny", num_classes=3, in_chans=1, img_size=28), 5)
+    model.class_names = CLASSES[:3]
+    folder = lstmvision.save_for_hf(model, tmp_path / "gray")
+    _image(2, (30, 33)).save(tmp_path / "photo.png")
+    ours = lstmvision.Classifier(model).predict(str(tmp_path / "photo.png"), top_k=3).top_k
+    out = _fresh(f"""
+        import json
+        from transformers import pipeline
+        classify = pipeline("image-classification", model={str(folder)!r}, trust_remote_code=True)
+        print(json.dumps(classify("photo.png", top_k=3)))
+    """, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [t["label"] for t in theirs] == [label for label, _, _ in ours]
+    assert np.allclose([t["score"] for t in theirs], [p for _, _, p in ours], atol=1e-6)
+
+
+@pytest.mark.slow
 def test_trust_remote_code_without_lstmvision_says_pip_install(saved, tmp_path):
     _, folder = saved["vil2_tiny"]
     out = _fresh(f"""
@@ -171,6 +192,7 @@ def test_saved_folder_carries_the_transformers_files(saved):
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "timm_wrapper" and config["architecture"] == "vil2_tiny"
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_lstmvision.LstmVisionForImageClassification"
+    assert config["image_processor_type"] == "TimmWrapperImageProcessor"  # without remote code
     remote = (folder / "modeling_lstmvision.py").read_text()
     assert remote == (SRC / "lstmvision" / "models" / "hf_remote.py").read_text()
     assert "\nimport lstmvision\n" in remote  # transformers checks it: a missing package is `pip install lstmvision`

@@ -200,7 +200,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    cfg = jsonable_cfg(model)
+    cfg = _fit_normalisation(jsonable_cfg(model))
     timm_cfg = {k: v for k, v in cfg.items() if k in TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
     extra = {k: v for k, v in cfg.items() if k not in TIMM_CFG_FIELDS and k not in _SOURCE_FIELDS}
     names = class_names or getattr(model, "class_names", None)
@@ -220,6 +220,22 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, class_names: li
     atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     return folder
 
+
+
+def _fit_normalisation(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`mean` / `std` with one value per input channel of `input_size` (a grayscale model built from an RGB cfg:
+    their average), as timm's `resolve_data_config` (and transformers' TimmWrapperImageProcessor) require."""
+    size = cfg.get("input_size")
+    chans = int(size[0]) if isinstance(size, (list, tuple)) and size else None
+    out = dict(cfg)
+    for key in ("mean", "std"):
+        values = cfg.get(key)
+        if chans and isinstance(values, (list, tuple)) and len(values) != chans:
+            if chans == 1:
+                out[key] = (sum(values) / len(values),)
+            elif len(values) == 1:
+                out[key] = tuple(values) * chans
+    return out
 
 
 def jsonable_cfg(model: nn.Module) -> dict[str, Any]:

@@ -192,6 +192,7 @@ TRANSFORMERS_CONFIG = dict(
         "AutoConfig": "modeling_lstmvision.LstmVisionConfig",
         "AutoModel": "modeling_lstmvision.LstmVisionModel",
         "AutoModelForImageClassification": "modeling_lstmvision.LstmVisionForImageClassification",
+        "AutoImageProcessor": "modeling_lstmvision.LstmVisionImageProcessor",
     },
 )
 
