@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 import lstmvision
+from hub_server import StandInHub
+from lstmvision.models import hub
 from lstmvision.models.flops import count_params
 from lstmvision.models.model_card import CARD_MARK, base_of, license_entries, run_datasets, tag_datasets
 from lstmvision.models.upernet import create_segmenter
@@ -153,3 +155,43 @@ def test_card_snippets_run_on_the_saved_folder(tmp_path, monkeypatch, library):
                              timeout=600)
         assert out.returncode == 0, f"{code}\n{out.stderr[-3000:]}"
         assert any(name in out.stdout for name in CLASSES) or "values=" in out.stdout, out.stdout
+
+
+def test_push_to_hf_hub_uploads_the_save_for_hf_folder(monkeypatch):
+    uploaded = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            uploaded["created"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            folder = Path(folder_path)
+            uploaded.update(files=sorted(p.name for p in folder.iterdir()), card=(folder / "README.md").read_text())
+            return f"https://hub.example/{repo_id}/commit/1"
+
+    monkeypatch.setattr(hub.huggingface_hub, "HfApi", FakeApi)
+    model = lstmvision.create_model("sequencer2d_tiny", num_classes=3)
+    assert lstmvision.push_to_hf_hub(model, "acme/seq", class_names=CLASSES) == "https://hub.example/acme/seq/commit/1"
+    assert uploaded["created"] == ("acme/seq", False, True)
+    assert uploaded["files"] == ["README.md", "config.json", "model.safetensors", "modeling_lstmvision.py"]
+    assert 'create_model("hf-hub:acme/seq", pretrained=True)' in uploaded["card"]
+
+
+@pytest.mark.slow
+def test_card_snippets_run_against_a_hub_repo(tmp_path):
+    """With `repo_id`, the card's snippets name `hf-hub:ORG/NAME` / `ORG/NAME`; served by the stand-in hub (the
+    folder's files as the repo), each runs as written, trust_remote_code included."""
+    model = lstmvision.create_model("vil2_tiny", num_classes=3, **TINY_VIL)
+    folder = lstmvision.save_for_hf(model, tmp_path / "vil-card", class_names=CLASSES, repo_id="acme/vil-card")
+    snippets = [code for codes in _snippets(_card(folder)[1]).values() for code in codes]
+    assert len(snippets) == 4 and all("vil-card" in code for code in snippets)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    with StandInHub() as server:
+        for path in folder.iterdir():
+            server.add_repo_file("acme/vil-card", path.name, path)
+        env.update(HF_ENDPOINT=server.url, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+        for code in snippets:
+            out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=600)
+            assert out.returncode == 0, f"{code}\n{out.stderr[-3000:]}"
+            assert any(name in out.stdout for name in CLASSES) or "values=" in out.stdout, out.stdout
