@@ -89,7 +89,8 @@ def _register_in_timm() -> None:
     """Register lstmvision's models in timm's registry; a failure is a warning, never a failed import."""
     _RegisteringFinder.uninstall()
     try:
-        importlib.import_module("lstmvision.models.timm_bridge").register_timm()
+        # the plain names, then NAME_pyramid (features_only gives a 4/8/16/32 pyramid: smp's tu- encoders)
+        importlib.import_module("lstmvision.models.timm_pyramids").register_timm_pyramids()
     except Exception as e:  # noqa: BLE001 (an import of timm must not fail because of lstmvision)
         warnings.warn(f"lstmvision could not register its models in timm ({type(e).__name__}: {e}); "
                       "call lstmvision.register_timm() to see why", stacklevel=2)
