@@ -15,6 +15,7 @@ import yaml
 
 import lstmvision
 from hub_server import StandInHub
+from lstmvision.cli import main
 from lstmvision.models import hub
 from lstmvision.models.flops import count_params
 from lstmvision.models.model_card import CARD_MARK, base_of, license_entries, run_datasets, tag_datasets
@@ -195,3 +196,23 @@ def test_card_snippets_run_against_a_hub_repo(tmp_path):
                                  timeout=600)
             assert out.returncode == 0, f"{code}\n{out.stderr[-3000:]}"
             assert any(name in out.stdout for name in CLASSES) or "values=" in out.stdout, out.stdout
+
+
+@pytest.mark.slow
+def test_export_format_hf_writes_a_runs_hub_folder(tmp_path, capsys):
+    """`lstmvision export --checkpoint RUN --format hf`: the run's card, the transformers files, checked by loading
+    the folder back; an existing folder needs --overwrite, the run folder itself is refused."""
+    model = lstmvision.create_model("sequencer2d_tiny", num_classes=3, img_size=28)
+    settings = dict(model="sequencer2d_tiny", data="/data/fashion-mnist", epochs=1, lr=0.001, batch_size=8, seed=1)
+    rows = [dict(epoch=0, train_loss=1.5, val_loss=1.2, top1=40.0, top5=90.0, lr=0.001, img_s=50.0)]
+    run = _fake_run(tmp_path, model, settings, rows)
+    out = tmp_path / "hub-folder"
+    argv = ["export", "--checkpoint", str(run), "--format", "hf", "--output", str(out)]
+    assert main(argv) == 0
+    assert "ok: loaded back, max |Δ| 0.00e+00" in capsys.readouterr().out
+    assert {"README.md", "config.json", "model.safetensors", "modeling_lstmvision.py"} <= {p.name for p in out.iterdir()}
+    meta, body = _card(out)
+    assert meta["pipeline_tag"] == "image-classification" and "| 0 | 1.5000 | 1.2000 | 40.00 | 90.00 |" in body
+    assert main(argv) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert main([*argv[:-1], str(run / "best"), "--overwrite"]) == 2

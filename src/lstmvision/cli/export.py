@@ -10,8 +10,10 @@ from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_weights_arguments(p, model_help="registered model name or timm:NAME (random weights unless --pretrained "
                                         "or --initial-checkpoint; optional with --checkpoint)")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="default: from the output suffix (.onnx, .pt)")
-    p.add_argument("--output", "-o", required=True, help="file to write (.onnx, or .pt for TorchScript)")
+    p.add_argument("--format", choices=(*EXPORT_FORMATS, "hf"), default=None,
+                   help="default: from the output suffix (.onnx, .pt); hf: a Hugging Face Hub repo folder (timm and "
+                        "transformers load it; a model card with a run's recipe and metrics)")
+    p.add_argument("--output", "-o", required=True, help="file to write (.onnx, or .pt for TorchScript; a folder for hf)")
     add_overwrite_argument(p, "an existing --output file")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX: dynamic axis 0)")
     p.add_argument("--dynamic-size", action="store_true", help="any image height and width")
@@ -25,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from lstmvision.cli._common import model_from_args, resolve_input_size, warn_random_weights, weights_reads
     from lstmvision.commands import export as ex
 
+    if args.format == "hf":
+        return run_hf(args)
     # the request and the output file first: nothing is loaded for an export that cannot be written as asked
     ex.check_request(args.output, args.format, args.batch_size, args.opset, args.overwrite, weights_reads(args))
     resolve_input_size(args, square=False)  # an export may be H x W
@@ -45,4 +49,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"lstmvision export: error: max |Δ| {result.max_abs_diff:.2e} exceeds the tolerance {result.tolerance:g}")
         return 1
     print(f"ok: max |Δ| {result.max_abs_diff:.2e} <= {result.tolerance:g}")
+    return 0
+
+
+def run_hf(args: argparse.Namespace) -> int:
+    from lstmvision.cli._common import model_from_args, warn_random_weights, weights_reads
+    from lstmvision.commands import export as ex
+
+    model = model_from_args(args)
+    warn_random_weights(model)
+    folder, diff = ex.export_hf(model, args.output, args.overwrite, weights_reads(args))
+    name = getattr(model, "model_name", "model")
+    print(f"exported {name} to {folder}/ (a Hugging Face Hub repo folder with README.md model card)")
+    if diff is not None:
+        print(f"ok: loaded back, max |Δ| {diff:.2e}")
     return 0

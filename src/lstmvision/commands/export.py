@@ -31,7 +31,9 @@ from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_ops
 
 from lstmvision.constants import DEFAULT_OPSET, EXPORT_FORMATS, EXPORT_TOLERANCE, MIN_OPSET, TASK_MODELS
 from lstmvision.errors import os_reason
-from lstmvision.outputs import check_outputs, checkpoint_reads
+from lstmvision.models.hub import save_for_hf
+from lstmvision.models.loading import create_model
+from lstmvision.outputs import check_output_folder, check_outputs, checkpoint_reads
 from lstmvision.weights import jsonable_cfg
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
@@ -283,6 +285,29 @@ def weights_read(model: nn.Module) -> list[Path]:
     """The local checkpoint files and folders `model` was loaded from (its `weights_source`), if any."""
     source = getattr(model, "weights_source", None)
     return checkpoint_reads(source) if isinstance(source, str) and Path(source).exists() else []
+
+
+def export_hf(model: nn.Module, folder: str | Path, overwrite: bool = False,
+              reads: Sequence[str | Path] = ()) -> tuple[Path, float | None]:
+    """`model` as a Hugging Face Hub repo folder (`save_for_hf`: timm's and transformers' files and a model card;
+    a run's recipe and final metrics in the card when the model was loaded from a run folder), then loaded back:
+    (folder, the largest |Δ| between the two models' logits; None for segmentation and detection models). A folder
+    that holds files needs `overwrite`; a folder the model was read from is refused."""
+    folder = check_output_folder(folder, "--output", reads)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise ExportError(f"{folder} already holds files; pass --overwrite to write the model into it")
+    save_for_hf(model, folder)
+    task = (getattr(model, "pretrained_cfg", None) or {}).get("task")
+    if task in TASK_MODELS:
+        return folder, None
+    again = create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(1, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        diff = (model(x).float() - again(x).float()).abs().max().item()
+    model.train(was_training)
+    return folder, diff
 
 
 def check_model(model: nn.Module) -> None:
