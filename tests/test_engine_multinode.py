@@ -20,7 +20,14 @@ from safetensors.torch import load_file
 
 from engine_helpers import write_idx_folder
 from lstmvision.cli import main
-from lstmvision.engine.run import choose_run_dir, elastic_marker, elastic_restart, forget_elastic_run
+from lstmvision.engine.run import (
+    SHARED_STORE_WARNING,
+    choose_run_dir,
+    elastic_marker,
+    elastic_restart,
+    forget_elastic_run,
+    shared_store_restarts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,12 +77,28 @@ def _check(res: subprocess.CompletedProcess) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a launcher started with start_new_session and every worker it started."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def _children(ppid: int) -> dict[int, list[bytes]]:
+    """The processes whose parent is `ppid`, with their environments."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                out[int(proc.name)] = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _kill_launcher(proc: subprocess.Popen) -> None:
+    """SIGKILL a torchrun launcher and the workers it started (they run in sessions of their own)."""
+    for pid in _children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
     proc.wait()
 
 
@@ -84,15 +107,14 @@ def _run_together(cmds: list[list[str]], logs: Path, timeout: float = 240) -> li
     (a launcher whose peer is gone waits for it) and the failure shows every command's output."""
     logs.mkdir(parents=True, exist_ok=True)
     files = [(open(logs / f"{i}.out", "w+"), open(logs / f"{i}.err", "w+")) for i in range(len(cmds))]
-    procs = [subprocess.Popen(cmd, env=_env(), stdout=o, stderr=e, text=True, start_new_session=True)
-             for cmd, (o, e) in zip(cmds, files)]
+    procs = [subprocess.Popen(cmd, env=_env(), stdout=o, stderr=e, text=True) for cmd, (o, e) in zip(cmds, files)]
     deadline = time.time() + timeout
     while time.time() < deadline and any(p.poll() is None for p in procs):
         if any(p.poll() not in (None, 0) for p in procs):
             break
         time.sleep(0.2)
     for p in procs:
-        _kill_group(p)
+        _kill_launcher(p)
     results = []
     for cmd, p, (o, e) in zip(cmds, procs, files):
         o.seek(0), e.seek(0)
@@ -122,25 +144,36 @@ def test_no_marker_outside_torchelastic(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
     cfg = dict(output=str(tmp_path), experiment=None, model="timm:resnet18", img_size=28)
-    run_dir, restarted = choose_run_dir(cfg)
+    run_dir, restarted = choose_run_dir(cfg, False)
     assert run_dir.parent == tmp_path and run_dir.name.endswith("-timm-resnet18-28") and not restarted
     assert elastic_marker(tmp_path) is None and elastic_restart() == 0 and list(tmp_path.iterdir()) == []
 
 
 def test_restart_takes_the_first_attempts_folder(tmp_path, torchelastic):
     cfg = dict(output=str(tmp_path / "runs"), experiment=None, model="sequencer2d_tiny", img_size=28)
-    first, restarted = choose_run_dir(cfg)
+    first, restarted = choose_run_dir(cfg, False)
     marker = tmp_path / "runs" / ".torchelastic-job_1"
     assert elastic_marker(cfg["output"]) == marker and not restarted
     assert marker.read_text().strip() == first.name
     torchelastic(1)
     cfg["experiment"] = "another-name"  # whatever a restart would name: it takes the recorded folder
-    assert choose_run_dir(cfg) == (first, True) and elastic_restart() == 1
+    assert choose_run_dir(cfg, True) == (first, True) and elastic_restart() == 1
     forget_elastic_run(tmp_path / "runs" / "another-name")  # not the job's folder: the marker stays
     assert marker.is_file()
     forget_elastic_run(first)
     assert not marker.exists()
-    assert choose_run_dir(cfg) == (tmp_path / "runs" / "another-name", False)  # no marker: a new run
+    assert choose_run_dir(cfg, True) == (tmp_path / "runs" / "another-name", False)  # no marker: a new run
+
+
+def test_shared_store_restarts_are_warned(monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    assert shared_store_restarts() and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in SHARED_STORE_WARNING
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 was set
+    assert not shared_store_restarts()
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
+    assert not shared_store_restarts()
 
 
 @pytest.mark.slow
@@ -192,17 +225,8 @@ def test_two_nodes_on_one_host_equal_one_node(data, baseline, tmp_path):
 
 def _worker_pid(launcher_pid: int, rank: int) -> int | None:
     """The pid of the torchrun worker of global rank `rank` (a child of the launcher), or None."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == launcher_pid and f"RANK={rank}".encode() in environ:
-            return int(proc.name)
-    return None
+    tag = f"RANK={rank}".encode()
+    return next((pid for pid, environ in _children(launcher_pid).items() if tag in environ), None)
 
 
 def _kill_worker_after_checkpoint(launcher: subprocess.Popen, out: Path, rank: int) -> dict:
@@ -220,7 +244,7 @@ def _kill_worker_after_checkpoint(launcher: subprocess.Popen, out: Path, rank: i
                     time.sleep(0.05)
                 return torch.load(states[0], weights_only=True)  # reread: a later save may have landed
         time.sleep(0.05)
-    _kill_group(launcher)
+    _kill_launcher(launcher)
     raise AssertionError("no mid-epoch checkpoint to kill a worker after:\n" + launcher.communicate()[0][-3000:])
 
 
@@ -229,13 +253,14 @@ def test_elastic_restart_resumes_its_run(data, baseline, tmp_path):
     out = tmp_path / "runs"
     cmd = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
                     *_train_args(data, out, "--debug-step-delay", "0.5"))  # a dated run folder: no --experiment
-    launcher = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+    # torch's default (sharing the rendezvous store with the workers) can hang a restarted group
+    env = dict(_env(), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         killed = _kill_worker_after_checkpoint(launcher, out, rank=0)
         log, _ = launcher.communicate(timeout=240)
     finally:
-        _kill_group(launcher)
+        _kill_launcher(launcher)
     assert launcher.returncode == 0, log[-5000:]
     k = killed["step_in_epoch"]
     assert killed["epoch"] == 0 and 2 <= k < 5, "expected a mid-epoch checkpoint"
@@ -243,6 +268,7 @@ def test_elastic_restart_resumes_its_run(data, baseline, tmp_path):
     assert len(runs) == 1, runs  # the restarted group went on in the same run folder; the job's marker is gone
     run_dir = out / runs[0]
     assert "torchelastic restart 1: resuming" in log, log[-3000:]
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in log  # no warning: the store is not shared
     assert f"resumed from {run_dir / 'last'} at epoch 0 step {k} (global step {k}," in log, log[-3000:]
     after = log.split("torchelastic restart 1")[1]
     assert [int(s) for s in re.findall(r"^epoch 0 \[(\d+)/5\]", after, re.M)] == list(range(k + 1, 6))

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,24 @@ class TrainingError(ValueError):
 
 
 # ------------------------------------------------------------------------------------- distributed
+SHARED_STORE_WARNING = (
+    "torchrun restarts these workers (--max-restarts) and shares its rendezvous store with them, where a "
+    "restarted group can read the addresses of the killed one and hang while connecting: start torchrun with "
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment and the c10d rendezvous (--standalone, or "
+    "--rdzv-backend c10d)")
+
+
+def shared_store_restarts() -> bool:
+    """Whether torchrun may restart this worker group (TORCHELASTIC_MAX_RESTARTS > 0) while the workers use the
+    store of its rendezvous (TORCHELASTIC_USE_AGENT_STORE): that store outlives a restart with the keys the
+    previous group wrote, and a restarted process group can connect to the addresses of dead processes."""
+    try:
+        restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    except ValueError:
+        restarts = 0
+    return restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
 class Dist:
     def __init__(self, device_arg: str | None):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -47,6 +66,8 @@ class Dist:
             torch.cuda.set_device(device)
         self.device = device
         if self.world > 1 and not dist.is_initialized():
+            if self.rank == 0 and shared_store_restarts():
+                warnings.warn(SHARED_STORE_WARNING, stacklevel=2)
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
     @property
@@ -123,8 +144,9 @@ def make_run_dir(cfg: dict[str, Any]) -> Path:
 
 # -------------------------------------------------------------------------------------------- torchelastic
 def elastic_restart() -> int:
-    """How often torchelastic (`torchrun --max-restarts N`) has restarted this worker group: 0 on its first
-    attempt and outside torchrun (TORCHELASTIC_RESTART_COUNT)."""
+    """How often torchelastic (`torchrun --max-restarts N`) has restarted the workers of this node: 0 on the first
+    attempt and outside torchrun (TORCHELASTIC_RESTART_COUNT). Each node counts its own restarts: a node whose
+    workers were stopped because another node's failed does not count it, so ask every rank (`Dist.any_true`)."""
     try:
         return max(0, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
     except ValueError:
@@ -141,14 +163,14 @@ def elastic_marker(output: str | os.PathLike) -> Path | None:
     return Path(output) / f".torchelastic-{re.sub(r'[^A-Za-z0-9._-]', '_', run_id)[:100]}"
 
 
-def choose_run_dir(cfg: dict[str, Any]) -> tuple[Path, bool]:
+def choose_run_dir(cfg: dict[str, Any], restarted: bool) -> tuple[Path, bool]:
     """Rank 0: the folder of a new run, and whether it is the folder of an earlier attempt of this torchelastic
-    job. A restarted attempt (TORCHELASTIC_RESTART_COUNT > 0) takes the folder its job's marker names; the first
-    attempt names a new folder (`make_run_dir`) and writes it into the marker."""
+    job. A `restarted` group (TORCHELASTIC_RESTART_COUNT > 0 on any rank) takes the folder its job's marker
+    names; the first attempt names a new folder (`make_run_dir`) and writes it into the marker."""
     marker = elastic_marker(cfg["output"])
     if marker is None:
         return make_run_dir(cfg), False
-    if elastic_restart() > 0:
+    if restarted:
         try:
             name = marker.read_text(encoding="utf-8").strip()
         except OSError:

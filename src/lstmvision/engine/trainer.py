@@ -16,7 +16,7 @@ start and are not part of a checkpoint.
 
 Under torchrun, rank 0 records the run folder of a new run in `<output>/.torchelastic-<rendezvous id>` (removed
 when the run ends well); a worker group that torchelastic restarted (`--max-restarts`,
-TORCHELASTIC_RESTART_COUNT > 0) takes the folder from there and resumes it from its last checkpoint as
+TORCHELASTIC_RESTART_COUNT > 0 on any rank) takes the folder from there and resumes it from its last checkpoint as
 `--resume RUN_DIR` would (or starts the run again in it when no checkpoint was written yet).
 """
 from __future__ import annotations
@@ -72,7 +72,8 @@ def train(cfg: dict[str, Any], callbacks: Sequence[Callback] = ()) -> dict[str, 
         if cfg["resume"]:
             run_dir = find_checkpoint(cfg["resume"]).parent
         else:
-            run_dir, restarted = env.broadcast(choose_run_dir(cfg) if env.main else None)
+            again = env.any_true(elastic_restart() > 0)  # collective: each node counts its own restarts
+            run_dir, restarted = env.broadcast(choose_run_dir(cfg, again) if env.main else None)
             check_run_folder(run_dir, [*checkpoint_reads(cfg.get("initial_checkpoint")), cfg.get("data")])
         lock = lock_run_dir(run_dir, env)
         try:
