@@ -582,16 +582,16 @@ def sample_rng(seed: int, epoch: int, position: int) -> Iterator[None]:
     """Python's, NumPy's and torch's random streams seeded by (seed, epoch, sample) inside, restored after: a
     sample's random augmentation does not depend on which worker reads it or on what was read before."""
     value = ((seed * 1_000_003 + epoch) * 1_000_000_007 + position) % 2**32
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(value)
-        random.seed(value)
-        np.random.seed(value)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
+    py, npy, cpu = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+    torch.default_generator.manual_seed(value)  # the CPU generator only: torch.manual_seed also queues CUDA's
+    random.seed(value)
+    np.random.seed(value)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.default_generator.set_state(cpu)
 
 
 def _shard_of(starts: list[int], q: int) -> int:
