@@ -360,3 +360,12 @@ def test_the_analyses_read_hfds_and_refuse_a_stream(sources):
     assert len(images.dataset) == 30
     with pytest.raises(ValueError, match="pick images by index"):
         open_images(sources["wds"], "val")
+
+
+def test_a_run_folder_inside_the_shards_is_refused(sources, capsys):
+    folder = sources["wds"].split(":", 1)[1]
+    argv = ["train", "--data", sources["wds"], "--output", f"{folder}/runs", "--model", "sequencer2d_tiny",
+            "--epochs", "1", "--workers", "0", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "an input of this run" in capsys.readouterr().err
+    assert not Path(folder, "runs").exists()

@@ -11,8 +11,8 @@ checked for NaN/inf) at log intervals and before every checkpoint. A checkpoint 
 so far, the weights and the optimizer state are finite, so `last/` is always a good point to resume from.
 Resuming restores the epoch's running sums, so a resumed run on CPU (``--workers 0``) reproduces the
 uninterrupted run exactly (weights and summary rows; only the img_s timing differs). With data-loader worker
-processes it cannot: their random streams (augmentation) live in the workers, which are seeded once when they
-start and are not part of a checkpoint.
+processes only a streamed source (`data.shards.ShardStream`, which seeds each sample's augmentation) does: the
+workers of map-style data draw from random streams seeded once when they start, not part of a checkpoint.
 
 Under torchrun, rank 0 records the run folder of a new run in `<output>/.torchelastic-<rendezvous id>` (removed
 when the run ends well); a worker group that torchelastic restarted (`--max-restarts`,
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from lstmvision.data.images import BadImageCounter, DataError, default_data_root
 from lstmvision.data.loaders import start_epoch
+from lstmvision.data.sources import data_root
 from lstmvision.device import autocast_context, cpu_threads
 from lstmvision.engine import checkpoint as ckpt
 from lstmvision.engine.callbacks import Callback
@@ -74,7 +75,8 @@ def train(cfg: dict[str, Any], callbacks: Sequence[Callback] = ()) -> dict[str, 
         else:
             again = env.any_true(elastic_restart() > 0)  # collective: each node counts its own restarts
             run_dir, restarted = env.broadcast(choose_run_dir(cfg, again) if env.main else None)
-            check_run_folder(run_dir, [*checkpoint_reads(cfg.get("initial_checkpoint")), cfg.get("data")])
+            data = data_root(cfg["data"]) if cfg.get("data") else None  # a shard source's folder
+            check_run_folder(run_dir, [*checkpoint_reads(cfg.get("initial_checkpoint")), data])
         lock = lock_run_dir(run_dir, env)
         try:
             if restarted:
