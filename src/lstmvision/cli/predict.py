@@ -23,10 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmvision.cli._common import check_counts, check_task, model_from_args, warn_random_weights
+    from lstmvision.cli._common import check_counts
     from lstmvision.data.images import IMAGE_EXTENSIONS, list_images
-    from lstmvision.device import choose_device
-    from lstmvision.inference import Classifier
 
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
@@ -47,32 +45,34 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no such image or folder: {p}")
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {' '.join(args.images)}")
-    model = model_from_args(args)
-    check_task(model, "predict")
-    warn_random_weights(model)
-    clf = Classifier(model, device=choose_device(args.device, args.workers), img_size=args.img_size,
-                     crop_pct=args.crop_pct, interpolation=args.interpolation)
+    clf = classifier(args)
     results, skipped = clf.predict_files(files, args.topk, args.batch_size, args.strict_images)
     return report(args, clf, results, skipped)
 
 
 def predict_data(args: argparse.Namespace) -> int:
     """Predictions for the samples of `--data`'s evaluation split."""
-    from lstmvision.cli._common import check_task, model_from_args, warn_random_weights
     from lstmvision.data import resolve_dataset
-    from lstmvision.device import choose_device
-    from lstmvision.inference import Classifier
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
-    model = model_from_args(args)
-    check_task(model, "predict")
-    warn_random_weights(model)
-    clf = Classifier(model, device=choose_device(args.device, args.workers), img_size=args.img_size,
-                     crop_pct=args.crop_pct, interpolation=args.interpolation)
+    clf = classifier(args)
     dataset = resolve_dataset(args.data, "val", img_mode="L" if clf.in_chans == 1 else "RGB")
     results, skipped = clf.predict_dataset(dataset, args.topk, args.batch_size, args.strict_images, args.limit)
     return report(args, clf, results, skipped)
+
+
+def classifier(args: argparse.Namespace):
+    """The model of the command line as a `lstmvision.Classifier` (a classification model, or one clear error)."""
+    from lstmvision.cli._common import check_task, model_from_args, warn_random_weights
+    from lstmvision.device import choose_device
+    from lstmvision.inference import Classifier
+
+    model = model_from_args(args)
+    check_task(model, "predict")
+    warn_random_weights(model)
+    return Classifier(model, device=choose_device(args.device, args.workers), img_size=args.img_size,
+                      crop_pct=args.crop_pct, interpolation=args.interpolation)
 
 
 def report(args: argparse.Namespace, clf, results: list, skipped: int) -> int:
