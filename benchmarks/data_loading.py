@@ -4,7 +4,8 @@ with 0 and 2 loader workers.
 
     python benchmarks/data_loading.py --work data/bench-formats --json benchmarks/results/cpu-data-loading.json
 
-The PNG tree is written from the idx files (`--source`, default: the Debian package), the shards and the dataset by
+The PNG tree is written from the idx files (`--source`, default: the Debian package) by
+`lstmvision.data.sources.to_image_folders`, the shards and the dataset by
 `lstmvision data pack` from that tree (so all three hold the same PNG bytes). Two figures per format x workers:
 
 - `loader`: the training loader alone (the default recipe's transform at 28 px, batch 128), images per second over
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,32 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from lstmvision.data import FASHION_MNIST_CLASSES, build_loader, default_data_root, read_idx, resolve_dataset, save_png
-from lstmvision.data.images import find_idx_files
+from lstmvision.data import build_loader, default_data_root, resolve_dataset
 from lstmvision.data.loaders import start_epoch
+from lstmvision.data.sources import to_image_folders
 from lstmvision.engine.recipes import DEFAULTS
 from lstmvision.models import create_model
 from lstmvision.tasks.base import fill_normalisation
 from lstmvision.tasks.classify import build_transforms
-
-
-def write_png_tree(source: Path, out: Path) -> Path:
-    """The idx files of `source` as train/ and val/ class folders of PNG files (once)."""
-    if (out / "val").is_dir():
-        return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, folder in (("train", "train"), ("val", "val")):
-        images, labels = (read_idx(f) for f in find_idx_files(source, split))
-        names = [f"{i}_{c.replace('/', '_')}" for i, c in enumerate(FASHION_MNIST_CLASSES)]
-        for i, (img, label) in enumerate(zip(images, labels)):
-            save_png(tmp / folder / names[label] / f"{i:05d}.png", np.asarray(img))
-    os.replace(tmp, out)
-    return out
 
 
 def pack(tree: Path, out: Path, fmt: str) -> Path:
@@ -104,7 +88,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     source = args.source or default_data_root()
-    tree = write_png_tree(source, args.work / "png")
+    tree = to_image_folders(str(source), args.work / "png")  # train/ and test/ class folders of PNG files
     specs = {"png folder": str(tree), "wds": f"wds:{pack(tree, args.work / 'wds', 'wds')}",
              "hfds": f"hfds:{pack(tree, args.work / 'hfds', 'hfds')}"}
     specs["hfids"] = "hfids:" + specs["hfds"].split(":", 1)[1]

@@ -22,6 +22,7 @@ from lstmvision.cli import main
 from lstmvision.commands.analysis.common import open_images
 from lstmvision.data import BadImageCounter, DataError, build_loader, limit, resolve_dataset, start_epoch
 from lstmvision.data.shards import buffer_order, describe_source
+from lstmvision.errors import worker_message
 from lstmvision.models import create_model
 from lstmvision.weights import save_pretrained
 
@@ -369,3 +370,13 @@ def test_a_run_folder_inside_the_shards_is_refused(sources, capsys):
     assert main(argv) == 2
     assert "an input of this run" in capsys.readouterr().err
     assert not Path(folder, "runs").exists()
+
+
+def test_a_worker_error_is_told_by_its_own_message(sources):
+    text = ("Caught DataError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in f\nlstmvision.data.images.DataError: shard a.tar is missing')
+    assert worker_message(text) == "shard a.tar is missing" and worker_message("plain error") is None
+    ds = resolve_dataset(sources["wds"], "train")
+    _train_loader(ds, batch=8, epoch=1, skip=8 * 6)
+    url, offset = ds.resume_position(0)  # where the reader starts again: a shard of the source, inside it
+    assert url in {s.url for s in ds.source.shards} and 0 <= offset < 32

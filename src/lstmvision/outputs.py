@@ -77,7 +77,8 @@ def checkpoint_reads(path: PathLike | None) -> list[Path]:
     return [*inside, *(path / n for n in RUN_FILES)] if inside else [path]
 
 
-def _within(path: Path, folder: Path) -> bool:
+def within(path: PathLike, folder: PathLike) -> bool:
+    """Whether `path` is `folder` or lies inside it (links resolved); False when either cannot be resolved."""
     try:
         return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
     except OSError:
@@ -92,7 +93,7 @@ def read_by(output: Path, reads: Iterable[PathLike]) -> Path | None:
     out_id = file_id(output)
     for source in map(Path, reads):
         if source.is_dir():
-            if _within(output, source):
+            if within(output, source):
                 return source
         elif out_id is not None and file_id(source) == out_id:
             return source
@@ -123,7 +124,7 @@ def outside(files: Iterable[Path], folder: PathLike | None) -> list[Path]:
     """`files` without those inside output `folder`: the outputs of an earlier run are not inputs."""
     if folder is None:
         return list(files)
-    return [f for f in files if not _within(f, Path(folder))]
+    return [f for f in files if not within(f, Path(folder))]
 
 
 def check_output_folder(folder: PathLike, flag: str, reads: Iterable[PathLike] = ()) -> Path:
@@ -149,7 +150,7 @@ def check_run_folder(run_dir: PathLike, reads: Iterable[PathLike] = ()) -> Path:
     for source in (Path(r) for r in reads if r is not None):
         if not (source.exists() or source.is_symlink()):
             continue
-        if _within(source, run_dir) or (source.is_dir() and _within(run_dir, source)):
+        if within(source, run_dir) or (source.is_dir() and within(run_dir, source)):
             raise FileExistsError(f"the run folder {run_dir} would hold or lie inside {source}, an input of this "
                                   "run: choose another --experiment or --output")
     return run_dir

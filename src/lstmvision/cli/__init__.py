@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from lstmvision import __version__
-from lstmvision.errors import first_line
+from lstmvision.errors import worker_message
 
 # subcommand -> (module, one-line help). A module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,12 +45,6 @@ class UserError(Exception):
 # PermissionError, FileExistsError, IsADirectoryError: a path the user gave that cannot be written or read
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, NotADirectoryError,
                                                 PermissionError, FileExistsError, IsADirectoryError)
-
-
-def worker_message(e: BaseException) -> str:
-    """The message of `e`; for an error a DataLoader worker raised, the worker's own message (not the traceback)."""
-    text = str(e)
-    return first_line(e) if text.startswith("Caught ") and "worker" in text.splitlines()[0] else text
 
 
 def build_parser(commands: str | tuple[str, ...] | None = None) -> argparse.ArgumentParser:
@@ -142,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("LSTMVISION_DEBUG"):
             raise
-        print(f"lstmvision {args.command}: error: {worker_message(e)}", file=sys.stderr)
+        print(f"lstmvision {args.command}: error: {worker_message(str(e)) or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lstmvision {args.command}: interrupted", file=sys.stderr)

@@ -53,7 +53,7 @@ from lstmvision.data.images import (
 )
 from lstmvision.data.shards import import_extra
 from lstmvision.errors import os_reason
-from lstmvision.outputs import check_output_folder, write_text
+from lstmvision.outputs import check_output_folder, within, write_text
 
 FORMATS = ("wds", "hfds")
 # ~1000 images a shard: ImageNet-1K (~110 kB a JPEG) gives 1282 train shards of ~110 MB and 50 validation shards,
@@ -181,16 +181,12 @@ def iter_samples(ds: Dataset, bad: BadImageCounter, workers: int = 0, chunk: int
 
 
 # ------------------------------------------------------------------------------------------- output
-def _within(path: Path, folder: Path) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
-
-
 def check_pack_output(out: str | os.PathLike, src: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse, before any work, in one line: OUT that is SRC, lies inside it or holds it; OUT that is a file or
     cannot be made; an OUT that exists and is not empty without `overwrite`; and, even with `overwrite`, a
     non-empty OUT that is not a packed data set (no SHA256SUMS): --overwrite replaces only earlier packs."""
     out, src = Path(out), Path(src)
-    if _within(out, src) or _within(src, out):
+    if within(out, src) or within(src, out):
         where = "is" if os.path.realpath(out) == os.path.realpath(src) else "lies inside or holds"
         raise ValueError(f"OUT {out} {where} the source {src}: the shards would mix with the data they are made "
                          "of; choose a folder outside it")

@@ -27,6 +27,7 @@ matches nothing are a `DataError`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 import json
@@ -425,7 +426,8 @@ class ShardStream(IterableDataset):
 
     def subset(self, n: int, seed: int) -> "ShardStream":
         """A fixed random subset of `n` samples (as `loaders.limit` draws it)."""
-        other = _copy(self)
+        other = copy.copy(self)
+        other.plan = replace(self.plan)
         g = torch.Generator().manual_seed(seed)
         other.keep = sorted(torch.randperm(self.size(), generator=g)[:n].tolist())
         return other
@@ -603,13 +605,6 @@ def _shard_of(starts: list[int], q: int) -> int:
         else:
             hi = mid - 1
     return lo
-
-
-def _copy(stream: ShardStream) -> ShardStream:
-    other = ShardStream.__new__(ShardStream)
-    other.__dict__.update(stream.__dict__)
-    other.plan = replace(stream.plan)
-    return other
 
 
 # ------------------------------------------------------------------------------------------- public

@@ -41,16 +41,19 @@ def data_root(path: str | os.PathLike | None) -> Path | None:
 
 
 def to_image_folders(spec: str, folder: str | os.PathLike) -> Path:
-    """A sharded source written once as an ImageFolder tree (`train/` and `test/`, PNG files, class folders
-    named `NNNN_<class>` so that their sorted order is the label order), for commands that need files (transfer's
-    seeded subsets). Built aside and renamed into place; an existing tree is reused."""
+    """A source (sharded, or any `resolve_dataset` reads) written once as an ImageFolder tree (`train/` and
+    `test/`, PNG files in the images' own channels, class folders named `NNNN_<class>` so that their sorted order
+    is the label order), for commands that need files (transfer's seeded subsets). Built aside and renamed into
+    place; an existing tree is reused."""
     folder = Path(folder)
     if folder.is_dir():
         return folder
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    train = resolve_dataset(spec, "train", img_mode="RGB")
-    for split, ds in (("train", train), ("test", resolve_dataset(spec, "val", "RGB", train.class_names))):
+    train = resolve_dataset(spec, "train", img_mode="L")
+    mode = "L" if train.grayscale else "RGB"  # the images' own channels
+    train.img_mode = mode
+    for split, ds in (("train", train), ("test", resolve_dataset(spec, "val", mode, train.class_names))):
         names = [f"{i:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', c)}" for i, c in enumerate(train.class_names)]
         for name in names:
             (tmp / split / name).mkdir(parents=True, exist_ok=True)
